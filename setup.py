@@ -1,0 +1,43 @@
+"""Build the compiled core: every .pyx under src/cbptt becomes an extension module.
+
+BLAS is not linked here: the modules cimport scipy.linalg.cython_blas and take the function
+pointers SciPy exports at import time. CBPTT_CYTHON_DEBUG=1 turns Cython's safety checks back on.
+"""
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("CBPTT_CYTHON_DEBUG", "0") not in ("", "0")
+MODULES = ["_blas", "_engine"]
+HEADERS = ["_blas", "_cells", "_losses"]
+
+directives = {
+    "language_level": "3",
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "nonecheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-ffp-contract=fast"]
+
+extensions = [
+    Extension(
+        f"cbptt.{name}",
+        [f"src/cbptt/{name}.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        depends=[f"src/cbptt/{m}.pxd" for m in HEADERS],
+    )
+    for name in MODULES
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=directives, include_path=["src"]),
+    package_data={"cbptt": ["*.pxd", "*.pyx"]},
+    zip_safe=False,
+)

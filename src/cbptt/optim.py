@@ -1,0 +1,134 @@
+"""Optimisers with PyTorch's update rules, acting in place on a model's flat parameter buffer.
+
+An optimiser's state (momentum buffers, Adam's moments) is flat too, shaped like the buffer it
+first steps; it is bound to that buffer and refuses another of a different size.
+"""
+import numpy as np
+
+
+class Optimizer:
+    """Base class: ``step(params, grads)`` updates params in place from grads (grads may be
+    overwritten as scratch)."""
+
+    def __init__(self, lr):
+        if not lr > 0 or not np.isfinite(lr):
+            raise ValueError(f"lr must be a positive number, got {lr}")
+        self.lr = float(lr)
+        self.steps = 0
+        self._size = None
+
+    def _bind(self, params):
+        if self._size is None:
+            self._size = params.size
+            self._init_state(params)
+        elif params.size != self._size:
+            raise ValueError(f"this optimiser holds state for {self._size} parameters, got "
+                             f"{params.size}; use one optimiser per model")
+
+    def _init_state(self, params):
+        pass
+
+    def reset(self):
+        """Forget all state (moments, step count)."""
+        self.steps = 0
+        self._size = None
+
+    def state_dict(self):
+        """Plain arrays and numbers, for checkpoints."""
+        return {"steps": self.steps}
+
+    def step(self, params, grads):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent as torch.optim.SGD.
+
+    g += weight_decay * p; with momentum mu: buf = g on the first step, later
+    buf = mu * buf + (1 - dampening) * g; the update is p -= lr * buf, or
+    p -= lr * (g + mu * buf) with Nesterov.
+    """
+
+    def __init__(self, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr)
+        if momentum < 0 or weight_decay < 0:
+            raise ValueError("momentum and weight_decay must be >= 0")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("nesterov needs momentum > 0 and dampening == 0")
+        self.momentum = float(momentum)
+        self.dampening = float(dampening)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+        self.buffer = None
+
+    def _init_state(self, params):
+        self.buffer = np.zeros_like(params) if self.momentum else None
+
+    def reset(self):
+        super().reset()
+        self.buffer = None
+
+    def step(self, params, grads):
+        self._bind(params)
+        if self.weight_decay:
+            grads += self.weight_decay * params
+        if self.momentum:
+            if self.steps == 0:
+                self.buffer[...] = grads
+            else:
+                self.buffer *= self.momentum
+                self.buffer += (1 - self.dampening) * grads if self.dampening else grads
+            if self.nesterov:
+                grads += self.momentum * self.buffer
+            else:
+                grads = self.buffer
+        params -= self.lr * grads
+        self.steps += 1
+
+
+class Adam(Optimizer):
+    """Adam as torch.optim.Adam: bias-corrected moments, eps added after the square root,
+    weight_decay added to the gradient (L2, not AdamW)."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr)
+        beta1, beta2 = betas
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        if eps < 0 or weight_decay < 0:
+            raise ValueError("eps and weight_decay must be >= 0")
+        self.betas = (float(beta1), float(beta2))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+        self.exp_avg = self.exp_avg_sq = self._scratch = None
+
+    def _init_state(self, params):
+        self.exp_avg = np.zeros_like(params)
+        self.exp_avg_sq = np.zeros_like(params)
+        self._scratch = np.zeros_like(params)
+
+    def reset(self):
+        super().reset()
+        self.exp_avg = self.exp_avg_sq = self._scratch = None
+
+    def step(self, params, grads):
+        self._bind(params)
+        beta1, beta2 = self.betas
+        self.steps += 1
+        if self.weight_decay:
+            grads += self.weight_decay * params
+        m, v, tmp = self.exp_avg, self.exp_avg_sq, self._scratch
+        m *= beta1
+        m += (1 - beta1) * grads
+        v *= beta2
+        np.multiply(grads, grads, out=tmp)
+        tmp *= 1 - beta2
+        v += tmp
+        bias1 = 1 - beta1 ** self.steps
+        bias2_sqrt = np.sqrt(1 - beta2 ** self.steps)
+        np.sqrt(v, out=tmp)
+        tmp /= bias2_sqrt
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= self.lr / bias1
+        params -= tmp
