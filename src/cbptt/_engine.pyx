@@ -22,7 +22,8 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from ._blas cimport gemm, gemv
-from ._cells cimport elman_backward, elman_forward
+from ._cells cimport (elman_backward, elman_forward, gru_backward, gru_forward,
+                      lstm_backward, lstm_forward)
 from ._losses cimport cross_entropy_loss, mse_loss
 
 cnp.import_array()
@@ -37,7 +38,7 @@ cdef enum:
     LOSS_MSE = 0
     LOSS_CROSS_ENTROPY = 1
 
-CELLS = {"tanh": CELL_TANH, "relu": CELL_RELU}
+CELLS = {"tanh": CELL_TANH, "relu": CELL_RELU, "lstm": CELL_LSTM, "gru": CELL_GRU}
 GATES = {"tanh": 1, "relu": 1, "lstm": 4, "gru": 3}
 LOSSES = {"mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY}
 
@@ -55,16 +56,32 @@ cdef struct Work:
     # Raw pointers into the Engine's NumPy buffers; void because they hold float or double.
     void* x_tm         # (T, B, I) the input, time-major
     void* hs           # (L, T+1, B, H) h_0 .. h_T of every layer
+    void* gates        # (L, T, B, G*H) gate activations (LSTM: i, f, g, o; GRU: r, z, n)
+    void* cs           # (L, T+1, B, H) LSTM: c_0 .. c_T
+    void* hn           # (L, T, B, H) GRU: W_hn h_{t-1} + b_hn
+    void* rec          # (B, G*H) GRU: h_{t-1} @ W_hh^T of the current step
     void* bias_sum     # (L, G*H) b_ih + b_hh
     void* pred         # (T_out, B, O) head outputs, time-major
     void* dpred        # (T_out, B, O) loss gradient w.r.t. pred
-    void* dA           # (T, B, G*H) pre-activation gradients of the layer being processed
+    void* dA           # (T, B, G*H) recurrent-side pre-activation gradients of one layer
+    void* da_n         # (T, B, H) GRU: input-side gradient of the n gate (dA holds dhn there)
     void* inject       # (T, B, H) gradient reaching a layer's h_t from above
     void* dh           # (B, H) gradient carried back through time
+    void* dc           # (B, H) LSTM: cell-state gradient carried back through time
     void* ones         # (T*B,) ones, for bias gradients as one GEMV
     void* h_last       # (B, H) many-to-one: the top state each row's output reads
     void* dh_last      # (B, H) many-to-one: the loss gradient w.r.t. h_last
     int64_t* last_step # (B,) many-to-one: the step each row's output reads
+
+
+cdef struct States:
+    # Optional (L, B, H) arrays of the call; NULL when absent (zeros in, nothing out).
+    void* h0
+    void* c0
+    void* dh0
+    void* dc0
+    void* h_final
+    void* c_final
 
 
 def param_layout(str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
@@ -133,18 +150,21 @@ cdef inline Py_ssize_t output_steps(const Shape* s) noexcept nogil:
     return 1 if s.many_to_one else s.steps - s.loss_start
 
 
+
 # ---------------------------------------------------------------------------------------------
 # forward
 
 cdef void forward(const Shape* s, Work* w, const floating* x, const floating* params,
-                            const floating* h0) noexcept nogil:
-    """All layers over all steps, then the head. x (B, T, I) batch-first; h0 (L, B, H) or NULL."""
-    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
-    cdef Py_ssize_t GH = s.gates * H
+                  const States* st) noexcept nogil:
+    """All layers over all steps, then the head. x (B, T, I) batch-first."""
+    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size
+    cdef Py_ssize_t GH = s.gates * H, BH = s.batch * s.hidden_size
     cdef Py_ssize_t layer, t, b, in_size, j
     cdef floating* x_tm = <floating*>w.x_tm
     cdef floating* hs
-    cdef floating* pre
+    cdef floating* cs = NULL
+    cdef floating* gates
+    cdef floating* hn = NULL
     cdef floating* bias_sum
     cdef const floating* inputs
     cdef const floating* w_ih
@@ -163,24 +183,45 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
         w_hh = w_ih + GH * in_size
         b_ih = w_hh + GH * H
         b_hh = b_ih + GH
-        hs = <floating*>w.hs + layer * (T + 1) * B * H
-        inputs = x_tm if layer == 0 else <floating*>w.hs + (layer - 1) * (T + 1) * B * H + B * H
+        hs = <floating*>w.hs + layer * (T + 1) * BH
+        inputs = x_tm if layer == 0 else hs - (T + 1) * BH + BH
         bias_sum = <floating*>w.bias_sum + layer * GH
         for j in range(GH):
             bias_sum[j] = b_ih[j] + b_hh[j]
-        if h0 != NULL:
-            memcpy(hs, h0 + layer * B * H, B * H * sizeof(floating))
+        if st.h0 != NULL:
+            memcpy(hs, <floating*>st.h0 + layer * BH, BH * sizeof(floating))
         else:
-            memset(hs, 0, B * H * sizeof(floating))
+            memset(hs, 0, BH * sizeof(floating))
+        if s.cell == CELL_LSTM:
+            cs = <floating*>w.cs + layer * (T + 1) * BH
+            if st.c0 != NULL:
+                memcpy(cs, <floating*>st.c0 + layer * BH, BH * sizeof(floating))
+            else:
+                memset(cs, 0, BH * sizeof(floating))
+        # Elman keeps no gates: its pre-activations go where h_1..h_T live, activated in place.
+        if s.cell == CELL_TANH or s.cell == CELL_RELU:
+            gates = hs + BH
+        else:
+            gates = <floating*>w.gates + layer * T * B * GH
+        if s.cell == CELL_GRU:
+            hn = <floating*>w.hn + layer * T * BH
 
-        # Elman: the pre-activations are written where h_1..h_T live and activated in place.
-        pre = hs + B * H
-        # A = X @ W_ih^T for all steps at once
-        gemm(False, True, T * B, GH, in_size, 1, inputs, in_size, w_ih, in_size, 0, pre, GH)
+        # input projection of all steps: gates = inputs @ W_ih^T
+        gemm(False, True, T * B, GH, in_size, 1, inputs, in_size, w_ih, in_size, 0, gates, GH)
         for t in range(T):
-            # A_t += h_{t-1} @ W_hh^T ; h_t = act(A_t + b_ih + b_hh)
-            gemm(False, True, B, H, H, 1, hs + t * B * H, H, w_hh, H, 1, pre + t * B * H, H)
-            elman_forward(s.cell == CELL_RELU, pre + t * B * H, bias_sum, B, H)
+            if s.cell == CELL_GRU:
+                # rec = h_{t-1} @ W_hh^T, kept apart: its n block is scaled by r
+                gemm(False, True, B, GH, H, 1, hs + t * BH, H, w_hh, H, 0, <floating*>w.rec, GH)
+                gru_forward(gates + t * B * GH, <floating*>w.rec, b_ih, b_hh, hs + t * BH,
+                            hs + (t + 1) * BH, hn + t * BH, B, H)
+                continue
+            # gates_t += h_{t-1} @ W_hh^T
+            gemm(False, True, B, GH, H, 1, hs + t * BH, H, w_hh, H, 1, gates + t * B * GH, GH)
+            if s.cell == CELL_LSTM:
+                lstm_forward(gates + t * B * GH, bias_sum, cs + t * BH, cs + (t + 1) * BH,
+                             hs + (t + 1) * BH, B, H)
+            else:
+                elman_forward(s.cell == CELL_RELU, gates + t * BH, bias_sum, B, H)
 
     head_forward(s, w, params)
 
@@ -221,54 +262,69 @@ cdef double loss_value(const Shape* s, Work* w, const floating* pred,
     if s.loss == LOSS_MSE:
         scale = 1.0 / (steps * B * O)
         if s.many_to_one:   # target (B, O)
-            return mse_loss(<floating*>w.pred, <const floating*>target, 1, B, O, 0, O, scale,
+            return mse_loss(pred, <const floating*>target, 1, B, O, 0, O, scale,
                             <floating*>w.dpred)
-        return mse_loss(<floating*>w.pred, <const floating*>target + s.loss_start * O, steps, B,
-                        O, O, T * O, scale, <floating*>w.dpred)
+        return mse_loss(pred, <const floating*>target + s.loss_start * O, steps, B, O, O, T * O,
+                        scale, <floating*>w.dpred)
     scale = 1.0 / (steps * B)
     if s.many_to_one:       # target (B,)
-        return cross_entropy_loss(<floating*>w.pred, <const int64_t*>target, 1, B, O, 0, 1,
-                                  scale, <floating*>w.dpred)
-    return cross_entropy_loss(<floating*>w.pred, <const int64_t*>target + s.loss_start, steps,
-                              B, O, 1, T, scale, <floating*>w.dpred)
+        return cross_entropy_loss(pred, <const int64_t*>target, 1, B, O, 0, 1, scale,
+                                  <floating*>w.dpred)
+    return cross_entropy_loss(pred, <const int64_t*>target + s.loss_start, steps, B, O, 1, T,
+                              scale, <floating*>w.dpred)
+
+
+cdef void head_backward(const Shape* s, Work* w, const floating* params,
+                        floating* grads) noexcept nogil:
+    """Head gradients, and the gradient reaching the top layer's states (inject or dh_last)."""
+    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
+    cdef Py_ssize_t rows = output_steps(s) * B
+    cdef floating* dpred = <floating*>w.dpred
+    cdef floating* inject = <floating*>w.inject
+    cdef const floating* weight = params + layer_offset(s, s.num_layers)
+    cdef floating* dweight = grads + layer_offset(s, s.num_layers)
+    cdef floating* top = <floating*>w.hs + (s.num_layers - 1) * (T + 1) * B * H
+    # dW = dpred^T @ h_out ; db = column sums of dpred ; dh_out = dpred @ W
+    if s.many_to_one:
+        gemm(True, False, O, H, rows, 1, dpred, O, <floating*>w.h_last, H, 0, dweight, H)
+        gemm(False, False, B, H, O, 1, dpred, O, weight, H, 0, <floating*>w.dh_last, H)
+    else:
+        gemm(True, False, O, H, rows, 1, dpred, O, top + (1 + s.loss_start) * B * H, H, 0,
+             dweight, H)
+        memset(inject, 0, s.loss_start * B * H * sizeof(floating))
+        gemm(False, False, rows, H, O, 1, dpred, O, weight, H, 0, inject + s.loss_start * B * H,
+             H)
+    gemv(True, rows, O, 1, dpred, O, <floating*>w.ones, 0, dweight + O * H)
 
 
 cdef void backward(const Shape* s, Work* w, const floating* params, floating* grads,
-                             floating* dh0) noexcept nogil:
-    """BPTT from dpred down through every layer; grads (flat, overwritten), dh0 (L, B, H) or NULL."""
-    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
-    cdef Py_ssize_t GH = s.gates * H
-    cdef Py_ssize_t rows = output_steps(s) * B
+                   const States* st) noexcept nogil:
+    """BPTT from dpred down through every layer into grads (flat, overwritten)."""
+    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size
+    cdef Py_ssize_t GH = s.gates * H, BH = s.batch * s.hidden_size
     cdef Py_ssize_t layer, t, b, j, in_size
-    cdef floating* dpred = <floating*>w.dpred
     cdef floating* inject = <floating*>w.inject
     cdef floating* dA = <floating*>w.dA
+    cdef floating* da_n = <floating*>w.da_n
     cdef floating* dh = <floating*>w.dh
+    cdef floating* dc = <floating*>w.dc
     cdef floating* dh_last = <floating*>w.dh_last
     cdef floating* ones = <floating*>w.ones
     cdef floating* hs
+    cdef floating* cs = NULL
+    cdef floating* gates = NULL
+    cdef floating* hn = NULL
+    cdef const floating* inject_t
     cdef const floating* inputs
-    cdef const floating* head_w = params + layer_offset(s, s.num_layers)
-    cdef floating* head_dw = grads + layer_offset(s, s.num_layers)
-    cdef floating* top = <floating*>w.hs + (s.num_layers - 1) * (T + 1) * B * H
     cdef const floating* w_ih
     cdef const floating* w_hh
     cdef floating* dw_ih
     cdef floating* dw_hh
     cdef floating* db_ih
     cdef floating* db_hh
-    cdef bint has_inject
+    cdef bint top_many_to_one
 
-    # head: dW = dpred^T @ h_out ; db = column sums of dpred ; dh_out = dpred @ W
-    if s.many_to_one:
-        gemm(True, False, O, H, rows, 1, dpred, O, <floating*>w.h_last, H, 0, head_dw, H)
-        gemm(False, False, B, H, O, 1, dpred, O, head_w, H, 0, dh_last, H)
-    else:
-        gemm(True, False, O, H, rows, 1, dpred, O, top + (1 + s.loss_start) * B * H, H, 0,
-             head_dw, H)
-        memset(inject, 0, s.loss_start * B * H * sizeof(floating))
-        gemm(False, False, rows, H, O, 1, dpred, O, head_w, H, 0, inject + s.loss_start * B * H, H)
-    gemv(True, rows, O, 1, dpred, O, ones, 0, head_dw + O * H)
+    head_backward(s, w, params, grads)
 
     for layer in range(s.num_layers - 1, -1, -1):
         in_size = layer_input_size(s, layer)
@@ -278,67 +334,103 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
         dw_hh = dw_ih + GH * in_size
         db_ih = dw_hh + GH * H
         db_hh = db_ih + GH
-        hs = <floating*>w.hs + layer * (T + 1) * B * H
-        inputs = <floating*>w.x_tm if layer == 0 else hs - (T + 1) * B * H + B * H
-        has_inject = not (s.many_to_one and layer == s.num_layers - 1)
+        hs = <floating*>w.hs + layer * (T + 1) * BH
+        inputs = <floating*>w.x_tm if layer == 0 else hs - (T + 1) * BH + BH
+        if s.cell == CELL_LSTM:
+            cs = <floating*>w.cs + layer * (T + 1) * BH
+            memset(dc, 0, BH * sizeof(floating))
+        if s.cell == CELL_LSTM or s.cell == CELL_GRU:
+            gates = <floating*>w.gates + layer * T * B * GH
+        if s.cell == CELL_GRU:
+            hn = <floating*>w.hn + layer * T * BH
+        top_many_to_one = s.many_to_one and layer == s.num_layers - 1
 
-        memset(dh, 0, B * H * sizeof(floating))
+        memset(dh, 0, BH * sizeof(floating))
         for t in range(T - 1, -1, -1):
-            if not has_inject:
+            if top_many_to_one:
+                inject_t = NULL
                 for b in range(B):
                     if w.last_step[b] == t:
                         for j in range(H):
                             dh[b * H + j] += dh_last[b * H + j]
-            # dA_t = (dh + inject_t) * act'(A_t)
-            elman_backward(s.cell == CELL_RELU, hs + (t + 1) * B * H, dh,
-                           inject + t * B * H if has_inject else NULL, dA + t * B * GH, B * H)
+            else:
+                inject_t = inject + t * BH
+            if s.cell == CELL_GRU:
+                # dA_t = (dar, daz, dhn); dh <- dh z, then dh_{t-1} = dh z + dA_t @ W_hh
+                gru_backward(gates + t * B * GH, hn + t * BH, hs + t * BH, dh, inject_t,
+                             dA + t * B * GH, da_n + t * BH, B, H)
+                gemm(False, False, B, H, GH, 1, dA + t * B * GH, GH, w_hh, H, 1, dh, H)
+                continue
+            if s.cell == CELL_LSTM:
+                lstm_backward(gates + t * B * GH, cs + t * BH, cs + (t + 1) * BH, dh, inject_t,
+                              dc, dA + t * B * GH, B, H)
+            else:
+                elman_backward(s.cell == CELL_RELU, hs + (t + 1) * BH, dh, inject_t,
+                               dA + t * BH, BH)
             # dh_{t-1} = dA_t @ W_hh
             gemm(False, False, B, H, GH, 1, dA + t * B * GH, GH, w_hh, H, 0, dh, H)
-        if dh0 != NULL:
-            memcpy(dh0 + layer * B * H, dh, B * H * sizeof(floating))
+        if st.dh0 != NULL:
+            memcpy(<floating*>st.dh0 + layer * BH, dh, BH * sizeof(floating))
+        if st.dc0 != NULL and s.cell == CELL_LSTM:
+            memcpy(<floating*>st.dc0 + layer * BH, dc, BH * sizeof(floating))
 
-        # dW_ih = dA^T @ inputs ; dW_hh = dA^T @ h_{0..T-1} ; db_ih = db_hh = column sums of dA
-        gemm(True, False, GH, in_size, T * B, 1, dA, GH, inputs, in_size, 0, dw_ih, in_size)
+        # dW_hh = dA^T @ h_{0..T-1} ; db_hh = column sums of dA
         gemm(True, False, GH, H, T * B, 1, dA, GH, hs, H, 0, dw_hh, H)
-        gemv(True, T * B, GH, 1, dA, GH, ones, 0, db_ih)
-        memcpy(db_hh, db_ih, GH * sizeof(floating))
+        gemv(True, T * B, GH, 1, dA, GH, ones, 0, db_hh)
+        if s.cell == CELL_GRU:
+            # the input side differs in the n block: rows r, z from dA, row n from da_n
+            gemm(True, False, 2 * H, in_size, T * B, 1, dA, GH, inputs, in_size, 0, dw_ih,
+                 in_size)
+            gemm(True, False, H, in_size, T * B, 1, da_n, H, inputs, in_size, 0,
+                 dw_ih + 2 * H * in_size, in_size)
+            memcpy(db_ih, db_hh, 2 * H * sizeof(floating))
+            gemv(True, T * B, H, 1, da_n, H, ones, 0, db_ih + 2 * H)
+            if layer > 0:
+                gemm(False, False, T * B, H, 2 * H, 1, dA, GH, w_ih, in_size, 0, inject, H)
+                gemm(False, False, T * B, H, H, 1, da_n, H, w_ih + 2 * H * in_size, in_size, 1,
+                     inject, H)
+            continue
+        # dW_ih = dA^T @ inputs ; db_ih = db_hh
+        gemm(True, False, GH, in_size, T * B, 1, dA, GH, inputs, in_size, 0, dw_ih, in_size)
+        memcpy(db_ih, db_hh, GH * sizeof(floating))
         if layer > 0:
             # the layer below receives dA @ W_ih at every step
             gemm(False, False, T * B, H, GH, 1, dA, GH, w_ih, in_size, 0, inject, H)
 
 
+cdef void copy_final_state(const Shape* s, Work* w, const States* st,
+                           floating* kind) noexcept nogil:
+    """h_final, c_final (L, B, H) = h_T, c_T of every layer (where asked for)."""
+    cdef Py_ssize_t BH = s.batch * s.hidden_size, T = s.steps, layer
+    for layer in range(s.num_layers):
+        if st.h_final != NULL:
+            memcpy(<floating*>st.h_final + layer * BH, <floating*>w.hs + (layer * (T + 1) + T) * BH,
+                   BH * sizeof(floating))
+        if st.c_final != NULL and s.cell == CELL_LSTM:
+            memcpy(<floating*>st.c_final + layer * BH, <floating*>w.cs + (layer * (T + 1) + T) * BH,
+                   BH * sizeof(floating))
+
+
 cdef double train_step(const Shape* s, Work* w, const floating* x, const void* target,
-                                 const floating* params, floating* grads, const floating* h0,
-                                 floating* dh0, floating* h_final) noexcept nogil:
+                       const floating* params, floating* grads, const States* st) noexcept nogil:
     cdef double loss
-    forward(s, w, x, params, h0)
+    forward(s, w, x, params, st)
     loss = loss_value(s, w, <floating*>w.pred, target)
-    backward(s, w, params, grads, dh0)
-    if h_final != NULL:
-        copy_final_state(s, w, h_final)
+    backward(s, w, params, grads, st)
+    copy_final_state(s, w, st, grads)
     return loss
 
 
-cdef void copy_final_state(const Shape* s, Work* w, floating* h_final) noexcept nogil:
-    """h_final (L, B, H) = h_T of every layer."""
-    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, layer
-    for layer in range(s.num_layers):
-        memcpy(h_final + layer * B * H, <floating*>w.hs + (layer * (T + 1) + T) * B * H,
-               B * H * sizeof(floating))
-
-
-cdef void predict_into(const Shape* s, Work* w, const floating* x,
-                                 const floating* params, const floating* h0, floating* out,
-                                 floating* h_final) noexcept nogil:
+cdef void predict_into(const Shape* s, Work* w, const floating* x, const floating* params,
+                       floating* out, const States* st) noexcept nogil:
     """out: (B, O) for many-to-one, else (B, T - loss_start, O) batch-first."""
     cdef Py_ssize_t B = s.batch, O = s.output_size, steps = output_steps(s), t, b
-    forward(s, w, x, params, h0)
+    forward(s, w, x, params, st)
     for t in range(steps):
         for b in range(B):
             memcpy(out + (b * steps + t) * O, <floating*>w.pred + (t * B + b) * O,
                    O * sizeof(floating))
-    if h_final != NULL:
-        copy_final_state(s, w, h_final)
+    copy_final_state(s, w, st, out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +445,9 @@ cdef inline void* data_of(object array, object dtype, Py_ssize_t size, str name)
     if a.dtype != dtype or not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.size != size:
         raise ValueError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} array of "
                          f"{size} elements, got {array.dtype} {array.shape}")
+    if not cnp.PyArray_ISWRITEABLE(a) and name in ("grads", "out", "dh0", "dc0", "h_final",
+                                                   "c_final"):
+        raise ValueError(f"{name}: must be writeable")
     return cnp.PyArray_DATA(a)
 
 
@@ -397,31 +492,51 @@ cdef class Engine:
         cdef Py_ssize_t B = batch, T = steps, H = hidden_size, L = num_layers
         cdef Py_ssize_t GH = self.shape.gates * H
         cdef Py_ssize_t out_rows = output_steps(&self.shape) * B
-        sizes = {
-            "x_tm": T * B * input_size, "hs": L * (T + 1) * B * H, "bias_sum": L * GH,
-            "pred": out_rows * output_size, "h_last": B * H,
-        }
+        cdef int c = self.shape.cell
+        sizes = {"x_tm": T * B * input_size, "hs": L * (T + 1) * B * H, "bias_sum": L * GH,
+                 "pred": out_rows * output_size, "h_last": B * H}
+        if c == CELL_LSTM or c == CELL_GRU:
+            sizes["gates"] = L * T * B * GH
+        if c == CELL_LSTM:
+            sizes["cs"] = L * (T + 1) * B * H
+        if c == CELL_GRU:
+            sizes.update({"hn": L * T * B * H, "rec": B * GH})
         if training:
             sizes.update({"dpred": out_rows * output_size, "dA": T * B * GH,
                           "inject": T * B * H, "dh": B * H, "ones": T * B, "dh_last": B * H})
+            if c == CELL_LSTM:
+                sizes["dc"] = B * H
+            if c == CELL_GRU:
+                sizes["da_n"] = T * B * H
         self.buffers = {name: np.zeros(size, dtype=self.dtype) for name, size in sizes.items()}
         self.buffers["last_step"] = np.full(B, T - 1, dtype=np.int64)
         if training:
             self.buffers["ones"][:] = 1
         memset(&self.work, 0, sizeof(Work))
-        self.work.x_tm = cnp.PyArray_DATA(self.buffers["x_tm"])
-        self.work.hs = cnp.PyArray_DATA(self.buffers["hs"])
-        self.work.bias_sum = cnp.PyArray_DATA(self.buffers["bias_sum"])
-        self.work.pred = cnp.PyArray_DATA(self.buffers["pred"])
-        self.work.h_last = cnp.PyArray_DATA(self.buffers["h_last"])
+        cdef Work* w
+        w = &self.work
+        w.x_tm = self._ptr("x_tm")
+        w.hs = self._ptr("hs")
+        w.gates = self._ptr("gates")
+        w.cs = self._ptr("cs")
+        w.hn = self._ptr("hn")
+        w.rec = self._ptr("rec")
+        w.bias_sum = self._ptr("bias_sum")
+        w.pred = self._ptr("pred")
+        w.dpred = self._ptr("dpred")
+        w.dA = self._ptr("dA")
+        w.da_n = self._ptr("da_n")
+        w.inject = self._ptr("inject")
+        w.dh = self._ptr("dh")
+        w.dc = self._ptr("dc")
+        w.ones = self._ptr("ones")
+        w.h_last = self._ptr("h_last")
+        w.dh_last = self._ptr("dh_last")
         self.work.last_step = <int64_t*>cnp.PyArray_DATA(self.buffers["last_step"])
-        if training:
-            self.work.dpred = cnp.PyArray_DATA(self.buffers["dpred"])
-            self.work.dA = cnp.PyArray_DATA(self.buffers["dA"])
-            self.work.inject = cnp.PyArray_DATA(self.buffers["inject"])
-            self.work.dh = cnp.PyArray_DATA(self.buffers["dh"])
-            self.work.ones = cnp.PyArray_DATA(self.buffers["ones"])
-            self.work.dh_last = cnp.PyArray_DATA(self.buffers["dh_last"])
+
+    cdef void* _ptr(self, str name):
+        """Data pointer of a buffer, NULL for one this configuration does not need."""
+        return cnp.PyArray_DATA(self.buffers[name]) if name in self.buffers else NULL
 
     @property
     def batch(self):
@@ -436,17 +551,31 @@ cdef class Engine:
         """Bytes held by this engine's buffers."""
         return sum(b.nbytes for b in self.buffers.values())
 
-    def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None):
-        """Forward, loss and BPTT. Writes grads (and dh0, h_final); returns the loss.
+    cdef int _states(self, States* st, h0, c0, dh0, dc0, h_final, c_final) except -1:
+        cdef Py_ssize_t size = self.shape.num_layers * self.shape.batch * self.shape.hidden_size
+        st.h0 = optional_data_of(h0, self.dtype, size, "h0")
+        st.dh0 = optional_data_of(dh0, self.dtype, size, "dh0")
+        st.h_final = optional_data_of(h_final, self.dtype, size, "h_final")
+        st.c0 = st.dc0 = st.c_final = NULL
+        if self.shape.cell == CELL_LSTM:
+            st.c0 = optional_data_of(c0, self.dtype, size, "c0")
+            st.dc0 = optional_data_of(dc0, self.dtype, size, "dc0")
+            st.c_final = optional_data_of(c_final, self.dtype, size, "c_final")
+        elif c0 is not None or dc0 is not None or c_final is not None:
+            raise ValueError("c0, dc0 and c_final are for the lstm cell only")
+        return 0
 
-        x (B, T, I) and params/grads/h0/dh0/h_final: C-contiguous arrays of the engine's dtype
-        (h0, dh0, h_final hold (L, B, H)). target: float (B, T, O) / (B, O) for mse, int64
-        (B, T) / (B,) for cross_entropy, batch-first, C-contiguous.
+    def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
+                      c0=None, dc0=None, c_final=None):
+        """Forward, loss and BPTT. Writes grads (and dh0/dc0, h_final/c_final); returns the loss.
+
+        x (B, T, I) and params/grads and the optional (L, B, H) states: C-contiguous arrays of
+        the engine's dtype. target: float (B, T, O) / (B, O) for mse, int64 (B, T) / (B,) for
+        cross_entropy, batch-first, C-contiguous.
         """
         if not self.training:
             raise RuntimeError("this Engine was built for prediction only")
         cdef const Shape* s = &self.shape
-        cdef Py_ssize_t state_size = s.num_layers * s.batch * s.hidden_size
         cdef Py_ssize_t target_size = s.batch * (1 if s.many_to_one else s.steps)
         if s.loss == LOSS_MSE:
             target_size *= s.output_size
@@ -455,34 +584,28 @@ cdef class Engine:
                                 target_size, "target")
         cdef void* pp = data_of(params, self.dtype, self.n_params, "params")
         cdef void* pg = data_of(grads, self.dtype, self.n_params, "grads")
-        cdef void* ph0 = optional_data_of(h0, self.dtype, state_size, "h0")
-        cdef void* pdh0 = optional_data_of(dh0, self.dtype, state_size, "dh0")
-        cdef void* phf = optional_data_of(h_final, self.dtype, state_size, "h_final")
+        cdef States st
+        self._states(&st, h0, c0, dh0, dc0, h_final, c_final)
         cdef double loss
         cdef bint is_double = self.dtype == np.float64
         with nogil:
             if is_double:
-                loss = train_step(s, &self.work, <double*>px, pt, <double*>pp, <double*>pg,
-                                  <double*>ph0, <double*>pdh0, <double*>phf)
+                loss = train_step(s, &self.work, <double*>px, pt, <double*>pp, <double*>pg, &st)
             else:
-                loss = train_step(s, &self.work, <float*>px, pt, <float*>pp, <float*>pg,
-                                  <float*>ph0, <float*>pdh0, <float*>phf)
+                loss = train_step(s, &self.work, <float*>px, pt, <float*>pp, <float*>pg, &st)
         return loss
 
-    def predict(self, x, params, out, h0=None, h_final=None):
+    def predict(self, x, params, out, h0=None, h_final=None, c0=None, c_final=None):
         """Forward only: out (B, T - loss_start, O), or (B, O) for many-to-one."""
         cdef const Shape* s = &self.shape
-        cdef Py_ssize_t state_size = s.num_layers * s.batch * s.hidden_size
         cdef void* px = data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
         cdef void* pp = data_of(params, self.dtype, self.n_params, "params")
         cdef void* po = data_of(out, self.dtype, output_steps(s) * s.batch * s.output_size, "out")
-        cdef void* ph0 = optional_data_of(h0, self.dtype, state_size, "h0")
-        cdef void* phf = optional_data_of(h_final, self.dtype, state_size, "h_final")
+        cdef States st
+        self._states(&st, h0, c0, None, None, h_final, c_final)
         cdef bint is_double = self.dtype == np.float64
         with nogil:
             if is_double:
-                predict_into(s, &self.work, <double*>px, <double*>pp, <double*>ph0,
-                             <double*>po, <double*>phf)
+                predict_into(s, &self.work, <double*>px, <double*>pp, <double*>po, &st)
             else:
-                predict_into(s, &self.work, <float*>px, <float*>pp, <float*>ph0, <float*>po,
-                             <float*>phf)
+                predict_into(s, &self.work, <float*>px, <float*>pp, <float*>po, &st)
