@@ -6,6 +6,7 @@ import pytest
 import cbptt
 import reference
 
+CELLS = ["tanh", "relu", "lstm", "gru"]
 TRAINERS = {"many_to_many": cbptt.ManyToMany, "many_to_one": cbptt.ManyToOne}
 
 
@@ -22,38 +23,44 @@ def make_case(cell, num_layers, mode, loss, batch, steps, input_size=3, hidden_s
         Y = rng.normal(size=out_shape)
     else:
         Y = rng.integers(0, output_size, size=out_shape[:-1])
-    h0 = rng.normal(scale=0.5, size=(num_layers, batch, hidden_size)) if with_h0 else None
-    return model, trainer, X, Y, h0
+    state_shape = (num_layers, batch, hidden_size)
+    h0 = rng.normal(scale=0.5, size=state_shape) if with_h0 else None
+    c0 = rng.normal(scale=0.5, size=state_shape) if with_h0 and cell == "lstm" else None
+    return model, trainer, X, Y, (h0, c0)
 
 
 def rel_err(a, b):
     return np.max(np.abs(a - b)) / max(1e-8, np.max(np.abs(b)))
 
 
-def reference_grads(model, trainer, X, Y, h0):
+def as64(a):
+    return None if a is None else np.asarray(a, np.float64)
+
+
+def reference_grads(model, trainer, X, Y, state):
     params = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
     return reference.loss_and_grad(
-        params, np.asarray(X, np.float64), Y, cell=model.cell, num_layers=model.num_layers,
+        params, as64(X), Y, cell=model.cell, num_layers=model.num_layers,
         mode="many_to_one" if trainer.many_to_one else "many_to_many", loss=trainer.loss,
-        h0=None if h0 is None else np.asarray(h0, np.float64))
+        h0=as64(state[0]), c0=as64(state[1]))
 
 
-@pytest.mark.parametrize("cell", ["tanh", "relu"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("mode", ["many_to_many", "many_to_one"])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 def test_gradients_match_finite_differences(cell, num_layers, mode, loss):
-    model, trainer, X, Y, h0 = make_case(cell, num_layers, mode, loss, batch=2, steps=5)
-    value, grads = trainer.loss_and_grad(X, Y, h0)
+    model, trainer, X, Y, state = make_case(cell, num_layers, mode, loss, batch=2, steps=5)
+    value, grads = trainer.loss_and_grad(X, Y, *state)
     arrays = dict(model.named_parameters())
-    arrays["h0"] = h0
-    numeric = reference.numerical_grad(lambda: trainer.loss_and_grad(X, Y, h0)[0], arrays,
+    arrays.update({name: a for name, a in zip(("h0", "c0"), state) if a is not None})
+    numeric = reference.numerical_grad(lambda: trainer.loss_and_grad(X, Y, *state)[0], arrays,
                                        eps=1e-5)
     for name, expected in numeric.items():
         assert rel_err(grads[name], expected) < 1e-6, name
 
 
-@pytest.mark.parametrize("cell", ["tanh", "relu"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("mode", ["many_to_many", "many_to_one"])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
@@ -62,37 +69,37 @@ def test_gradients_match_finite_differences(cell, num_layers, mode, loss):
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_matches_reference_float64(cell, num_layers, mode, loss, batch, steps, hidden_size,
                                    with_h0):
-    model, trainer, X, Y, h0 = make_case(cell, num_layers, mode, loss, batch, steps,
+    model, trainer, X, Y, state = make_case(cell, num_layers, mode, loss, batch, steps,
                                          hidden_size=hidden_size, with_h0=with_h0)
-    value, grads = trainer.loss_and_grad(X, Y, h0)
-    ref_value, ref_grads = reference_grads(model, trainer, X, Y, h0)
+    value, grads = trainer.loss_and_grad(X, Y, *state)
+    ref_value, ref_grads = reference_grads(model, trainer, X, Y, state)
     assert value == pytest.approx(ref_value, rel=1e-12)
     assert set(grads) == set(ref_grads)
     for name in ref_grads:
         assert rel_err(grads[name], ref_grads[name]) < 1e-10, name
 
 
-@pytest.mark.parametrize("cell", ["tanh", "relu"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("mode", ["many_to_many", "many_to_one"])
 def test_long_sequence_matches_reference(cell, mode):
-    model, trainer, X, Y, h0 = make_case(cell, 2, mode, "mse", batch=2, steps=500,
+    model, trainer, X, Y, state = make_case(cell, 2, mode, "mse", batch=2, steps=500,
                                          hidden_size=6)
-    value, grads = trainer.loss_and_grad(X, Y, h0)
-    ref_value, ref_grads = reference_grads(model, trainer, X, Y, h0)
+    value, grads = trainer.loss_and_grad(X, Y, *state)
+    ref_value, ref_grads = reference_grads(model, trainer, X, Y, state)
     assert value == pytest.approx(ref_value, rel=1e-12)
     for name in ref_grads:
         assert rel_err(grads[name], ref_grads[name]) < 1e-10, name
 
 
-@pytest.mark.parametrize("cell", ["tanh", "relu"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("mode", ["many_to_many", "many_to_one"])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 def test_float32_matches_reference(cell, mode, loss):
-    model, trainer, X, Y, h0 = make_case(cell, 2, mode, loss, batch=3, steps=20,
+    model, trainer, X, Y, state = make_case(cell, 2, mode, loss, batch=3, steps=20,
                                          hidden_size=8, dtype=np.float32)
-    value, grads = trainer.loss_and_grad(X, Y, h0)
+    value, grads = trainer.loss_and_grad(X, Y, *state)
     assert all(g.dtype == np.float32 for g in grads.values())
-    ref_value, ref_grads = reference_grads(model, trainer, X, Y, h0)
+    ref_value, ref_grads = reference_grads(model, trainer, X, Y, state)
     assert value == pytest.approx(ref_value, rel=1e-4)
     for name in ref_grads:
         assert rel_err(grads[name], ref_grads[name]) < 1e-4, name
@@ -100,12 +107,12 @@ def test_float32_matches_reference(cell, mode, loss):
 
 def test_each_step_injects_error_in_many_to_many():
     """Changing a middle step's target changes the gradient; the reference agrees on how."""
-    model, trainer, X, Y, h0 = make_case("tanh", 1, "many_to_many", "mse", batch=2, steps=6)
-    _, g1 = trainer.loss_and_grad(X, Y, h0)
+    model, trainer, X, Y, state = make_case("tanh", 1, "many_to_many", "mse", batch=2, steps=6)
+    _, g1 = trainer.loss_and_grad(X, Y, *state)
     Y2 = Y.copy()
     Y2[:, 2] += 1.0
-    _, g2 = trainer.loss_and_grad(X, Y2, h0)
-    _, r2 = reference_grads(model, trainer, X, Y2, h0)
+    _, g2 = trainer.loss_and_grad(X, Y2, *state)
+    _, r2 = reference_grads(model, trainer, X, Y2, state)
     assert rel_err(g1["weight_hh_l0"], g2["weight_hh_l0"]) > 1e-3
     assert rel_err(g2["weight_hh_l0"], r2["weight_hh_l0"]) < 1e-10
 
@@ -113,29 +120,38 @@ def test_each_step_injects_error_in_many_to_many():
 def test_many_to_one_ignores_all_but_the_last_output():
     """In many-to-one only the last step's output counts: a model whose head sees only the
     last state gives the same loss whatever earlier outputs would have been."""
-    model, trainer, X, y, h0 = make_case("tanh", 1, "many_to_one", "mse", batch=2, steps=6)
-    value, _ = trainer.loss_and_grad(X, y, h0)
-    full = model.predict(X, h0)
+    model, trainer, X, y, state = make_case("tanh", 1, "many_to_one", "mse", batch=2, steps=6)
+    value, _ = trainer.loss_and_grad(X, y, *state)
+    full = model.predict(X, *state)
     assert value == pytest.approx(np.mean((full[:, -1] - y) ** 2), rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------- torch
 
 
-def torch_loss_and_grads(model, mode, loss, X, Y, h0):
+def torch_loss_and_grads(model, mode, loss, X, Y, state):
     torch = pytest.importorskip("torch")
-    nonlinearity = model.cell
-    rnn = torch.nn.RNN(model.input_size, model.hidden_size, num_layers=model.num_layers,
-                       nonlinearity=nonlinearity, batch_first=True).double()
+    size = (model.input_size, model.hidden_size)
+    if model.cell == "lstm":
+        rnn = torch.nn.LSTM(*size, num_layers=model.num_layers, batch_first=True)
+    elif model.cell == "gru":
+        rnn = torch.nn.GRU(*size, num_layers=model.num_layers, batch_first=True)
+    else:
+        rnn = torch.nn.RNN(*size, num_layers=model.num_layers, nonlinearity=model.cell,
+                           batch_first=True)
+    rnn = rnn.double()
     head = torch.nn.Linear(model.hidden_size, model.output_size).double()
-    state = model.state_dict()
+    params = model.state_dict()
     with torch.no_grad():
         for name, p in rnn.named_parameters():
-            p.copy_(torch.from_numpy(state[name]))
-        head.weight.copy_(torch.from_numpy(state["head.weight"]))
-        head.bias.copy_(torch.from_numpy(state["head.bias"]))
-    h0_t = torch.from_numpy(np.array(h0)).requires_grad_(True)
-    out, _ = rnn(torch.from_numpy(np.array(X)), h0_t)
+            p.copy_(torch.from_numpy(params[name]))
+        head.weight.copy_(torch.from_numpy(params["head.weight"]))
+        head.bias.copy_(torch.from_numpy(params["head.bias"]))
+    h0_t = torch.from_numpy(np.array(state[0])).requires_grad_(True)
+    c0_t = None
+    if model.cell == "lstm":
+        c0_t = torch.from_numpy(np.array(state[1])).requires_grad_(True)
+    out, _ = rnn(torch.from_numpy(np.array(X)), h0_t if c0_t is None else (h0_t, c0_t))
     if mode == "many_to_one":
         out = out[:, -1]
     pred = head(out)
@@ -150,18 +166,20 @@ def torch_loss_and_grads(model, mode, loss, X, Y, h0):
     grads["head.weight"] = head.weight.grad.numpy()
     grads["head.bias"] = head.bias.grad.numpy()
     grads["h0"] = h0_t.grad.numpy()
+    if c0_t is not None:
+        grads["c0"] = c0_t.grad.numpy()
     return value.item(), grads
 
 
-@pytest.mark.parametrize("cell", ["tanh", "relu"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("mode", ["many_to_many", "many_to_one"])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 def test_matches_torch(cell, num_layers, mode, loss):
-    model, trainer, X, Y, h0 = make_case(cell, num_layers, mode, loss, batch=3, steps=6,
+    model, trainer, X, Y, state = make_case(cell, num_layers, mode, loss, batch=3, steps=6,
                                          hidden_size=5)
-    value, grads = trainer.loss_and_grad(X, Y, h0)
-    t_value, t_grads = torch_loss_and_grads(model, mode, loss, X, Y, h0)
+    value, grads = trainer.loss_and_grad(X, Y, *state)
+    t_value, t_grads = torch_loss_and_grads(model, mode, loss, X, Y, state)
     assert value == pytest.approx(t_value, rel=1e-10)
     for name, expected in t_grads.items():
         assert rel_err(grads[name], expected) < 1e-10, name
@@ -183,21 +201,21 @@ def test_training_steps_match_torch(optimizer, clip_norm):
     """Three full steps (BPTT, clipping, update) leave the same weights as torch's."""
     torch = pytest.importorskip("torch")
     make_ours, make_theirs = OPTIMIZERS[optimizer]
-    model, _, X, Y, h0 = make_case("tanh", 2, "many_to_many", "mse", batch=3, steps=6)
+    model, _, X, Y, state = make_case("tanh", 2, "many_to_many", "mse", batch=3, steps=6)
     trainer = cbptt.ManyToMany(model, loss="mse", optimizer=make_ours(), clip_norm=clip_norm)
     rnn = torch.nn.RNN(3, 4, num_layers=2, batch_first=True).double()
     head = torch.nn.Linear(4, 3).double()
-    state = model.state_dict()
+    weights = model.state_dict()
     with torch.no_grad():
         for name, p in list(rnn.named_parameters()) + [("head.weight", head.weight),
                                                        ("head.bias", head.bias)]:
-            p.copy_(torch.from_numpy(state[name]))
+            p.copy_(torch.from_numpy(weights[name]))
     params = list(rnn.parameters()) + list(head.parameters())
     opt = make_theirs(params, torch)
     for _ in range(3):
-        trainer.step(X, Y, h0)
+        trainer.step(X, Y, *state)
         opt.zero_grad()
-        out, _ = rnn(torch.from_numpy(X), torch.from_numpy(h0))
+        out, _ = rnn(torch.from_numpy(X), torch.from_numpy(state[0]))
         torch.nn.MSELoss()(head(out), torch.from_numpy(Y)).backward()
         if clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, clip_norm)

@@ -37,6 +37,8 @@ def _as_array(value, name):
 
 
 def _shape_text(shape):
+    if len(shape) == 1:                      # "(4,)", as Python and NumPy write it
+        return f"({shape[0]},)"
     return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
@@ -78,11 +80,13 @@ def class_ids(value, name, expected, num_classes):
     _check_shape(array, name, expected)
     if 0 in array.shape:
         raise ValueError(f"{name} must not be empty, got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=np.int64)
-    if array.size and (array.min() < 0 or array.max() >= num_classes):
+    # range check on the values as given: casting first would wrap large unsigned ids and
+    # turn huge floats into INT64_MIN (with a RuntimeWarning), and report the wrong values
+    low, high = array.min(), array.max()
+    if low < 0 or high >= num_classes:
         raise ValueError(f"{name}: class ids must be in [0, {num_classes}), got values in "
-                         f"[{array.min()}, {array.max()}]")
-    return array
+                         f"[{low}, {high}]")
+    return np.ascontiguousarray(array, dtype=np.int64)
 
 
 def sequence_batch(X, input_size, dtype, name="X"):

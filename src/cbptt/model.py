@@ -7,22 +7,27 @@ import numpy as np
 from . import _checks
 from ._engine import GATES, Engine, param_count, param_layout
 
-CELLS = ("tanh", "relu")
+CELLS = ("tanh", "relu", "lstm", "gru")
 FORMAT_VERSION = 1
 
 
 class RNN:
     """A stacked recurrent network with a linear head on the top layer, as
-    ``torch.nn.RNN(batch_first=True)`` followed by ``torch.nn.Linear``.
+    ``torch.nn.RNN``/``LSTM``/``GRU(batch_first=True)`` followed by ``torch.nn.Linear``.
 
-    Elman cells ("tanh", "relu"): ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``;
-    the head gives ``y_t = h_t^top W^T + b``.
+    - "tanh", "relu" (Elman): ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
+    - "lstm": gates i, f, g, o stacked in W_ih (4H, I), W_hh (4H, H); ``c_t = f c_{t-1} + i g``,
+      ``h_t = o tanh(c_t)``; the state is (h, c).
+    - "gru": gates r, z, n stacked in W_ih (3H, I), W_hh (3H, H);
+      ``n = tanh(W_in x + b_in + r (W_hn h + b_hn))``, ``h_t = (1 - z) n + z h_{t-1}``.
+
+    The head gives ``y_t = h_t^top W^T + b``.
 
     Parameters
     ----------
     input_size, hidden_size, output_size : int
         I, H and O.
-    cell : {"tanh", "relu"}
+    cell : {"tanh", "relu", "lstm", "gru"}
     num_layers : int
     dtype : float32 or float64
         Decides the dtype of every computation; other float inputs are converted once.
@@ -58,7 +63,7 @@ class RNN:
     # -- configuration ------------------------------------------------------------------------
     @property
     def gates(self):
-        """Gate blocks stacked in each weight matrix (1 for Elman cells)."""
+        """Gate blocks stacked in each weight matrix (1 Elman, 4 LSTM, 3 GRU)."""
         return GATES[self.cell]
 
     @property
@@ -105,7 +110,7 @@ class RNN:
                              f"unexpected keys {extra}")
         converted = {}
         for name, view in self._views.items():
-            value = np.asarray(state[name])
+            value = _checks._as_array(state[name], f"state dict key {name!r}")
             if value.shape != view.shape:
                 raise ValueError(f"state dict key {name!r}: expected shape {view.shape}, got "
                                  f"{value.shape}")
@@ -122,43 +127,67 @@ class RNN:
         np.savez(path, __config__=np.array(json.dumps(header)), **arrays)
 
     # -- inference ----------------------------------------------------------------------------
-    def check_state(self, h0, batch, name="h0"):
-        """h0 as a C-contiguous (num_layers, batch, hidden_size) array of the model's dtype."""
-        if h0 is None:
-            return None
-        return _checks.float_array(h0, name, self.dtype,
-                                   (self.num_layers, batch, self.hidden_size))
+    def check_state(self, h0, c0, batch):
+        """(h0, c0) as C-contiguous (num_layers, batch, hidden_size) arrays of the model's
+        dtype, or None; c0 only for the lstm cell."""
+        shape = (self.num_layers, batch, self.hidden_size)
+        if c0 is not None and self.cell != "lstm":
+            raise ValueError(f"c0 is for the lstm cell only (this model's cell is "
+                             f"{self.cell!r})")
+        h0 = None if h0 is None else _checks.float_array(h0, "h0", self.dtype, shape)
+        c0 = None if c0 is None else _checks.float_array(c0, "c0", self.dtype, shape)
+        return h0, c0
 
-    def predict(self, X, h0=None, return_state=False):
+    def new_state(self, batch):
+        """Empty arrays for a final state: h, or (h, c) for the lstm cell."""
+        shape = (self.num_layers, batch, self.hidden_size)
+        h = np.empty(shape, self.dtype)
+        return (h, np.empty(shape, self.dtype)) if self.cell == "lstm" else (h, None)
+
+    def predict(self, X, h0=None, c0=None, return_state=False):
         """Outputs of the head at every step.
 
-        X (B, T, I), h0 (num_layers, B, H) or None for zeros. Returns Y_hat (B, T, O), and the
-        final state (num_layers, B, H) too with ``return_state=True``.
+        X (B, T, I); h0 (num_layers, B, H) or None for zeros; c0 likewise, for lstm only.
+        Returns Y_hat (B, T, O), and with ``return_state=True`` also the final state:
+        h (num_layers, B, H), or the pair (h, c) for lstm.
         """
         X = _checks.sequence_batch(X, self.input_size, self.dtype)
         batch, steps = X.shape[:2]
-        h0 = self.check_state(h0, batch)
+        h0, c0 = self.check_state(h0, c0, batch)
         engine = self._predict_engine
         if engine is None or engine.batch != batch or engine.steps != steps:
             engine = Engine(self.cell, self.num_layers, self.input_size, self.hidden_size,
                             self.output_size, batch, steps, self.dtype, training=False)
             self._predict_engine = engine
         out = np.empty((batch, steps, self.output_size), self.dtype)
-        h_final = np.empty((self.num_layers, batch, self.hidden_size), self.dtype) \
-            if return_state else None
-        engine.predict(X, self.params, out, h0, h_final)
-        return (out, h_final) if return_state else out
+        h_final, c_final = self.new_state(batch) if return_state else (None, None)
+        engine.predict(X, self.params, out, h0, h_final, c0, c_final)
+        if not return_state:
+            return out
+        return out, (h_final if c_final is None else (h_final, c_final))
 
 
 def load(path):
     """Read a model written by ``RNN.save``."""
     path = os.fspath(path)
-    with np.load(path, allow_pickle=False) as data:
+    if not os.path.exists(path) and os.path.exists(path + ".npz"):
+        path = path + ".npz"       # save() wrote it there (np.savez appends ".npz")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError as exc:      # neither .npy nor .npz (NumPy then suspects a pickle)
+        raise ValueError(f"{path}: not a cbptt model file ({exc})") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):     # a .npy file: a bare array
+        raise ValueError(f"{path}: not a cbptt model file (not an .npz archive)")
+    with data:
         if "__config__" not in data.files:
             raise ValueError(f"{path}: not a cbptt model file (no __config__ entry)")
-        config = json.loads(str(data["__config__"]))
-        config.pop("format_version", None)
-        model = RNN(**config)
+        try:
+            config = json.loads(str(data["__config__"]))
+            config.pop("format_version", None)
+            model = RNN(**config)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a valid cbptt model file (bad __config__: "
+                             f"{exc})") from exc
         state = {name[len("param:"):]: data[name] for name in data.files
                  if name.startswith("param:")}
     model.load_state_dict(state)

@@ -51,8 +51,10 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr)
-        if momentum < 0 or weight_decay < 0:
-            raise ValueError("momentum and weight_decay must be >= 0")
+        for name, value in (("momentum", momentum), ("dampening", dampening),
+                            ("weight_decay", weight_decay)):
+            if not (value >= 0 and np.isfinite(value)):     # also refuses NaN
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov needs momentum > 0 and dampening == 0")
         self.momentum = float(momentum)
@@ -92,11 +94,15 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(lr)
-        beta1, beta2 = betas
+        try:
+            beta1, beta2 = betas
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from exc
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
-        if eps < 0 or weight_decay < 0:
-            raise ValueError("eps and weight_decay must be >= 0")
+        for name, value in (("eps", eps), ("weight_decay", weight_decay)):
+            if not (value >= 0 and np.isfinite(value)):     # also refuses NaN
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         self.betas = (float(beta1), float(beta2))
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)

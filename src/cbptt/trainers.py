@@ -39,13 +39,13 @@ class _Trainer:
         shape = (batch, m.output_size) if self.many_to_one else (batch, steps, m.output_size)
         return check_targets(self.loss, Y, "Y", shape, m.output_size, m.dtype)
 
-    def _prepare(self, X, Y, h0):
+    def _prepare(self, X, Y, h0, c0):
         m = self.model
         X = _checks.sequence_batch(X, m.input_size, m.dtype)
         batch, steps = X.shape[:2]
         Y = self._targets(Y, batch, steps)
-        h0 = m.check_state(h0, batch)
-        return X, Y, h0
+        h0, c0 = m.check_state(h0, c0, batch)
+        return X, Y, h0, c0
 
     def _engine_for(self, batch, steps):
         engine = self._engine
@@ -56,41 +56,47 @@ class _Trainer:
             self._engine = engine
         return engine
 
-    def _run(self, X, Y, h0, want_dh0, return_state):
-        """Forward + BPTT into self._grads; returns (loss, dh0 or None, h_final or None)."""
+    def _run(self, X, Y, h0, c0, want_state_grads, return_state):
+        """Forward + BPTT into self._grads.
+
+        Returns (loss, state gradients {"h0": .., "c0": ..} or None, final state or None)."""
         m = self.model
         batch = X.shape[0]
-        state_shape = (m.num_layers, batch, m.hidden_size)
-        dh0 = np.empty(state_shape, m.dtype) if want_dh0 else None
-        h_final = np.empty(state_shape, m.dtype) if return_state else None
-        loss = self._engine_for(batch, X.shape[1]).loss_and_grad(X, Y, m.params, self._grads,
-                                                                 h0, dh0, h_final)
-        return loss, dh0, h_final
+        dh0, dc0 = m.new_state(batch) if want_state_grads else (None, None)
+        h_final, c_final = m.new_state(batch) if return_state else (None, None)
+        loss = self._engine_for(batch, X.shape[1]).loss_and_grad(
+            X, Y, m.params, self._grads, h0, dh0, h_final, c0, dc0, c_final)
+        state_grads = None
+        if want_state_grads:
+            state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
+        final = h_final if c_final is None else (h_final, c_final)
+        return loss, state_grads, final
 
     # -- public -------------------------------------------------------------------------------
-    def loss_and_grad(self, X, Y, h0=None, return_state=False):
+    def loss_and_grad(self, X, Y, h0=None, c0=None, return_state=False):
         """Loss and gradients without an update.
 
-        Returns (loss, grads) or, with ``return_state=True``, (loss, grads, h_final).
+        Returns (loss, grads) or, with ``return_state=True``, (loss, grads, final_state).
         grads maps every state_dict key to a fresh array, plus ``"h0"`` (num_layers, B, H),
-        the gradient with respect to the initial state (zeros when h0 is None).
+        the gradient with respect to the initial state (zeros when h0 is None), and ``"c0"``
+        for lstm. The final state is h (num_layers, B, H), or (h, c) for lstm.
         """
-        X, Y, h0 = self._prepare(X, Y, h0)
-        loss, dh0, h_final = self._run(X, Y, h0, True, return_state)
+        X, Y, h0, c0 = self._prepare(X, Y, h0, c0)
+        loss, state_grads, final = self._run(X, Y, h0, c0, True, return_state)
         grads = {name: self._grads[offset:offset + int(np.prod(shape))].reshape(shape).copy()
                  for name, shape, offset in self.model._layout}
-        grads["h0"] = dh0
-        return (loss, grads, h_final) if return_state else (loss, grads)
+        grads.update(state_grads)
+        return (loss, grads, final) if return_state else (loss, grads)
 
-    def step(self, X, Y, h0=None, return_state=False):
+    def step(self, X, Y, h0=None, c0=None, return_state=False):
         """Forward, BPTT, gradient clipping (if clip_norm) and one optimiser update.
 
         Returns the loss before the update (and the final state with ``return_state=True``).
         Raises FloatingPointError, with the weights unchanged, if the loss or a gradient is
         not finite.
         """
-        X, Y, h0 = self._prepare(X, Y, h0)
-        loss, _, h_final = self._run(X, Y, h0, False, return_state)
+        X, Y, h0, c0 = self._prepare(X, Y, h0, c0)
+        loss, _, final = self._run(X, Y, h0, c0, False, return_state)
         grads = self._grads
         sq_norm = float(np.dot(grads, grads))
         if not (np.isfinite(loss) and np.isfinite(sq_norm)):
@@ -103,7 +109,7 @@ class _Trainer:
             if coef < 1:
                 grads *= coef
         self.optimizer.step(self.model.params, grads)
-        return (loss, h_final) if return_state else loss
+        return (loss, final) if return_state else loss
 
 
 class ManyToMany(_Trainer):
@@ -123,6 +129,6 @@ class ManyToOne(_Trainer):
     """
     many_to_one = True
 
-    def predict(self, X, h0=None):
+    def predict(self, X, h0=None, c0=None):
         """The last step's outputs, (B, O)."""
-        return self.model.predict(X, h0)[:, -1, :]
+        return self.model.predict(X, h0, c0)[:, -1, :]
