@@ -33,3 +33,18 @@ def test_many_to_many_beats_repeating_the_last_value_on_a_noisy_sine():
     model_mse = float(np.mean((model.predict(X_test) - Y_test)[:, 10:] ** 2))
     repeat_mse = float(np.mean((X_test - Y_test)[:, 10:] ** 2))
     assert model_mse < 0.7 * repeat_mse, (model_mse, repeat_mse)
+
+
+def test_many_to_one_lstm_learns_the_adding_problem_at_t50():
+    """The shorter version of examples/adding_problem.py (LSTM, T=100)."""
+    X_train, y_train = adding_problem(20000, 50, seed=0, dtype=np.float32)
+    X_test, y_test = adding_problem(1000, 50, seed=1, dtype=np.float32)
+    model = cbptt.RNN(input_size=2, hidden_size=32, output_size=1, cell="lstm",
+                      dtype=np.float32, seed=0)
+    trainer = cbptt.ManyToOne(model, loss="mse", optimizer=cbptt.Adam(lr=1e-2), clip_norm=1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(1500):
+        rows = rng.integers(0, len(X_train), size=32)
+        trainer.step(X_train[rows], y_train[rows])
+    test_mse = float(np.mean((trainer.predict(X_test) - y_test) ** 2))
+    assert test_mse < 0.01, test_mse

@@ -119,6 +119,69 @@ class RNN:
         for name, value in converted.items():
             self._views[name][...] = value
 
+    # -- PyTorch exchange (torch is imported only here) ----------------------------------------
+    @classmethod
+    def from_torch(cls, rnn_module, head_module, dtype=None):
+        """A model with the weights of ``torch.nn.RNN``/``LSTM``/``GRU`` (batch_first, one
+        direction, biases, no projections or dropout) and the ``torch.nn.Linear`` head.
+        dtype defaults to the torch module's (float32 or float64)."""
+        import torch
+
+        kinds = {torch.nn.LSTM: "lstm", torch.nn.GRU: "gru"}
+        if type(rnn_module) in kinds:
+            cell = kinds[type(rnn_module)]
+        elif isinstance(rnn_module, torch.nn.RNN):
+            cell = rnn_module.nonlinearity
+        else:
+            raise TypeError(f"rnn_module must be torch.nn.RNN, LSTM or GRU, got "
+                            f"{type(rnn_module).__name__}")
+        if not isinstance(head_module, torch.nn.Linear):
+            raise TypeError(f"head_module must be torch.nn.Linear, got "
+                            f"{type(head_module).__name__}")
+        unsupported = [name for name, bad in (
+            ("bidirectional", rnn_module.bidirectional), ("bias=False", not rnn_module.bias),
+            ("batch_first=False", not rnn_module.batch_first),
+            ("proj_size", getattr(rnn_module, "proj_size", 0)),
+            ("dropout", rnn_module.dropout), ("head without bias", head_module.bias is None))
+            if bad]
+        if unsupported:
+            raise ValueError(f"cannot convert a torch module with {', '.join(unsupported)}")
+        if head_module.in_features != rnn_module.hidden_size:
+            raise ValueError(f"head_module.in_features ({head_module.in_features}) must equal "
+                             f"rnn_module.hidden_size ({rnn_module.hidden_size})")
+        state = {k: v.detach().cpu().numpy() for k, v in rnn_module.state_dict().items()}
+        state.update({f"head.{k}": v.detach().cpu().numpy()
+                      for k, v in head_module.state_dict().items()})
+        if dtype is None:
+            dtype = state["head.weight"].dtype
+        model = cls(rnn_module.input_size, rnn_module.hidden_size, head_module.out_features,
+                    cell=cell, num_layers=rnn_module.num_layers, dtype=dtype)
+        model.load_state_dict(state)
+        return model
+
+    def to_torch(self):
+        """(rnn_module, head_module): ``torch.nn.RNN``/``LSTM``/``GRU(batch_first=True)`` and
+        ``torch.nn.Linear`` in this model's dtype, holding copies of its weights."""
+        import torch
+
+        size = (self.input_size, self.hidden_size)
+        if self.cell == "lstm":
+            rnn = torch.nn.LSTM(*size, num_layers=self.num_layers, batch_first=True)
+        elif self.cell == "gru":
+            rnn = torch.nn.GRU(*size, num_layers=self.num_layers, batch_first=True)
+        else:
+            rnn = torch.nn.RNN(*size, num_layers=self.num_layers, nonlinearity=self.cell,
+                               batch_first=True)
+        head = torch.nn.Linear(self.hidden_size, self.output_size)
+        torch_dtype = torch.float64 if self.dtype == np.float64 else torch.float32
+        rnn, head = rnn.to(torch_dtype), head.to(torch_dtype)
+        state = self.state_dict()
+        rnn.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()
+                             if not k.startswith("head.")})
+        head.load_state_dict({k[len("head."):]: torch.from_numpy(v) for k, v in state.items()
+                              if k.startswith("head.")})
+        return rnn, head
+
     # -- files --------------------------------------------------------------------------------
     def save(self, path):
         """Write the configuration and parameters to a ``.npz`` file."""
