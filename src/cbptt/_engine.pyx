@@ -19,6 +19,7 @@ import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
 from ._blas cimport gemm, gemv
@@ -82,6 +83,7 @@ cdef struct States:
     void* dc0
     void* h_final
     void* c_final
+    double* flow       # (L, T): mean over the batch of ||dL/dh_t|| per layer and step, or NULL
 
 
 def param_layout(str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
@@ -253,25 +255,27 @@ cdef void head_forward(const Shape* s, Work* w, const floating* params) noexcept
 # ---------------------------------------------------------------------------------------------
 # loss and backward
 
-cdef double loss_value(const Shape* s, Work* w, const floating* pred,
-                       const void* target) noexcept nogil:
-    """The loss of pred (w.pred) against target (batch-first), with its gradient in dpred."""
-    cdef Py_ssize_t B = s.batch, T = s.steps, O = s.output_size
-    cdef Py_ssize_t steps = output_steps(s)
-    cdef double scale
+cdef double loss_value(const Shape* s, Work* w, const floating* pred, const void* target,
+                       const floating* weight) noexcept nogil:
+    """The loss of pred (w.pred) against target, with its gradient in dpred.
+
+    target: (B, T_out, O) floats for mse, (B, T_out) class ids for cross_entropy, where T_out
+    is the number of output steps; weight (B, T_out) or NULL. The mean runs over all output
+    elements (mse) or targets (cross_entropy), weighted by weight when given; a zero total
+    weight gives a zero loss and zero gradients.
+    """
+    cdef Py_ssize_t B = s.batch, O = s.output_size, steps = output_steps(s), i
+    cdef double total_weight = steps * B
+    if weight != NULL:
+        total_weight = 0
+        for i in range(steps * B):
+            total_weight += weight[i]
+    cdef double scale = 0 if total_weight == 0 else 1.0 / total_weight
     if s.loss == LOSS_MSE:
-        scale = 1.0 / (steps * B * O)
-        if s.many_to_one:   # target (B, O)
-            return mse_loss(pred, <const floating*>target, 1, B, O, 0, O, scale,
-                            <floating*>w.dpred)
-        return mse_loss(pred, <const floating*>target + s.loss_start * O, steps, B, O, O, T * O,
-                        scale, <floating*>w.dpred)
-    scale = 1.0 / (steps * B)
-    if s.many_to_one:       # target (B,)
-        return cross_entropy_loss(pred, <const int64_t*>target, 1, B, O, 0, 1, scale,
-                                  <floating*>w.dpred)
-    return cross_entropy_loss(pred, <const int64_t*>target + s.loss_start, steps, B, O, 1, T,
-                              scale, <floating*>w.dpred)
+        return mse_loss(pred, <const floating*>target, weight, steps, B, O, scale / O,
+                        <floating*>w.dpred)
+    return cross_entropy_loss(pred, <const int64_t*>target, weight, steps, B, O, scale,
+                              <floating*>w.dpred)
 
 
 cdef void head_backward(const Shape* s, Work* w, const floating* params,
@@ -355,6 +359,8 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
                             dh[b * H + j] += dh_last[b * H + j]
             else:
                 inject_t = inject + t * BH
+            if st.flow != NULL:
+                st.flow[layer * T + t] = mean_row_norm(dh, inject_t, B, H)
             if s.cell == CELL_GRU:
                 # dA_t = (dar, daz, dhn); dh <- dh z, then dh_{t-1} = dh z + dA_t @ W_hh
                 gru_backward(gates + t * B * GH, hn + t * BH, hs + t * BH, dh, inject_t,
@@ -411,11 +417,26 @@ cdef void copy_final_state(const Shape* s, Work* w, const States* st,
                    BH * sizeof(floating))
 
 
+cdef double mean_row_norm(const floating* a, const floating* b, Py_ssize_t rows,
+                          Py_ssize_t width) noexcept nogil:
+    """Mean over rows of the Euclidean norm of a + b (b may be NULL)."""
+    cdef Py_ssize_t r, j
+    cdef double v, row_sq, total = 0
+    for r in range(rows):
+        row_sq = 0
+        for j in range(width):
+            v = a[r * width + j] + (0 if b == NULL else b[r * width + j])
+            row_sq += v * v
+        total += sqrt(row_sq)
+    return total / rows
+
+
 cdef double train_step(const Shape* s, Work* w, const floating* x, const void* target,
-                       const floating* params, floating* grads, const States* st) noexcept nogil:
+                       const floating* weight, const floating* params, floating* grads,
+                       const States* st) noexcept nogil:
     cdef double loss
     forward(s, w, x, params, st)
-    loss = loss_value(s, w, <floating*>w.pred, target)
+    loss = loss_value(s, w, <floating*>w.pred, target, weight)
     backward(s, w, params, grads, st)
     copy_final_state(s, w, st, grads)
     return loss
@@ -557,6 +578,7 @@ cdef class Engine:
         st.dh0 = optional_data_of(dh0, self.dtype, size, "dh0")
         st.h_final = optional_data_of(h_final, self.dtype, size, "h_final")
         st.c0 = st.dc0 = st.c_final = NULL
+        st.flow = NULL
         if self.shape.cell == CELL_LSTM:
             st.c0 = optional_data_of(c0, self.dtype, size, "c0")
             st.dc0 = optional_data_of(dc0, self.dtype, size, "dc0")
@@ -565,37 +587,63 @@ cdef class Engine:
             raise ValueError("c0, dc0 and c_final are for the lstm cell only")
         return 0
 
-    def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
-                      c0=None, dc0=None, c_final=None):
-        """Forward, loss and BPTT. Writes grads (and dh0/dc0, h_final/c_final); returns the loss.
+    cdef int _set_lengths(self, lengths) except -1:
+        """Many-to-one: each row's output is read at step lengths[b] - 1 (None: the last)."""
+        last_step = self.buffers["last_step"]
+        if lengths is None:
+            last_step[:] = self.shape.steps - 1
+            return 0
+        if not self.shape.many_to_one:
+            raise ValueError("lengths is for many-to-one engines only")
+        lengths = np.asarray(lengths)
+        if lengths.shape != (self.shape.batch,) or lengths.dtype.kind not in "iu" or \
+                lengths.min() < 1 or lengths.max() > self.shape.steps:
+            raise ValueError(f"lengths: expected {self.shape.batch} integers in "
+                             f"[1, {self.shape.steps}]")
+        np.subtract(lengths, 1, out=last_step, casting="unsafe")
+        return 0
 
-        x (B, T, I) and params/grads and the optional (L, B, H) states: C-contiguous arrays of
-        the engine's dtype. target: float (B, T, O) / (B, O) for mse, int64 (B, T) / (B,) for
-        cross_entropy, batch-first, C-contiguous.
+    def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
+                      c0=None, dc0=None, c_final=None, weight=None, lengths=None, flow=None):
+        """Forward, loss and BPTT. Writes grads (and dh0/dc0, h_final/c_final, flow); returns
+        the loss.
+
+        x (B, T, I), params/grads (flat) and the optional (L, B, H) states: C-contiguous arrays
+        of the engine's dtype. target: (B, T_out, O) floats for mse, (B, T_out) int64 class ids
+        for cross_entropy (T_out = T - loss_start, or 1 for many-to-one), C-contiguous; weight
+        (B, T_out) of the engine's dtype or None; lengths (B,) integers (many-to-one);
+        flow (L, T) float64 receives the mean over the batch of ||dL/dh_t||.
         """
         if not self.training:
             raise RuntimeError("this Engine was built for prediction only")
         cdef const Shape* s = &self.shape
-        cdef Py_ssize_t target_size = s.batch * (1 if s.many_to_one else s.steps)
-        if s.loss == LOSS_MSE:
-            target_size *= s.output_size
+        cdef Py_ssize_t out_rows = s.batch * output_steps(s)
         cdef void* px = data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
-        cdef void* pt = data_of(target, self.dtype if s.loss == LOSS_MSE else np.int64,
-                                target_size, "target")
+        cdef void* pt
+        if s.loss == LOSS_MSE:
+            pt = data_of(target, self.dtype, out_rows * s.output_size, "target")
+        else:
+            pt = data_of(target, np.int64, out_rows, "target")
+        cdef void* pw = optional_data_of(weight, self.dtype, out_rows, "weight")
         cdef void* pp = data_of(params, self.dtype, self.n_params, "params")
         cdef void* pg = data_of(grads, self.dtype, self.n_params, "grads")
         cdef States st
         self._states(&st, h0, c0, dh0, dc0, h_final, c_final)
+        st.flow = <double*>optional_data_of(flow, np.float64, s.num_layers * s.steps, "flow")
+        self._set_lengths(lengths)
         cdef double loss
         cdef bint is_double = self.dtype == np.float64
         with nogil:
             if is_double:
-                loss = train_step(s, &self.work, <double*>px, pt, <double*>pp, <double*>pg, &st)
+                loss = train_step(s, &self.work, <double*>px, pt, <double*>pw, <double*>pp,
+                                  <double*>pg, &st)
             else:
-                loss = train_step(s, &self.work, <float*>px, pt, <float*>pp, <float*>pg, &st)
+                loss = train_step(s, &self.work, <float*>px, pt, <float*>pw, <float*>pp,
+                                  <float*>pg, &st)
         return loss
 
-    def predict(self, x, params, out, h0=None, h_final=None, c0=None, c_final=None):
+    def predict(self, x, params, out, h0=None, h_final=None, c0=None, c_final=None,
+                lengths=None):
         """Forward only: out (B, T - loss_start, O), or (B, O) for many-to-one."""
         cdef const Shape* s = &self.shape
         cdef void* px = data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
@@ -603,9 +651,19 @@ cdef class Engine:
         cdef void* po = data_of(out, self.dtype, output_steps(s) * s.batch * s.output_size, "out")
         cdef States st
         self._states(&st, h0, c0, None, None, h_final, c_final)
+        self._set_lengths(lengths)
         cdef bint is_double = self.dtype == np.float64
         with nogil:
             if is_double:
                 predict_into(s, &self.work, <double*>px, <double*>pp, <double*>po, &st)
             else:
                 predict_into(s, &self.work, <float*>px, <float*>pp, <float*>po, &st)
+
+    def states(self):
+        """Views of the hidden states of the last call: h (L, T+1, B, H) with h[:, 0] the
+        initial state, and c likewise for lstm (None otherwise). Overwritten by the next call."""
+        s = &self.shape
+        shape = (s.num_layers, s.steps + 1, s.batch, s.hidden_size)
+        h = self.buffers["hs"].reshape(shape)
+        c = self.buffers["cs"].reshape(shape) if "cs" in self.buffers else None
+        return h, c
