@@ -1,8 +1,9 @@
 """Trainers: one forward pass, BPTT and (for ``step``) one optimiser update per call.
 
 ``ManyToMany``: an output and a loss at every step. ``ManyToOne``: one output per sequence,
-read at its last step. Both use the model's flat parameter buffer and a workspace (an
-``Engine``) allocated once per (batch, steps) shape and reused.
+read at its last (or last valid) step. Both use the model's flat parameter buffer and a
+workspace (an ``Engine``) allocated once per (batch, steps) shape and reused. Truncated BPTT
+is in ``truncated.py``.
 """
 import numpy as np
 
@@ -14,6 +15,8 @@ from .optim import SGD, Optimizer
 
 
 class _Trainer:
+    """What every trainer shares: the model, loss, optimiser, clipping and the update."""
+
     many_to_one = False
 
     def __init__(self, model, loss="mse", optimizer=None, clip_norm=None):
@@ -30,105 +33,203 @@ class _Trainer:
         self.loss = check_loss(loss)
         self.optimizer = optimizer
         self.clip_norm = None if clip_norm is None else float(clip_norm)
-        self._engine = None
+        self._engines = {}
         self._grads = np.zeros_like(model.params)
 
-    # -- argument checks ----------------------------------------------------------------------
-    def _targets(self, Y, batch, steps):
-        m = self.model
-        shape = (batch, m.output_size) if self.many_to_one else (batch, steps, m.output_size)
-        return check_targets(self.loss, Y, "Y", shape, m.output_size, m.dtype)
-
-    def _prepare(self, X, Y, h0, c0):
-        m = self.model
-        X = _checks.sequence_batch(X, m.input_size, m.dtype)
-        batch, steps = X.shape[:2]
-        Y = self._targets(Y, batch, steps)
-        h0, c0 = m.check_state(h0, c0, batch)
-        return X, Y, h0, c0
-
-    def _engine_for(self, batch, steps):
-        engine = self._engine
-        if engine is None or engine.batch != batch or engine.steps != steps:
+    def _engine_for(self, batch, steps, loss_start=0, many_to_one=None):
+        """The workspace for this shape, made on first use and kept. Trainers see few shapes
+        (truncated BPTT: the full window, the first windows and a short last block)."""
+        many_to_one = self.many_to_one if many_to_one is None else many_to_one
+        key = (batch, steps, loss_start, many_to_one)
+        engine = self._engines.get(key)
+        if engine is None:
+            if len(self._engines) >= 8:     # a new batch shape: drop the old workspaces
+                self._engines.clear()
             m = self.model
             engine = Engine(m.cell, m.num_layers, m.input_size, m.hidden_size, m.output_size,
-                            batch, steps, m.dtype, many_to_one=self.many_to_one, loss=self.loss)
-            self._engine = engine
+                            batch, steps, m.dtype, many_to_one=many_to_one, loss=self.loss,
+                            loss_start=loss_start)
+            self._engines[key] = engine
         return engine
 
-    def _run(self, X, Y, h0, c0, want_state_grads, return_state):
-        """Forward + BPTT into self._grads.
+    def _grads_dict(self):
+        """Copies of the flat gradient buffer, keyed like state_dict()."""
+        return {name: self._grads[offset:offset + int(np.prod(shape))].reshape(shape).copy()
+                for name, shape, offset in self.model._layout}
 
-        Returns (loss, state gradients {"h0": .., "c0": ..} or None, final state or None)."""
-        m = self.model
-        batch = X.shape[0]
-        dh0, dc0 = m.new_state(batch) if want_state_grads else (None, None)
-        h_final, c_final = m.new_state(batch) if return_state else (None, None)
-        loss = self._engine_for(batch, X.shape[1]).loss_and_grad(
-            X, Y, m.params, self._grads, h0, dh0, h_final, c0, dc0, c_final)
-        state_grads = None
-        if want_state_grads:
-            state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
-        final = h_final if c_final is None else (h_final, c_final)
-        return loss, state_grads, final
-
-    # -- public -------------------------------------------------------------------------------
-    def loss_and_grad(self, X, Y, h0=None, c0=None, return_state=False):
-        """Loss and gradients without an update.
-
-        Returns (loss, grads) or, with ``return_state=True``, (loss, grads, final_state).
-        grads maps every state_dict key to a fresh array, plus ``"h0"`` (num_layers, B, H),
-        the gradient with respect to the initial state (zeros when h0 is None), and ``"c0"``
-        for lstm. The final state is h (num_layers, B, H), or (h, c) for lstm.
-        """
-        X, Y, h0, c0 = self._prepare(X, Y, h0, c0)
-        loss, state_grads, final = self._run(X, Y, h0, c0, True, return_state)
-        grads = {name: self._grads[offset:offset + int(np.prod(shape))].reshape(shape).copy()
-                 for name, shape, offset in self.model._layout}
-        grads.update(state_grads)
-        return (loss, grads, final) if return_state else (loss, grads)
-
-    def step(self, X, Y, h0=None, c0=None, return_state=False):
-        """Forward, BPTT, gradient clipping (if clip_norm) and one optimiser update.
-
-        Returns the loss before the update (and the final state with ``return_state=True``).
-        Raises FloatingPointError, with the weights unchanged, if the loss or a gradient is
-        not finite.
-        """
-        X, Y, h0, c0 = self._prepare(X, Y, h0, c0)
-        loss, _, final = self._run(X, Y, h0, c0, False, return_state)
+    def _update(self, loss, where="this step"):
+        """Check, clip and apply self._grads. Raises FloatingPointError (weights unchanged) if
+        the loss or a gradient is not finite."""
         grads = self._grads
         sq_norm = float(np.dot(grads, grads))
         if not (np.isfinite(loss) and np.isfinite(sq_norm)):
-            raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm; the weights "
-                                     "were not updated (lower the learning rate or set "
-                                     "clip_norm)")
+            raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm at {where}; "
+                                     "the weights were not updated (lower the learning rate "
+                                     "or set clip_norm)")
         if self.clip_norm is not None:
             # as torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when < 1
             coef = self.clip_norm / (np.sqrt(sq_norm) + 1e-6)
             if coef < 1:
                 grads *= coef
         self.optimizer.step(self.model.params, grads)
+
+
+class _FullBPTT(_Trainer):
+    """Full BPTT over whole sequences: ManyToMany and ManyToOne."""
+
+    def _targets(self, Y, batch, steps):
+        m = self.model
+        shape = (batch, m.output_size) if self.many_to_one else (batch, steps, m.output_size)
+        return check_targets(self.loss, Y, "Y", shape, m.output_size, m.dtype)
+
+    def _extras(self, batch, steps, mask, lengths):
+        raise NotImplementedError
+
+    def _run(self, X, Y, h0, c0, mask, lengths, want_state_grads, return_state, return_flow):
+        """Validate everything, then forward + BPTT into self._grads.
+
+        Returns (loss, state gradients or None, final state or None, flow or None)."""
+        m = self.model
+        X = _checks.sequence_batch(X, m.input_size, m.dtype)
+        batch, steps = X.shape[:2]
+        Y = self._targets(Y, batch, steps)
+        h0, c0 = m.check_state(h0, c0, batch)
+        weight, lengths = self._extras(batch, steps, mask, lengths)
+        dh0, dc0 = m.new_state(batch) if want_state_grads else (None, None)
+        h_final, c_final = m.new_state(batch) if return_state else (None, None)
+        flow = np.empty((m.num_layers, steps)) if return_flow else None
+        loss = self._engine_for(batch, steps).loss_and_grad(
+            X, Y, m.params, self._grads, h0, dh0, h_final, c0, dc0, c_final, weight=weight,
+            lengths=lengths, flow=flow)
+        state_grads = None
+        if want_state_grads:
+            state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
+        final = h_final if c_final is None else (h_final, c_final)
+        return loss, state_grads, final, flow
+
+    def _loss_and_grad(self, X, Y, h0, c0, mask, lengths, return_state, return_flow):
+        loss, state_grads, final, flow = self._run(X, Y, h0, c0, mask, lengths, True,
+                                                   return_state, return_flow)
+        grads = self._grads_dict()
+        grads.update(state_grads)
+        result = (loss, grads)
+        if return_state:
+            result += (final,)
+        if return_flow:
+            result += (flow,)
+        return result
+
+    def _step(self, X, Y, h0, c0, mask, lengths, return_state):
+        loss, _, final, _ = self._run(X, Y, h0, c0, mask, lengths, False, return_state, False)
+        self._update(loss)
         return (loss, final) if return_state else loss
 
 
-class ManyToMany(_Trainer):
+_LOSS_AND_GRAD_DOC = """Loss and gradients without an update.
+
+        Returns (loss, grads), then the final state if ``return_state`` and the gradient flow
+        if ``return_flow``. grads maps every state_dict key to a fresh array, plus ``"h0"``
+        (num_layers, B, H), the gradient with respect to the initial state (zeros when h0 is
+        None), and ``"c0"`` for lstm. The final state is h (num_layers, B, H), or (h, c) for
+        lstm. The flow is a (num_layers, T) float64 array: the mean over the batch of
+        ||dL/dh_t|| for every layer and step, the vanishing/exploding-gradient picture.
+        """
+
+_STEP_DOC = """Forward, BPTT, gradient clipping (if clip_norm) and one optimiser update.
+
+        Returns the loss before the update (and the final state with ``return_state=True``).
+        Raises FloatingPointError, with the weights unchanged, if the loss or a gradient is
+        not finite.
+        """
+
+
+class ManyToMany(_FullBPTT):
     """An output and a loss at every step.
 
     X (B, T, I); Y (B, T, O) floats for ``loss="mse"``, (B, T) class ids for
     ``loss="cross_entropy"``. The loss is the mean over all B*T*O elements (mse) or all B*T
     targets (cross_entropy); every step injects its error into the backward pass.
+
+    ``mask`` (B, T), optional, of 0/1 or non-negative weights: a step with weight 0 adds no
+    loss, and the mean runs over the unmasked steps only (for mse, sum of w_bt * squared
+    error over all (b, t, o), divided by O * sum w; for cross_entropy, divided by sum w).
+    A mask of all zeros gives a zero loss and zero gradients.
     """
 
+    def _extras(self, batch, steps, mask, lengths):
+        if lengths is not None:
+            raise ValueError("lengths is for ManyToOne; use mask (B, T) with ManyToMany")
+        if mask is None:
+            return None, None
+        return check_mask(mask, batch, steps, self.model.dtype), None
 
-class ManyToOne(_Trainer):
-    """One output per sequence, from the last step's state.
+    def loss_and_grad(self, X, Y, h0=None, c0=None, mask=None, return_state=False,
+                      return_flow=False):
+        return self._loss_and_grad(X, Y, h0, c0, mask, None, return_state, return_flow)
+
+    def step(self, X, Y, h0=None, c0=None, mask=None, return_state=False):
+        return self._step(X, Y, h0, c0, mask, None, return_state)
+
+    loss_and_grad.__doc__ = _LOSS_AND_GRAD_DOC
+    step.__doc__ = _STEP_DOC
+
+
+class ManyToOne(_FullBPTT):
+    """One output per sequence, from its last step's state.
 
     X (B, T, I); y (B, O) floats for ``loss="mse"``, (B,) class ids for
     ``loss="cross_entropy"``; the mean is over B*O elements or B targets.
+
+    ``lengths`` (B,), optional, integers in [1, T]: the output of sequence b is read at step
+    lengths[b] - 1, so padding after it affects neither the loss nor the gradients (the
+    final state returned with ``return_state`` is still the one after all T steps).
     """
     many_to_one = True
 
-    def predict(self, X, h0=None, c0=None):
-        """The last step's outputs, (B, O)."""
-        return self.model.predict(X, h0, c0)[:, -1, :]
+    def _extras(self, batch, steps, mask, lengths):
+        if mask is not None:
+            raise ValueError("mask is for ManyToMany and Truncated; use lengths (B,) with "
+                             "ManyToOne")
+        return None, check_lengths(lengths, batch, steps)
+
+    def loss_and_grad(self, X, y, h0=None, c0=None, lengths=None, return_state=False,
+                      return_flow=False):
+        return self._loss_and_grad(X, y, h0, c0, None, lengths, return_state, return_flow)
+
+    def step(self, X, y, h0=None, c0=None, lengths=None, return_state=False):
+        return self._step(X, y, h0, c0, None, lengths, return_state)
+
+    loss_and_grad.__doc__ = _LOSS_AND_GRAD_DOC
+    step.__doc__ = _STEP_DOC
+
+    def predict(self, X, h0=None, c0=None, lengths=None):
+        """Each sequence's output at its last (valid) step, (B, O)."""
+        out = self.model.predict(X, h0, c0)
+        batch, steps = out.shape[:2]
+        lengths = check_lengths(lengths, batch, steps)
+        if lengths is None:
+            return out[:, -1, :]
+        return out[np.arange(batch), lengths - 1, :]
+
+
+def check_mask(mask, batch, steps, dtype):
+    """mask (B, T): finite, non-negative weights, as a C-contiguous array of dtype."""
+    mask = _checks.float_array(mask, "mask", dtype, (batch, steps))
+    if (mask < 0).any():
+        raise ValueError("mask must hold non-negative weights (0 masks a step out)")
+    return mask
+
+
+def check_lengths(lengths, batch, steps):
+    """lengths (B,): integers in [1, T], as int64, or None."""
+    if lengths is None:
+        return None
+    array = np.asarray(lengths)
+    if array.dtype.kind not in "iu" or array.dtype == np.bool_:
+        raise TypeError(f"lengths must hold integers, got dtype {array.dtype}")
+    if array.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},), got {array.shape}")
+    if array.min() < 1 or array.max() > steps:
+        raise ValueError(f"lengths must be in [1, {steps}] (the number of steps), got values "
+                         f"in [{array.min()}, {array.max()}]")
+    return np.ascontiguousarray(array, dtype=np.int64)
