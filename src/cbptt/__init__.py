@@ -4,7 +4,8 @@ from .losses import LOSSES
 from .model import RNN, load
 from .optim import SGD, Adam, Optimizer
 from .trainers import ManyToMany, ManyToOne
+from .truncated import Truncated
 
 __version__ = "0.1.0"
-__all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "SGD", "Adam", "Optimizer", "LOSSES",
+__all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "SGD", "Adam", "Optimizer", "LOSSES",
            "Engine", "param_layout", "param_count"]

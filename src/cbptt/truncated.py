@@ -1,0 +1,236 @@
+"""Truncated BPTT(k1, k2) on streams of any length."""
+import numpy as np
+
+from . import _checks
+from .losses import check_targets
+from .trainers import _Trainer, check_mask
+
+
+class Truncated(_Trainer):
+    """Truncated backpropagation through time, BPTT(k1, k2), on stateful streams.
+
+    The stream is consumed k1 steps at a time (k2 >= k1; k2 defaults to k1). For each block
+    [s, e): the model is run with the current weights over the window [max(0, e - k2), e),
+    starting from the state that entered the window's first step (as computed when that step
+    was first processed; zeros at the stream's start), treated as a constant - no gradient
+    crosses the window's start. The loss is the mean over the block's own outputs [s, e)
+    only. Back-propagate through the whole window, update once. The states this forward pass
+    computes for steps [s, e) are kept, and the state after e is carried into the next block.
+    With k1 == k2 this is the usual "detach between chunks" training; with k1 = k2 = T it
+    equals ManyToMany.
+
+    ``step(X, Y)`` takes a (B, L, I) batch of B parallel streams and does ceil(L / k1)
+    updates (the last block may be shorter); the stream continues across calls until
+    ``reset_state()``. Memory is bounded by the window: the trainer keeps the inputs and
+    entering states of the last k2 steps, nothing that grows with the stream.
+
+    ``mask`` (B, L) weights the outputs as in ManyToMany (the mean of a block runs over its
+    unmasked outputs); a block with no unmasked output makes no update.
+
+    With ``many_to_one=True`` every call is one batch of whole sequences with a single target
+    per sequence (y (B, O) or (B,)), read at the last step: the sequence is run forward
+    without gradients up to its last k2 steps, then back-propagated through those k2 steps
+    only, with one update per call. The state starts from zeros (or ``reset_state``'s h0/c0)
+    at every call.
+    """
+
+    def __init__(self, model, k1, k2=None, loss="mse", optimizer=None, clip_norm=None,
+                 many_to_one=False):
+        super().__init__(model, loss=loss, optimizer=optimizer, clip_norm=clip_norm)
+        self.k1 = _checks.check_size(k1, "k1")
+        self.k2 = self.k1 if k2 is None else _checks.check_size(k2, "k2")
+        if self.k2 < self.k1:
+            raise ValueError(f"k2 must be >= k1 (got k1={self.k1}, k2={self.k2})")
+        self.many_to_one = bool(many_to_one)
+        self.reset_state()
+
+    # -- stream state -------------------------------------------------------------------------
+    def reset_state(self, h0=None, c0=None):
+        """Start a new stream: position 0, state zeros (or h0, c0 of shape (L, B, H))."""
+        self.position = 0
+        self._batch = None
+        self._ring_x = self._ring_h = self._ring_c = None
+        self._h = self._c = None
+        given = h0 if h0 is not None else c0
+        if given is not None:
+            shape = np.shape(given)
+            batch = shape[1] if len(shape) == 3 else -1   # -1: check_state names the shape
+            self._h, self._c = self.model.check_state(h0, c0, batch)
+            self._batch = batch
+
+    @property
+    def state(self):
+        """The carried state (a copy): h (L, B, H), or (h, c) for lstm; None at a stream's
+        start with no h0."""
+        if self._h is None and self._c is None:
+            return None
+        h = None if self._h is None else self._h.copy()
+        if self.model.cell != "lstm":
+            return h
+        return h, (None if self._c is None else self._c.copy())
+
+    def _alloc_ring(self, batch):
+        """Inputs and entering states of the last k2 stream steps, slot = step % k2; slot 0
+        starts with the stream's initial state."""
+        m = self.model
+        self._ring_x = np.zeros((self.k2, batch, m.input_size), m.dtype)
+        self._ring_h = np.zeros((self.k2, m.num_layers, batch, m.hidden_size), m.dtype)
+        if self._h is not None:
+            self._ring_h[0] = self._h
+        if m.cell == "lstm":
+            self._ring_c = np.zeros_like(self._ring_h)
+            if self._c is not None:
+                self._ring_c[0] = self._c
+
+    # -- validation ---------------------------------------------------------------------------
+    def _prepare(self, X, Y, mask):
+        m = self.model
+        X = _checks.sequence_batch(X, m.input_size, m.dtype)
+        batch, length = X.shape[:2]
+        if self._batch is not None and batch != self._batch and not self.many_to_one:
+            raise ValueError(f"X has {batch} streams but the current stream has "
+                             f"{self._batch}; call reset_state() to start new streams")
+        if self.many_to_one:
+            if mask is not None:
+                raise ValueError("mask is not used with many_to_one=True")
+            shape = (batch, m.output_size)
+        else:
+            shape = (batch, length, m.output_size)
+        Y = check_targets(self.loss, Y, "Y", shape, m.output_size, m.dtype)
+        if mask is not None:
+            mask = check_mask(mask, batch, length, m.dtype)
+        return X, Y, mask
+
+    # -- training -----------------------------------------------------------------------------
+    def step(self, X, Y, mask=None):
+        """Train on the next L steps of the streams: ceil(L / k1) updates (one with
+        many_to_one). X (B, L, I); Y (B, L, O) floats for mse or (B, L) class ids for
+        cross_entropy ((B, O) / (B,) with many_to_one); mask (B, L) or None.
+
+        Returns the mean loss over the call's outputs (each block's loss weighted by its
+        number of outputs, or its total mask weight)."""
+        X, Y, mask = self._prepare(X, Y, mask)
+        if self.many_to_one:
+            return self._step_many_to_one(X, Y)
+        batch, length = X.shape[:2]
+        if self._ring_x is None:
+            self._alloc_ring(batch)
+            self._batch = batch
+        total_loss = total_weight = 0.0
+        for start in range(0, length, self.k1):
+            stop = min(start + self.k1, length)
+            weight = None if mask is None else np.ascontiguousarray(mask[:, start:stop])
+            block_weight = (stop - start) if weight is None else float(weight.sum())
+            loss = self._block(X, Y, weight, start, stop, block_weight)
+            total_loss += loss * block_weight
+            total_weight += block_weight
+        return total_loss / total_weight if total_weight else 0.0
+
+    def _block(self, X, Y, weight, start, stop, block_weight):
+        """One block [start, stop) of this call's data (stream steps offset by position)."""
+        m, k2 = self.model, self.k2
+        block_start, block_stop = self.position, self.position + (stop - start)
+        window_start = max(0, block_stop - k2)
+        past = block_start - window_start           # window steps taken from the ring
+        steps = block_stop - window_start
+        batch = X.shape[0]
+
+        Xw = np.empty((batch, steps, m.input_size), m.dtype)
+        ring_rows = np.arange(window_start, block_start) % k2
+        Xw[:, :past] = self._ring_x[ring_rows].transpose(1, 0, 2)
+        Xw[:, past:] = X[:, start:stop]
+        if past:
+            h0 = self._ring_h[window_start % k2]
+            c0 = None if self._ring_c is None else self._ring_c[window_start % k2]
+        else:
+            h0, c0 = self._h, self._c
+        Yw = np.ascontiguousarray(Y[:, start:stop])
+
+        engine = self._engine_for(batch, steps, loss_start=past)
+        loss = engine.loss_and_grad(Xw, Yw, m.params, self._grads, h0=h0, c0=c0, weight=weight)
+        hs, cs = engine.states()
+        if block_weight > 0:
+            self._update(loss, where=f"stream steps [{block_start}, {block_stop}) (block "
+                                     f"{start // self.k1} of this call)")
+        # keep the block's inputs and the states its steps computed (the state entering step
+        # p + 1 is the one step p computed); carry the last one
+        rows = np.arange(block_start, block_stop) % k2
+        self._ring_x[rows] = X[:, start:stop].transpose(1, 0, 2)
+        rows = np.arange(block_start + 1, block_stop + 1) % k2
+        self._ring_h[rows] = hs[:, past + 1:].transpose(1, 0, 2, 3)
+        self._h = hs[:, steps].copy()
+        if cs is not None:
+            self._ring_c[rows] = cs[:, past + 1:].transpose(1, 0, 2, 3)
+            self._c = cs[:, steps].copy()
+        self.position = block_stop
+        return loss
+
+    def _step_many_to_one(self, X, Y):
+        """Forward without gradients up to the last k2 steps, then BPTT over those."""
+        m = self.model
+        batch, length = X.shape[:2]
+        h, c = (self._h, self._c) if self._batch == batch else (None, None)
+        window_start = max(0, length - self.k2)
+        for start in range(0, window_start, self.k2):
+            stop = min(start + self.k2, window_start)
+            h, c = _run_forward(m, X[:, start:stop], h, c)
+        Xw = np.ascontiguousarray(X[:, window_start:])
+        engine = self._engine_for(batch, length - window_start, many_to_one=True)
+        loss = engine.loss_and_grad(Xw, Y, m.params, self._grads, h0=h, c0=c)
+        self._update(loss, where=f"the window [{window_start}, {length})")
+        return loss
+
+    def fit_stream(self, source, targets=None, mask=None, chunk_steps=None):
+        """Train over a whole stream, chunk by chunk, in memory bounded by the window.
+
+        source: an array or ``np.memmap`` of shape (L, I) (one stream) or (B, L, I), with
+        targets of shape (L, O)/(B, L, O) (or class ids (L,)/(B, L)) and optional mask;
+        or an iterable of (X_chunk, Y_chunk) pairs, each a ``step`` argument pair.
+        chunk_steps (a multiple of k1; default the multiple of k1 nearest 4096) sets how
+        many steps are read from an array at a time; block boundaries are the same as one
+        ``step`` over the whole stream. For an iterable, blocks restart at each chunk, so
+        chunks should hold a multiple of k1 steps.
+
+        Continues the current stream (call reset_state() first for a new one). Returns the
+        per-chunk mean losses as an array.
+        """
+        if self.many_to_one:
+            raise ValueError("fit_stream trains many-to-many streams; use step() with "
+                             "many_to_one=True")
+        losses = []
+        if targets is None:
+            if isinstance(source, np.ndarray):
+                raise ValueError("targets are required when source is an array")
+            for pair in source:
+                if not isinstance(pair, tuple) or len(pair) not in (2, 3):
+                    raise TypeError("an iterable source must yield (X_chunk, Y_chunk) or "
+                                    "(X_chunk, Y_chunk, mask_chunk) tuples")
+                losses.append(self.step(*pair))
+            return np.asarray(losses)
+        if chunk_steps is None:
+            chunk_steps = max(1, round(4096 / self.k1)) * self.k1
+        chunk_steps = _checks.check_size(chunk_steps, "chunk_steps")
+        if chunk_steps % self.k1:
+            raise ValueError(f"chunk_steps must be a multiple of k1={self.k1}, got "
+                             f"{chunk_steps}")
+        single = np.ndim(source) == 2
+        length = np.shape(source)[-2]
+        target_length = np.shape(targets)[0 if single else 1]
+        if target_length != length:
+            raise ValueError(f"targets have {target_length} steps but source has {length}")
+        for start in range(0, length, chunk_steps):
+            stop = min(start + chunk_steps, length)
+            if single:
+                X, Y = source[None, start:stop], targets[None, start:stop]
+                M = None if mask is None else mask[None, start:stop]
+            else:
+                X, Y = source[:, start:stop], targets[:, start:stop]
+                M = None if mask is None else mask[:, start:stop]
+            losses.append(self.step(X, Y, M))
+        return np.asarray(losses)
+
+
+def _run_forward(model, X, h0, c0):
+    """The state after running X (B, T, I) from (h0, c0), without gradients."""
+    _, final = model.predict(X, h0, c0, return_state=True)
+    return final if model.cell == "lstm" else (final, None)
