@@ -54,7 +54,7 @@ class Truncated(_Trainer):
         given = h0 if h0 is not None else c0
         if given is not None:
             shape = np.shape(given)
-            batch = shape[1] if len(shape) == 3 else -1   # -1: check_state names the shape
+            batch = shape[1] if len(shape) == 3 else "batch"   # check_state names the shape
             self._h, self._c = self.model.check_state(h0, c0, batch)
             self._batch = batch
 
