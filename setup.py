@@ -11,7 +11,7 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("CBPTT_CYTHON_DEBUG", "0") not in ("", "0")
 MODULES = ["_blas", "_engine"]
-HEADERS = ["_blas", "_cells", "_losses"]
+HEADERS = ["_blas.pxd", "_cells.pxd", "_losses.pxd", "_vmath.h"]
 
 directives = {
     "language_level": "3",
@@ -22,22 +22,23 @@ directives = {
     "cdivision": True,
     "embedsignature": True,
 }
-compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-ffp-contract=fast"]
+# -fno-trapping-math lets the compiler vectorise the selects of _vmath.h (no FP traps are used)
+compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math", "-fno-math-errno"]
 
 extensions = [
     Extension(
         f"cbptt.{name}",
         [f"src/cbptt/{name}.pyx"],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "src/cbptt"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
-        depends=[f"src/cbptt/{m}.pxd" for m in HEADERS],
+        depends=[f"src/cbptt/{h}" for h in HEADERS],
     )
     for name in MODULES
 ]
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives, include_path=["src"]),
-    package_data={"cbptt": ["*.pxd", "*.pyx"]},
+    package_data={"cbptt": ["*.pxd", "*.pyx", "*.h"]},
     zip_safe=False,
 )

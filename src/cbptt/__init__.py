@@ -1,5 +1,7 @@
 """cbptt: exact, fast backpropagation through time for recurrent networks on the CPU."""
-from ._engine import Engine, param_count, param_layout
+from ._engine import Engine, _use_local_thread_control, local_thread_control, param_count, \
+    param_layout
+from ._threads import find_local_thread_setter
 from .diagnostics import gradcheck
 from .losses import LOSSES
 from .model import RNN, load
@@ -8,5 +10,8 @@ from .trainers import ManyToMany, ManyToOne
 from .truncated import Truncated
 
 __version__ = "0.1.0"
-__all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "gradcheck", "SGD", "Adam", "Optimizer", "LOSSES",
-           "Engine", "param_layout", "param_count"]
+__all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "gradcheck", "SGD", "Adam",
+           "Optimizer", "LOSSES", "Engine", "param_layout", "param_count",
+           "local_thread_control"]
+
+_use_local_thread_control(find_local_thread_setter())

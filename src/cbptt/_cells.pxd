@@ -1,31 +1,35 @@
 # Cell kernels: the fused elementwise work of one time step, over a (rows, width) block.
 # Forward kernels turn pre-activations into the stored activations in place; backward kernels
 # turn the gradient w.r.t. h_t into pre-activation gradients. PyTorch's equations and gate order.
+# The transcendental functions run over contiguous gate blocks through _vmath.h, whose float32
+# versions vectorise; every other loop is a plain contiguous loop.
 
 from cython cimport floating
-from libc.math cimport tanh, tanhf, exp, expf
 
 
-cdef inline floating sigmoid(floating x) noexcept nogil:
-    """1 / (1 + e^-x), written so that neither branch overflows."""
-    cdef floating e
+cdef extern from "_vmath.h" nogil:
+    void cbptt_sigmoid_f32(const float* x, const float* bias, float* out, Py_ssize_t n)
+    void cbptt_tanh_f32(const float* x, const float* bias, float* out, Py_ssize_t n)
+    void cbptt_sigmoid_f64(const double* x, const double* bias, double* out, Py_ssize_t n)
+    void cbptt_tanh_f64(const double* x, const double* bias, double* out, Py_ssize_t n)
+
+
+cdef inline void v_sigmoid(const floating* x, const floating* bias, floating* out,
+                           Py_ssize_t n) noexcept nogil:
+    """out = sigmoid(x + bias) over n entries (bias may be NULL; out may be x)."""
     if floating is float:
-        if x >= 0:
-            return 1.0 / (1.0 + expf(-x))
-        e = expf(x)
-        return e / (1.0 + e)
+        cbptt_sigmoid_f32(x, bias, out, n)
     else:
-        if x >= 0:
-            return 1.0 / (1.0 + exp(-x))
-        e = exp(x)
-        return e / (1.0 + e)
+        cbptt_sigmoid_f64(x, bias, out, n)
 
 
-cdef inline floating tanh_f(floating x) noexcept nogil:
+cdef inline void v_tanh(const floating* x, const floating* bias, floating* out,
+                        Py_ssize_t n) noexcept nogil:
+    """out = tanh(x + bias) over n entries (bias may be NULL; out may be x)."""
     if floating is float:
-        return tanhf(x)
+        cbptt_tanh_f32(x, bias, out, n)
     else:
-        return tanh(x)
+        cbptt_tanh_f64(x, bias, out, n)
 
 
 cdef inline void elman_forward(bint relu, floating* pre, const floating* bias,
@@ -33,14 +37,15 @@ cdef inline void elman_forward(bint relu, floating* pre, const floating* bias,
     """h = act(pre + bias) in place; pre (rows, hidden), bias (hidden,)."""
     cdef Py_ssize_t r, j
     cdef floating v
+    cdef floating* row
     for r in range(rows):
+        row = pre + r * hidden
         if relu:
             for j in range(hidden):
-                v = pre[r * hidden + j] + bias[j]
-                pre[r * hidden + j] = v if v > 0 else 0
+                v = row[j] + bias[j]
+                row[j] = v if v > 0 else 0
         else:
-            for j in range(hidden):
-                pre[r * hidden + j] = tanh_f(pre[r * hidden + j] + bias[j])
+            v_tanh(row, bias, row, hidden)
 
 
 cdef inline void elman_backward(bint relu, const floating* h, const floating* dh_carry,
@@ -72,55 +77,58 @@ cdef inline void lstm_forward(floating* gates, const floating* bias, const float
                               Py_ssize_t hidden) noexcept nogil:
     """One LSTM step from pre-activations: gates (rows, 4H) in z order i, f, g, o (without
     bias) become the activations i, f, g, o in place; c = f c_prev + i g; h = o tanh(c)."""
-    cdef Py_ssize_t r, j
+    cdef Py_ssize_t r, j, H = hidden
     cdef floating* z
-    cdef floating i_g, f_g, g_g, o_g, c_new
+    cdef floating* c_row
+    cdef floating* h_row
+    cdef const floating* c_prev_row
     for r in range(rows):
-        z = gates + r * 4 * hidden
-        for j in range(hidden):
-            i_g = sigmoid(z[j] + bias[j])
-            f_g = sigmoid(z[hidden + j] + bias[hidden + j])
-            g_g = tanh_f(z[2 * hidden + j] + bias[2 * hidden + j])
-            o_g = sigmoid(z[3 * hidden + j] + bias[3 * hidden + j])
-            c_new = f_g * c_prev[r * hidden + j] + i_g * g_g
-            z[j] = i_g
-            z[hidden + j] = f_g
-            z[2 * hidden + j] = g_g
-            z[3 * hidden + j] = o_g
-            c[r * hidden + j] = c_new
-            h[r * hidden + j] = o_g * tanh_f(c_new)
+        z = gates + r * 4 * H
+        c_row = c + r * H
+        h_row = h + r * H
+        c_prev_row = c_prev + r * H
+        v_sigmoid(z, bias, z, 2 * H)                    # i, f
+        v_tanh(z + 2 * H, bias + 2 * H, z + 2 * H, H)   # g
+        v_sigmoid(z + 3 * H, bias + 3 * H, z + 3 * H, H)  # o
+        for j in range(H):
+            c_row[j] = z[H + j] * c_prev_row[j] + z[j] * z[2 * H + j]
+        v_tanh(c_row, NULL, h_row, H)
+        for j in range(H):
+            h_row[j] = z[3 * H + j] * h_row[j]
 
 
 cdef inline void lstm_backward(const floating* gates, const floating* c_prev, const floating* c,
                                const floating* dh_carry, const floating* dh_inject,
-                               floating* dc, floating* da, Py_ssize_t rows,
+                               floating* dc, floating* da, floating* scratch, Py_ssize_t rows,
                                Py_ssize_t hidden) noexcept nogil:
-    """Pre-activation gradients da (rows, 4H) of one LSTM step; dh_inject may be NULL.
+    """Pre-activation gradients da (rows, 4H) of one LSTM step; dh_inject may be NULL;
+    scratch holds rows * H entries.
 
     dc enters as dL/dc_t from step t+1 and leaves as dL/dc_{t-1} = dc f.
     do = dh tanh(c); dc += dh o (1 - tanh(c)^2); di = dc g; dg = dc i; df = dc c_prev;
     da = (di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)).
     """
-    cdef Py_ssize_t r, j, k
+    cdef Py_ssize_t r, j, k, H = hidden
     cdef const floating* act
     cdef floating* d
     cdef floating i_g, f_g, g_g, o_g, tc, dh, dcell
+    v_tanh(c, NULL, scratch, rows * H)                  # tanh(c_t), recomputed
     for r in range(rows):
-        act = gates + r * 4 * hidden
-        d = da + r * 4 * hidden
-        for j in range(hidden):
-            k = r * hidden + j
+        act = gates + r * 4 * H
+        d = da + r * 4 * H
+        for j in range(H):
+            k = r * H + j
             i_g = act[j]
-            f_g = act[hidden + j]
-            g_g = act[2 * hidden + j]
-            o_g = act[3 * hidden + j]
+            f_g = act[H + j]
+            g_g = act[2 * H + j]
+            o_g = act[3 * H + j]
             dh = dh_carry[k] if dh_inject == NULL else dh_carry[k] + dh_inject[k]
-            tc = tanh_f(c[k])
+            tc = scratch[k]
             dcell = dc[k] + dh * o_g * (1 - tc * tc)
             d[j] = dcell * g_g * i_g * (1 - i_g)
-            d[hidden + j] = dcell * c_prev[k] * f_g * (1 - f_g)
-            d[2 * hidden + j] = dcell * i_g * (1 - g_g * g_g)
-            d[3 * hidden + j] = dh * tc * o_g * (1 - o_g)
+            d[H + j] = dcell * c_prev[k] * f_g * (1 - f_g)
+            d[2 * H + j] = dcell * i_g * (1 - g_g * g_g)
+            d[3 * H + j] = dh * tc * o_g * (1 - o_g)
             dc[k] = dcell * f_g
 
 
@@ -131,24 +139,24 @@ cdef inline void gru_forward(floating* gates, const floating* rec, const floatin
     the activations r, z, n in place; rec (rows, 3H) = h_prev W_hh^T (without bias).
     r = s(xr + hr), z = s(xz + hz), hn = W_hn h + b_hn (kept), n = tanh(xn + r hn),
     h = (1 - z) n + z h_prev."""
-    cdef Py_ssize_t r, j, k
+    cdef Py_ssize_t r, j, k, H = hidden
     cdef floating* g
     cdef const floating* q
-    cdef floating r_g, z_g, n_g, hn_v
+    cdef floating z_g
     for r in range(rows):
-        g = gates + r * 3 * hidden
-        q = rec + r * 3 * hidden
-        for j in range(hidden):
-            k = r * hidden + j
-            r_g = sigmoid(g[j] + b_ih[j] + q[j] + b_hh[j])
-            z_g = sigmoid(g[hidden + j] + b_ih[hidden + j] + q[hidden + j] + b_hh[hidden + j])
-            hn_v = q[2 * hidden + j] + b_hh[2 * hidden + j]
-            n_g = tanh_f(g[2 * hidden + j] + b_ih[2 * hidden + j] + r_g * hn_v)
-            g[j] = r_g
-            g[hidden + j] = z_g
-            g[2 * hidden + j] = n_g
-            hn[k] = hn_v
-            h[k] = (1 - z_g) * n_g + z_g * h_prev[k]
+        g = gates + r * 3 * H
+        q = rec + r * 3 * H
+        for j in range(2 * H):
+            g[j] += q[j] + b_hh[j]
+        v_sigmoid(g, b_ih, g, 2 * H)                    # r, z
+        for j in range(H):
+            hn[r * H + j] = q[2 * H + j] + b_hh[2 * H + j]
+            g[2 * H + j] += g[j] * hn[r * H + j]
+        v_tanh(g + 2 * H, b_ih + 2 * H, g + 2 * H, H)   # n
+        for j in range(H):
+            k = r * H + j
+            z_g = g[H + j]
+            h[k] = (1 - z_g) * g[2 * H + j] + z_g * h_prev[k]
 
 
 cdef inline void gru_backward(const floating* gates, const floating* hn, const floating* h_prev,
@@ -162,22 +170,22 @@ cdef inline void gru_backward(const floating* gates, const floating* hn, const f
     dn = dh (1 - z); dz = dh (h_prev - n); dan = dn (1 - n^2); dhn = dan r;
     dar = dan hn r(1-r); daz = dz z(1-z).
     """
-    cdef Py_ssize_t r, j, k
+    cdef Py_ssize_t r, j, k, H = hidden
     cdef const floating* g
     cdef floating* d
     cdef floating r_g, z_g, n_g, grad, dan
     for r in range(rows):
-        g = gates + r * 3 * hidden
-        d = da_hh + r * 3 * hidden
-        for j in range(hidden):
-            k = r * hidden + j
+        g = gates + r * 3 * H
+        d = da_hh + r * 3 * H
+        for j in range(H):
+            k = r * H + j
             r_g = g[j]
-            z_g = g[hidden + j]
-            n_g = g[2 * hidden + j]
+            z_g = g[H + j]
+            n_g = g[2 * H + j]
             grad = dh[k] if dh_inject == NULL else dh[k] + dh_inject[k]
             dan = grad * (1 - z_g) * (1 - n_g * n_g)
             d[j] = dan * hn[k] * r_g * (1 - r_g)
-            d[hidden + j] = grad * (h_prev[k] - n_g) * z_g * (1 - z_g)
-            d[2 * hidden + j] = dan * r_g
+            d[H + j] = grad * (h_prev[k] - n_g) * z_g * (1 - z_g)
+            d[2 * H + j] = dan * r_g
             da_n[k] = dan
             dh[k] = grad * z_g

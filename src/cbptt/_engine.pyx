@@ -29,6 +29,41 @@ from ._losses cimport cross_entropy_loss, mse_loss
 
 cnp.import_array()
 
+# Per-step BLAS threads. The recurrent products inside the time loop are small, and waking
+# BLAS worker threads for each of them costs more than it saves (measured in benchmarks/);
+# the hoisted GEMMs keep the library's thread count. OpenBLAS >= 0.3.27 sets a thread count
+# for the calling thread only; its address is found once, at import (see _threads.py), and
+# when it is absent the loop runs with the library's setting.
+ctypedef int (*set_threads_fn)(int) noexcept nogil
+cdef set_threads_fn set_local_threads = NULL
+
+# Per-step products below this many FLOPs (2 B H G H) run on one thread.
+STEP_THREADS_FLOPS = 1_000_000
+
+
+def _use_local_thread_control(size_t address):
+    """Install OpenBLAS's openblas_set_num_threads_local (its address; 0 to turn it off)."""
+    global set_local_threads
+    set_local_threads = <set_threads_fn>address
+
+
+def local_thread_control():
+    """Whether the engine can run the recurrent loop on one BLAS thread."""
+    return set_local_threads != NULL
+
+
+cdef inline int enter_step_loop(const Shape* s) noexcept nogil:
+    """Run the coming per-step products on one thread if they are small; returns what to
+    restore (or -1: nothing changed)."""
+    if set_local_threads == NULL or s.step_threads_one == 0:
+        return -1
+    return set_local_threads(1)
+
+
+cdef inline void leave_step_loop(int previous) noexcept nogil:
+    if previous >= 0:
+        set_local_threads(previous)
+
 cdef enum:
     CELL_TANH = 0
     CELL_RELU = 1
@@ -51,6 +86,7 @@ cdef struct Shape:
     bint many_to_one
     int loss
     Py_ssize_t loss_start     # many-to-many: first step that has an output and a loss
+    bint step_threads_one     # run the per-step products on one BLAS thread
 
 
 cdef struct Work:
@@ -69,6 +105,7 @@ cdef struct Work:
     void* inject       # (T, B, H) gradient reaching a layer's h_t from above
     void* dh           # (B, H) gradient carried back through time
     void* dc           # (B, H) LSTM: cell-state gradient carried back through time
+    void* scratch      # (B, H) LSTM: tanh(c_t) in the backward step
     void* ones         # (T*B,) ones, for bias gradients as one GEMV
     void* h_last       # (B, H) many-to-one: the top state each row's output reads
     void* dh_last      # (B, H) many-to-one: the loss gradient w.r.t. h_last
@@ -133,6 +170,7 @@ cdef int _fill_shape(Shape* s, str cell, Py_ssize_t num_layers, Py_ssize_t input
     s.many_to_one = False
     s.loss = LOSS_MSE
     s.loss_start = 0
+    s.step_threads_one = False
     return 0
 
 
@@ -162,6 +200,7 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size
     cdef Py_ssize_t GH = s.gates * H, BH = s.batch * s.hidden_size
     cdef Py_ssize_t layer, t, b, in_size, j
+    cdef int threads
     cdef floating* x_tm = <floating*>w.x_tm
     cdef floating* hs
     cdef floating* cs = NULL
@@ -210,6 +249,7 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
 
         # input projection of all steps: gates = inputs @ W_ih^T
         gemm(False, True, T * B, GH, in_size, 1, inputs, in_size, w_ih, in_size, 0, gates, GH)
+        threads = enter_step_loop(s)
         for t in range(T):
             if s.cell == CELL_GRU:
                 # rec = h_{t-1} @ W_hh^T, kept apart: its n block is scaled by r
@@ -224,6 +264,7 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
                              hs + (t + 1) * BH, B, H)
             else:
                 elman_forward(s.cell == CELL_RELU, gates + t * BH, bias_sum, B, H)
+        leave_step_loop(threads)
 
     head_forward(s, w, params)
 
@@ -307,6 +348,7 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size
     cdef Py_ssize_t GH = s.gates * H, BH = s.batch * s.hidden_size
     cdef Py_ssize_t layer, t, b, j, in_size
+    cdef int threads
     cdef floating* inject = <floating*>w.inject
     cdef floating* dA = <floating*>w.dA
     cdef floating* da_n = <floating*>w.da_n
@@ -350,6 +392,7 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
         top_many_to_one = s.many_to_one and layer == s.num_layers - 1
 
         memset(dh, 0, BH * sizeof(floating))
+        threads = enter_step_loop(s)
         for t in range(T - 1, -1, -1):
             if top_many_to_one:
                 inject_t = NULL
@@ -369,12 +412,13 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
                 continue
             if s.cell == CELL_LSTM:
                 lstm_backward(gates + t * B * GH, cs + t * BH, cs + (t + 1) * BH, dh, inject_t,
-                              dc, dA + t * B * GH, B, H)
+                              dc, dA + t * B * GH, <floating*>w.scratch, B, H)
             else:
                 elman_backward(s.cell == CELL_RELU, hs + (t + 1) * BH, dh, inject_t,
                                dA + t * BH, BH)
             # dh_{t-1} = dA_t @ W_hh
             gemm(False, False, B, H, GH, 1, dA + t * B * GH, GH, w_hh, H, 0, dh, H)
+        leave_step_loop(threads)
         if st.dh0 != NULL:
             memcpy(<floating*>st.dh0 + layer * BH, dh, BH * sizeof(floating))
         if st.dc0 != NULL and s.cell == CELL_LSTM:
@@ -507,6 +551,8 @@ cdef class Engine:
         self.shape.many_to_one = many_to_one
         self.shape.loss = LOSSES[loss]
         self.shape.loss_start = 0 if many_to_one else loss_start
+        self.shape.step_threads_one = (2 * batch * hidden_size * self.shape.gates * hidden_size
+                                       < STEP_THREADS_FLOPS)
         self.training = training
         self.n_params = param_count(cell, num_layers, input_size, hidden_size, output_size)
 
@@ -526,7 +572,7 @@ cdef class Engine:
             sizes.update({"dpred": out_rows * output_size, "dA": T * B * GH,
                           "inject": T * B * H, "dh": B * H, "ones": T * B, "dh_last": B * H})
             if c == CELL_LSTM:
-                sizes["dc"] = B * H
+                sizes.update({"dc": B * H, "scratch": B * H})
             if c == CELL_GRU:
                 sizes["da_n"] = T * B * H
         self.buffers = {name: np.zeros(size, dtype=self.dtype) for name, size in sizes.items()}
@@ -550,6 +596,7 @@ cdef class Engine:
         w.inject = self._ptr("inject")
         w.dh = self._ptr("dh")
         w.dc = self._ptr("dc")
+        w.scratch = self._ptr("scratch")
         w.ones = self._ptr("ones")
         w.h_last = self._ptr("h_last")
         w.dh_last = self._ptr("dh_last")

@@ -1,0 +1,39 @@
+"""Find OpenBLAS's per-thread thread-count setter in the BLAS that SciPy ships.
+
+cbptt calls BLAS through scipy.linalg.cython_blas. When that BLAS is OpenBLAS >= 0.3.27 it
+exports ``openblas_set_num_threads_local``, which sets the thread count of the calling thread
+only; the engine uses it to run the small per-step products of the time loop on one thread
+(other threads and the hoisted GEMMs are unaffected). Anything else (MKL, an older OpenBLAS,
+a library we cannot locate) leaves BLAS threading as it is.
+"""
+import ctypes
+import glob
+import os
+
+_SYMBOLS = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local")
+
+
+def _scipy_blas_libraries():
+    import scipy
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+
+    root = os.path.dirname(scipy.__file__)
+    patterns = [os.path.join(root + ".libs", "*openblas*"),   # Linux and Windows wheels
+                os.path.join(root, ".dylibs", "*openblas*")]   # macOS wheels
+    return [path for pattern in patterns for path in sorted(glob.glob(pattern))]
+
+
+def find_local_thread_setter():
+    """Address of openblas_set_num_threads_local in SciPy's BLAS, or 0."""
+    if os.environ.get("CBPTT_NO_THREAD_CONTROL"):
+        return 0
+    for path in _scipy_blas_libraries():
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in _SYMBOLS:
+            function = getattr(library, symbol, None)
+            if function is not None:
+                return ctypes.cast(function, ctypes.c_void_p).value or 0
+    return 0
