@@ -475,14 +475,25 @@ cdef double mean_row_norm(const floating* a, const floating* b, Py_ssize_t rows,
     return total / rows
 
 
+cdef double squared_norm(const floating* values, Py_ssize_t count) noexcept nogil:
+    """Sum of squares in double: NaN or Inf if any value is not finite."""
+    cdef Py_ssize_t i
+    cdef double total = 0
+    for i in range(count):
+        total += <double>values[i] * <double>values[i]
+    return total
+
+
 cdef double train_step(const Shape* s, Work* w, const floating* x, const void* target,
                        const floating* weight, const floating* params, floating* grads,
-                       const States* st) noexcept nogil:
+                       Py_ssize_t n_params, const States* st,
+                       double* grad_sq_norm) noexcept nogil:
     cdef double loss
     forward(s, w, x, params, st)
     loss = loss_value(s, w, <floating*>w.pred, target, weight)
     backward(s, w, params, grads, st)
     copy_final_state(s, w, st, grads)
+    grad_sq_norm[0] = squared_norm(grads, n_params)
     return loss
 
 
@@ -532,6 +543,7 @@ cdef class Engine:
     cdef Work work
     cdef readonly object dtype
     cdef readonly bint training
+    cdef readonly double grad_sq_norm
     cdef dict buffers
     cdef Py_ssize_t n_params
 
@@ -653,7 +665,8 @@ cdef class Engine:
     def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
                       c0=None, dc0=None, c_final=None, weight=None, lengths=None, flow=None):
         """Forward, loss and BPTT. Writes grads (and dh0/dc0, h_final/c_final, flow); returns
-        the loss.
+        the loss. Afterwards ``grad_sq_norm`` holds the squared norm of grads, summed in
+        double (NaN or Inf when a gradient is not finite).
 
         x (B, T, I), params/grads (flat) and the optional (L, B, H) states: C-contiguous arrays
         of the engine's dtype. target: (B, T_out, O) floats for mse, (B, T_out) int64 class ids
@@ -680,13 +693,15 @@ cdef class Engine:
         self._set_lengths(lengths)
         cdef double loss
         cdef bint is_double = self.dtype == np.float64
+        cdef double sq_norm = 0
         with nogil:
             if is_double:
                 loss = train_step(s, &self.work, <double*>px, pt, <double*>pw, <double*>pp,
-                                  <double*>pg, &st)
+                                  <double*>pg, self.n_params, &st, &sq_norm)
             else:
                 loss = train_step(s, &self.work, <float*>px, pt, <float*>pw, <float*>pp,
-                                  <float*>pg, &st)
+                                  <float*>pg, self.n_params, &st, &sq_norm)
+        self.grad_sq_norm = sq_norm
         return loss
 
     def predict(self, x, params, out, h0=None, h_final=None, c0=None, c_final=None,

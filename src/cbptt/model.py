@@ -1,6 +1,9 @@
 """The model: a stack of recurrent layers and a linear head, its parameters in one flat buffer."""
 import json
 import os
+import tempfile
+import threading
+import zipfile
 
 import numpy as np
 
@@ -58,6 +61,8 @@ class RNN:
         self._views = {name: self.params[offset:offset + int(np.prod(shape))].reshape(shape)
                        for name, shape, offset in self._layout}
         self._predict_engine = None
+        # Serialises the trainers and predict calls that share this model across threads.
+        self.lock = threading.RLock()
         self.reset_parameters(seed)
 
     # -- configuration ------------------------------------------------------------------------
@@ -184,10 +189,16 @@ class RNN:
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path):
-        """Write the configuration and parameters to a ``.npz`` file."""
+        """Write the configuration and parameters to a ``.npz`` file, atomically: the data
+        goes to a temporary file in the same folder, is flushed to disk, then renamed over
+        path, so a crash leaves either the old file or the new one, whole. As with
+        ``numpy.savez``, ".npz" is appended to a path without it."""
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
         arrays = {f"param:{name}": view for name, view in self._views.items()}
         header = dict(self.config(), format_version=FORMAT_VERSION)
-        np.savez(path, __config__=np.array(json.dumps(header)), **arrays)
+        atomic_savez(path, __config__=np.array(json.dumps(header)), **arrays)
 
     # -- inference ----------------------------------------------------------------------------
     def check_state(self, h0, c0, batch):
@@ -217,6 +228,11 @@ class RNN:
         X = _checks.sequence_batch(X, self.input_size, self.dtype)
         batch, steps = X.shape[:2]
         h0, c0 = self.check_state(h0, c0, batch)
+        with self.lock:
+            return self._predict(X, h0, c0, return_state)
+
+    def _predict(self, X, h0, c0, return_state):
+        batch, steps = X.shape[:2]
         engine = self._predict_engine
         if engine is None or engine.batch != batch or engine.steps != steps:
             engine = Engine(self.cell, self.num_layers, self.input_size, self.hidden_size,
@@ -230,28 +246,53 @@ class RNN:
         return out, (h_final if c_final is None else (h_final, c_final))
 
 
+def atomic_savez(path, **arrays):
+    """numpy.savez to path through a temporary file in the same folder, fsync and rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    try:                       # make the rename itself durable
+        directory = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def load(path):
-    """Read a model written by ``RNN.save``."""
+    """Read a model written by ``RNN.save``. Never unpickles; a truncated, corrupted or
+    foreign file gives a ValueError naming the file and what is wrong."""
     path = os.fspath(path)
     if not os.path.exists(path) and os.path.exists(path + ".npz"):
-        path = path + ".npz"       # save() wrote it there (np.savez appends ".npz")
+        path = path + ".npz"       # save() wrote it there
     try:
-        data = np.load(path, allow_pickle=False)
-    except ValueError as exc:      # neither .npy nor .npz (NumPy then suspects a pickle)
-        raise ValueError(f"{path}: not a cbptt model file ({exc})") from exc
-    if not isinstance(data, np.lib.npyio.NpzFile):     # a .npy file: a bare array
-        raise ValueError(f"{path}: not a cbptt model file (not an .npz archive)")
-    with data:
-        if "__config__" not in data.files:
-            raise ValueError(f"{path}: not a cbptt model file (no __config__ entry)")
-        try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            if "__config__" not in data.files:
+                raise ValueError("no __config__ entry")
             config = json.loads(str(data["__config__"]))
+            if not isinstance(config, dict):
+                raise ValueError("__config__ is not a mapping")
             config.pop("format_version", None)
-            model = RNN(**config)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise ValueError(f"{path}: not a valid cbptt model file (bad __config__: "
-                             f"{exc})") from exc
-        state = {name[len("param:"):]: data[name] for name in data.files
-                 if name.startswith("param:")}
-    model.load_state_dict(state)
+            state = {name[len("param:"):]: data[name] for name in data.files
+                     if name.startswith("param:")}
+        model = RNN(**config)
+        model.load_state_dict(state)
+    except FileNotFoundError:
+        raise
+    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile,
+            json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a cbptt model file, or a damaged one ({exc})") from exc
     return model

@@ -5,6 +5,8 @@ read at its last (or last valid) step. Both use the model's flat parameter buffe
 workspace (an ``Engine``) allocated once per (batch, steps) shape and reused. Truncated BPTT
 is in ``truncated.py``.
 """
+import warnings
+
 import numpy as np
 
 from . import _checks
@@ -19,7 +21,8 @@ class _Trainer:
 
     many_to_one = False
 
-    def __init__(self, model, loss="mse", optimizer=None, clip_norm=None):
+    def __init__(self, model, loss="mse", optimizer=None, clip_norm=None,
+                 on_nonfinite="raise"):
         if not isinstance(model, RNN):
             raise TypeError(f"model must be a cbptt.RNN, got {type(model).__name__}")
         if optimizer is None:
@@ -27,8 +30,12 @@ class _Trainer:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a cbptt optimiser (SGD, Adam), got "
                             f"{type(optimizer).__name__}")
-        if clip_norm is not None and not clip_norm > 0:
+        if clip_norm is not None and (isinstance(clip_norm, bool) or not clip_norm > 0):
             raise ValueError(f"clip_norm must be a positive number or None, got {clip_norm}")
+        if on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        self.skipped_updates = 0
         self.model = model
         self.loss = check_loss(loss)
         self.optimizer = optimizer
@@ -57,21 +64,28 @@ class _Trainer:
         return {name: self._grads[offset:offset + int(np.prod(shape))].reshape(shape).copy()
                 for name, shape, offset in self.model._layout}
 
-    def _update(self, loss, where="this step"):
-        """Check, clip and apply self._grads. Raises FloatingPointError (weights unchanged) if
-        the loss or a gradient is not finite."""
+    def _update(self, engine, loss, where="this step"):
+        """Check, clip and apply self._grads (just computed by engine). A non-finite loss or
+        gradient leaves weights and optimiser untouched: FloatingPointError, or with
+        on_nonfinite="skip" a RuntimeWarning and a count in ``skipped_updates``.
+        Returns whether the update was applied."""
         grads = self._grads
-        sq_norm = float(np.dot(grads, grads))
+        sq_norm = engine.grad_sq_norm
         if not (np.isfinite(loss) and np.isfinite(sq_norm)):
-            raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm at {where}; "
-                                     "the weights were not updated (lower the learning rate "
-                                     "or set clip_norm)")
+            message = (f"non-finite loss ({loss}) or gradient at {where}; the weights were "
+                       "not updated (lower the learning rate or set clip_norm)")
+            if self.on_nonfinite == "raise":
+                raise FloatingPointError(message)
+            self.skipped_updates += 1
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return False
         if self.clip_norm is not None:
             # as torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when < 1
             coef = self.clip_norm / (np.sqrt(sq_norm) + 1e-6)
             if coef < 1:
                 grads *= coef
         self.optimizer.step(self.model.params, grads)
+        return True
 
 
 class _FullBPTT(_Trainer):
@@ -98,7 +112,9 @@ class _FullBPTT(_Trainer):
         dh0, dc0 = m.new_state(batch) if want_state_grads else (None, None)
         h_final, c_final = m.new_state(batch) if return_state else (None, None)
         flow = np.empty((m.num_layers, steps)) if return_flow else None
-        loss = self._engine_for(batch, steps).loss_and_grad(
+        engine = self._engine_for(batch, steps)
+        self._last_engine = engine
+        loss = engine.loss_and_grad(
             X, Y, m.params, self._grads, h0, dh0, h_final, c0, dc0, c_final, weight=weight,
             lengths=lengths, flow=flow)
         state_grads = None
@@ -108,8 +124,9 @@ class _FullBPTT(_Trainer):
         return loss, state_grads, final, flow
 
     def _loss_and_grad(self, X, Y, h0, c0, mask, lengths, return_state, return_flow):
-        loss, state_grads, final, flow = self._run(X, Y, h0, c0, mask, lengths, True,
-                                                   return_state, return_flow)
+        with self.model.lock:
+            loss, state_grads, final, flow = self._run(X, Y, h0, c0, mask, lengths, True,
+                                                       return_state, return_flow)
         grads = self._grads_dict()
         grads.update(state_grads)
         result = (loss, grads)
@@ -120,8 +137,10 @@ class _FullBPTT(_Trainer):
         return result
 
     def _step(self, X, Y, h0, c0, mask, lengths, return_state):
-        loss, _, final, _ = self._run(X, Y, h0, c0, mask, lengths, False, return_state, False)
-        self._update(loss)
+        with self.model.lock:
+            loss, _, final, _ = self._run(X, Y, h0, c0, mask, lengths, False, return_state,
+                                          False)
+            self._update(self._last_engine, loss)
         return (loss, final) if return_state else loss
 
 
@@ -138,8 +157,9 @@ _LOSS_AND_GRAD_DOC = """Loss and gradients without an update.
 _STEP_DOC = """Forward, BPTT, gradient clipping (if clip_norm) and one optimiser update.
 
         Returns the loss before the update (and the final state with ``return_state=True``).
-        Raises FloatingPointError, with the weights unchanged, if the loss or a gradient is
-        not finite.
+        If the loss or a gradient is not finite, the weights and the optimiser state stay as
+        they were and FloatingPointError is raised (with ``on_nonfinite="skip"``: a
+        RuntimeWarning, and ``skipped_updates`` counts it).
         """
 
 

@@ -35,8 +35,9 @@ class Truncated(_Trainer):
     """
 
     def __init__(self, model, k1, k2=None, loss="mse", optimizer=None, clip_norm=None,
-                 many_to_one=False):
-        super().__init__(model, loss=loss, optimizer=optimizer, clip_norm=clip_norm)
+                 many_to_one=False, on_nonfinite="raise"):
+        super().__init__(model, loss=loss, optimizer=optimizer, clip_norm=clip_norm,
+                         on_nonfinite=on_nonfinite)
         self.k1 = _checks.check_size(k1, "k1")
         self.k2 = self.k1 if k2 is None else _checks.check_size(k2, "k2")
         if self.k2 < self.k1:
@@ -110,8 +111,12 @@ class Truncated(_Trainer):
         Returns the mean loss over the call's outputs (each block's loss weighted by its
         number of outputs, or its total mask weight)."""
         X, Y, mask = self._prepare(X, Y, mask)
-        if self.many_to_one:
-            return self._step_many_to_one(X, Y)
+        with self.model.lock:
+            if self.many_to_one:
+                return self._step_many_to_one(X, Y)
+            return self._step_blocks(X, Y, mask)
+
+    def _step_blocks(self, X, Y, mask):
         batch, length = X.shape[:2]
         if self._ring_x is None:
             self._alloc_ring(batch)
@@ -150,7 +155,7 @@ class Truncated(_Trainer):
         loss = engine.loss_and_grad(Xw, Yw, m.params, self._grads, h0=h0, c0=c0, weight=weight)
         hs, cs = engine.states()
         if block_weight > 0:
-            self._update(loss, where=f"stream steps [{block_start}, {block_stop}) (block "
+            self._update(engine, loss, where=f"stream steps [{block_start}, {block_stop}) (block "
                                      f"{start // self.k1} of this call)")
         # keep the block's inputs and the states its steps computed (the state entering step
         # p + 1 is the one step p computed); carry the last one
@@ -177,7 +182,7 @@ class Truncated(_Trainer):
         Xw = np.ascontiguousarray(X[:, window_start:])
         engine = self._engine_for(batch, length - window_start, many_to_one=True)
         loss = engine.loss_and_grad(Xw, Y, m.params, self._grads, h0=h, c0=c)
-        self._update(loss, where=f"the window [{window_start}, {length})")
+        self._update(engine, loss, where=f"the window [{window_start}, {length})")
         return loss
 
     def fit_stream(self, source, targets=None, mask=None, chunk_steps=None):
