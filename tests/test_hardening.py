@@ -155,3 +155,38 @@ def test_trainers_sharing_a_model_across_threads_are_serialised():
         t.join()
     # 40 identical plain-SGD steps in any order equal 40 steps in one thread
     np.testing.assert_allclose(shared.params, reference.model.params, rtol=1e-12)
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda: cbptt.SGD(lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4),
+    lambda: cbptt.SGD(lr=0.01, momentum=0.9, dampening=0.1),
+    lambda: cbptt.Adam(lr=1e-3, weight_decay=1e-4)], ids=["nesterov", "dampening", "adam"])
+@pytest.mark.parametrize("trainer_class", [cbptt.ManyToMany, cbptt.ManyToOne])
+def test_a_training_step_allocates_nothing_after_the_first(make_optimizer, trainer_class):
+    """No array is allocated per step once the workspace exists: the traced peak over 20
+    steps stays below 4 KiB, far under any buffer of this shape (X alone is 51 KiB)."""
+    import tracemalloc
+    model = cbptt.RNN(8, 32, 3, cell="lstm", seed=0)
+    trainer = trainer_class(model, optimizer=make_optimizer(), clip_norm=0.1)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 50, 8))
+    Y = rng.normal(size=(16, 3) if trainer_class is cbptt.ManyToOne else (16, 50, 3))
+    for _ in range(2):
+        trainer.step(X, Y)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for _ in range(20):
+            trainer.step(X, Y)
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - before < 4096, peak - before
+    assert after - before < 4096, after - before
+
+
+def test_values_beyond_float32_range_are_named_as_such():
+    model = cbptt.RNN(2, 3, 1, dtype=np.float32, seed=0)
+    X = np.full((1, 4, 2), 1e300)
+    with pytest.raises(ValueError, match="beyond the range of float32"):
+        model.predict(X)

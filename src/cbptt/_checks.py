@@ -4,6 +4,8 @@ import numbers
 
 import numpy as np
 
+from ._engine import all_finite
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -61,10 +63,14 @@ def float_array(value, name, dtype, expected):
     _check_shape(array, name, expected)
     if 0 in array.shape:
         raise ValueError(f"{name} must not be empty, got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=dtype)
-    if not np.isfinite(array).all():
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = np.ascontiguousarray(array, dtype=dtype)
+    if not all_finite(converted):
+        if array.dtype.kind == "f" and np.isfinite(array).all():
+            raise ValueError(f"{name} has values beyond the range of {np.dtype(dtype).name} "
+                             f"(largest magnitude {np.abs(array).max():g})")
         raise ValueError(f"{name} contains NaN or Inf")
-    return array
+    return converted
 
 
 def class_ids(value, name, expected, num_classes):

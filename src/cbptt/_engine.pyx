@@ -729,3 +729,30 @@ cdef class Engine:
         h = self.buffers["hs"].reshape(shape)
         c = self.buffers["cs"].reshape(shape) if "cs" in self.buffers else None
         return h, c
+
+
+cdef bint finite_values(const floating* values, Py_ssize_t count) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating total = 0
+    for i in range(count):
+        total += values[i] * 0      # NaN * 0 and Inf * 0 are NaN; finite values add 0
+    return total == 0
+
+
+def all_finite(array):
+    """Whether a C-contiguous float32/float64 array holds no NaN or Inf (no temporaries)."""
+    cdef cnp.ndarray a = array
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError("all_finite needs a C-contiguous array")
+    cdef Py_ssize_t count = a.size
+    cdef void* data = cnp.PyArray_DATA(a)
+    cdef bint result
+    if a.dtype == np.float64:
+        with nogil:
+            result = finite_values(<double*>data, count)
+    elif a.dtype == np.float32:
+        with nogil:
+            result = finite_values(<float*>data, count)
+    else:
+        raise TypeError(f"all_finite needs float32 or float64, got {a.dtype}")
+    return result

@@ -20,6 +20,7 @@ class Optimizer:
     def _bind(self, params):
         if self._size is None:
             self._size = params.size
+            self._scratch = np.zeros_like(params)   # every update works in place: no allocation
             self._init_state(params)
         elif params.size != self._size:
             raise ValueError(f"this optimiser holds state for {self._size} parameters, got "
@@ -72,19 +73,23 @@ class SGD(Optimizer):
 
     def step(self, params, grads):
         self._bind(params)
+        tmp = self._scratch
         if self.weight_decay:
-            grads += self.weight_decay * params
+            grads += np.multiply(params, self.weight_decay, out=tmp)
         if self.momentum:
             if self.steps == 0:
                 self.buffer[...] = grads
             else:
                 self.buffer *= self.momentum
-                self.buffer += (1 - self.dampening) * grads if self.dampening else grads
+                if self.dampening:
+                    self.buffer += np.multiply(grads, 1 - self.dampening, out=tmp)
+                else:
+                    self.buffer += grads
             if self.nesterov:
-                grads += self.momentum * self.buffer
+                grads += np.multiply(self.buffer, self.momentum, out=tmp)
             else:
                 grads = self.buffer
-        params -= self.lr * grads
+        params -= np.multiply(grads, self.lr, out=tmp)
         self.steps += 1
 
 
@@ -111,7 +116,6 @@ class Adam(Optimizer):
     def _init_state(self, params):
         self.exp_avg = np.zeros_like(params)
         self.exp_avg_sq = np.zeros_like(params)
-        self._scratch = np.zeros_like(params)
 
     def reset(self):
         super().reset()
@@ -121,11 +125,11 @@ class Adam(Optimizer):
         self._bind(params)
         beta1, beta2 = self.betas
         self.steps += 1
-        if self.weight_decay:
-            grads += self.weight_decay * params
         m, v, tmp = self.exp_avg, self.exp_avg_sq, self._scratch
+        if self.weight_decay:
+            grads += np.multiply(params, self.weight_decay, out=tmp)
         m *= beta1
-        m += (1 - beta1) * grads
+        m += np.multiply(grads, 1 - beta1, out=tmp)
         v *= beta2
         np.multiply(grads, grads, out=tmp)
         tmp *= 1 - beta2
