@@ -39,6 +39,6 @@ extensions = [
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives, include_path=["src"]),
-    package_data={"cbptt": ["*.pxd", "*.pyx", "*.h"]},
+    package_data={"cbptt": ["*.pxd", "*.pyx", "*.h", "*.pyi", "py.typed"]},
     zip_safe=False,
 )

@@ -100,8 +100,8 @@ cdef struct Work:
     void* bias_sum     # (L, G*H) b_ih + b_hh
     void* pred         # (T_out, B, O) head outputs, time-major
     void* dpred        # (T_out, B, O) loss gradient w.r.t. pred
-    void* dA           # (T, B, G*H) recurrent-side pre-activation gradients of one layer
-    void* da_n         # (T, B, H) GRU: input-side gradient of the n gate (dA holds dhn there)
+    void* dA           # (T, B, H) Elman: pre-activation gradients of one layer (LSTM and GRU
+                       # write theirs over the layer's gates, which BPTT has just consumed)
     void* inject       # (T, B, H) gradient reaching a layer's h_t from above
     void* dh           # (B, H) gradient carried back through time
     void* dc           # (B, H) LSTM: cell-state gradient carried back through time
@@ -351,7 +351,7 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
     cdef int threads
     cdef floating* inject = <floating*>w.inject
     cdef floating* dA = <floating*>w.dA
-    cdef floating* da_n = <floating*>w.da_n
+    cdef floating* da_n = NULL
     cdef floating* dh = <floating*>w.dh
     cdef floating* dc = <floating*>w.dc
     cdef floating* dh_last = <floating*>w.dh_last
@@ -386,9 +386,12 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
             cs = <floating*>w.cs + layer * (T + 1) * BH
             memset(dc, 0, BH * sizeof(floating))
         if s.cell == CELL_LSTM or s.cell == CELL_GRU:
+            # step t's gradients overwrite step t's gates (and GRU's hn), read just before
             gates = <floating*>w.gates + layer * T * B * GH
+            dA = gates
         if s.cell == CELL_GRU:
             hn = <floating*>w.hn + layer * T * BH
+            da_n = hn
         top_many_to_one = s.many_to_one and layer == s.num_layers - 1
 
         memset(dh, 0, BH * sizeof(floating))
@@ -581,12 +584,12 @@ cdef class Engine:
         if c == CELL_GRU:
             sizes.update({"hn": L * T * B * H, "rec": B * GH})
         if training:
-            sizes.update({"dpred": out_rows * output_size, "dA": T * B * GH,
+            sizes.update({"dpred": out_rows * output_size,
                           "inject": T * B * H, "dh": B * H, "ones": T * B, "dh_last": B * H})
             if c == CELL_LSTM:
                 sizes.update({"dc": B * H, "scratch": B * H})
-            if c == CELL_GRU:
-                sizes["da_n"] = T * B * H
+            if c == CELL_TANH or c == CELL_RELU:
+                sizes["dA"] = T * B * H
         self.buffers = {name: np.zeros(size, dtype=self.dtype) for name, size in sizes.items()}
         self.buffers["last_step"] = np.full(B, T - 1, dtype=np.int64)
         if training:
@@ -604,7 +607,6 @@ cdef class Engine:
         w.pred = self._ptr("pred")
         w.dpred = self._ptr("dpred")
         w.dA = self._ptr("dA")
-        w.da_n = self._ptr("da_n")
         w.inject = self._ptr("inject")
         w.dh = self._ptr("dh")
         w.dc = self._ptr("dc")
@@ -724,7 +726,7 @@ cdef class Engine:
     def states(self):
         """Views of the hidden states of the last call: h (L, T+1, B, H) with h[:, 0] the
         initial state, and c likewise for lstm (None otherwise). Overwritten by the next call."""
-        s = &self.shape
+        cdef Shape* s = &self.shape
         shape = (s.num_layers, s.steps + 1, s.batch, s.hidden_size)
         h = self.buffers["hs"].reshape(shape)
         c = self.buffers["cs"].reshape(shape) if "cs" in self.buffers else None
