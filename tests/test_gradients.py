@@ -46,7 +46,7 @@ def reference_grads(model, trainer, X, Y, state):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("num_layers", [1, 3])
 @pytest.mark.parametrize("mode", ["many_to_many", "many_to_one"])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 def test_gradients_match_finite_differences(cell, num_layers, mode, loss):
