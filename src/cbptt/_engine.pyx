@@ -297,13 +297,14 @@ cdef void head_forward(const Shape* s, Work* w, const floating* params) noexcept
 # loss and backward
 
 cdef double loss_value(const Shape* s, Work* w, const floating* pred, const void* target,
-                       const floating* weight) noexcept nogil:
+                       const floating* weight, double* terms) noexcept nogil:
     """The loss of pred (w.pred) against target, with its gradient in dpred.
 
     target: (B, T_out, O) floats for mse, (B, T_out) class ids for cross_entropy, where T_out
     is the number of output steps; weight (B, T_out) or NULL. The mean runs over all output
     elements (mse) or targets (cross_entropy), weighted by weight when given; a zero total
-    weight gives a zero loss and zero gradients.
+    weight gives a zero loss and zero gradients. terms receives the number of terms (the
+    total weight, times O for mse): the mean's denominator.
     """
     cdef Py_ssize_t B = s.batch, O = s.output_size, steps = output_steps(s), i
     cdef double total_weight = steps * B
@@ -312,6 +313,7 @@ cdef double loss_value(const Shape* s, Work* w, const floating* pred, const void
         for i in range(steps * B):
             total_weight += weight[i]
     cdef double scale = 0 if total_weight == 0 else 1.0 / total_weight
+    terms[0] = total_weight * (O if s.loss == LOSS_MSE else 1)
     if s.loss == LOSS_MSE:
         return mse_loss(pred, <const floating*>target, weight, steps, B, O, scale / O,
                         <floating*>w.dpred)
@@ -489,11 +491,11 @@ cdef double squared_norm(const floating* values, Py_ssize_t count) noexcept nogi
 
 cdef double train_step(const Shape* s, Work* w, const floating* x, const void* target,
                        const floating* weight, const floating* params, floating* grads,
-                       Py_ssize_t n_params, const States* st,
-                       double* grad_sq_norm) noexcept nogil:
+                       Py_ssize_t n_params, const States* st, double* grad_sq_norm,
+                       double* terms) noexcept nogil:
     cdef double loss
     forward(s, w, x, params, st)
-    loss = loss_value(s, w, <floating*>w.pred, target, weight)
+    loss = loss_value(s, w, <floating*>w.pred, target, weight, terms)
     backward(s, w, params, grads, st)
     copy_final_state(s, w, st, grads)
     grad_sq_norm[0] = squared_norm(grads, n_params)
@@ -547,6 +549,7 @@ cdef class Engine:
     cdef readonly object dtype
     cdef readonly bint training
     cdef readonly double grad_sq_norm
+    cdef readonly double loss_terms
     cdef dict buffers
     cdef Py_ssize_t n_params
 
@@ -668,7 +671,8 @@ cdef class Engine:
                       c0=None, dc0=None, c_final=None, weight=None, lengths=None, flow=None):
         """Forward, loss and BPTT. Writes grads (and dh0/dc0, h_final/c_final, flow); returns
         the loss. Afterwards ``grad_sq_norm`` holds the squared norm of grads, summed in
-        double (NaN or Inf when a gradient is not finite).
+        double (NaN or Inf when a gradient is not finite), and ``loss_terms`` the number of
+        terms the loss is the mean of (the total mask weight, times O for mse).
 
         x (B, T, I), params/grads (flat) and the optional (L, B, H) states: C-contiguous arrays
         of the engine's dtype. target: (B, T_out, O) floats for mse, (B, T_out) int64 class ids
@@ -695,15 +699,16 @@ cdef class Engine:
         self._set_lengths(lengths)
         cdef double loss
         cdef bint is_double = self.dtype == np.float64
-        cdef double sq_norm = 0
+        cdef double sq_norm = 0, terms = 0
         with nogil:
             if is_double:
                 loss = train_step(s, &self.work, <double*>px, pt, <double*>pw, <double*>pp,
-                                  <double*>pg, self.n_params, &st, &sq_norm)
+                                  <double*>pg, self.n_params, &st, &sq_norm, &terms)
             else:
                 loss = train_step(s, &self.work, <float*>px, pt, <float*>pw, <float*>pp,
-                                  <float*>pg, self.n_params, &st, &sq_norm)
+                                  <float*>pg, self.n_params, &st, &sq_norm, &terms)
         self.grad_sq_norm = sq_norm
+        self.loss_terms = terms
         return loss
 
     def predict(self, x, params, out, h0=None, h_final=None, c0=None, c_final=None,
@@ -757,4 +762,23 @@ def all_finite(array):
             result = finite_values(<float*>data, count)
     else:
         raise TypeError(f"all_finite needs float32 or float64, got {a.dtype}")
+    return result
+
+
+def squared_norm_of(array):
+    """Sum of squares of a C-contiguous float32/float64 array, accumulated in double."""
+    cdef cnp.ndarray a = array
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError("squared_norm_of needs a C-contiguous array")
+    cdef Py_ssize_t count = a.size
+    cdef void* data = cnp.PyArray_DATA(a)
+    cdef double result
+    if a.dtype == np.float64:
+        with nogil:
+            result = squared_norm(<double*>data, count)
+    elif a.dtype == np.float32:
+        with nogil:
+            result = squared_norm(<float*>data, count)
+    else:
+        raise TypeError(f"squared_norm_of needs float32 or float64, got {a.dtype}")
     return result

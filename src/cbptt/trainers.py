@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from . import _checks
-from ._engine import Engine
+from ._engine import Engine, squared_norm_of
 from .losses import check_loss, check_targets
 from .model import RNN
 from .optim import SGD, Optimizer
@@ -36,6 +36,9 @@ class _Trainer:
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
         self.skipped_updates = 0
+        # Called as reducer(grads, loss, loss_terms) -> (loss, loss_terms) before every update:
+        # it may combine the gradients in place across processes (see cbptt.distributed).
+        self.gradient_reducer = None
         self.model = model
         self.loss = check_loss(loss)
         self.optimizer = optimizer
@@ -68,9 +71,14 @@ class _Trainer:
         """Check, clip and apply self._grads (just computed by engine). A non-finite loss or
         gradient leaves weights and optimiser untouched: FloatingPointError, or with
         on_nonfinite="skip" a RuntimeWarning and a count in ``skipped_updates``.
-        Returns whether the update was applied."""
+        Returns whether the update was applied (not when every output was masked out)."""
         grads = self._grads
-        sq_norm = engine.grad_sq_norm
+        sq_norm, terms = engine.grad_sq_norm, engine.loss_terms
+        if self.gradient_reducer is not None:
+            loss, terms = self.gradient_reducer(grads, loss, terms)
+            sq_norm = squared_norm_of(grads)
+        if terms == 0:              # nothing to learn from (a fully masked block)
+            return False
         if not (np.isfinite(loss) and np.isfinite(sq_norm)):
             message = (f"non-finite loss ({loss}) or gradient at {where}; the weights were "
                        "not updated (lower the learning rate or set clip_norm)")

@@ -126,12 +126,12 @@ class Truncated(_Trainer):
             stop = min(start + self.k1, length)
             weight = None if mask is None else np.ascontiguousarray(mask[:, start:stop])
             block_weight = (stop - start) if weight is None else float(weight.sum())
-            loss = self._block(X, Y, weight, start, stop, block_weight)
+            loss = self._block(X, Y, weight, start, stop)
             total_loss += loss * block_weight
             total_weight += block_weight
         return total_loss / total_weight if total_weight else 0.0
 
-    def _block(self, X, Y, weight, start, stop, block_weight):
+    def _block(self, X, Y, weight, start, stop):
         """One block [start, stop) of this call's data (stream steps offset by position)."""
         m, k2 = self.model, self.k2
         block_start, block_stop = self.position, self.position + (stop - start)
@@ -154,9 +154,8 @@ class Truncated(_Trainer):
         engine = self._engine_for(batch, steps, loss_start=past)
         loss = engine.loss_and_grad(Xw, Yw, m.params, self._grads, h0=h0, c0=c0, weight=weight)
         hs, cs = engine.states()
-        if block_weight > 0:
-            self._update(engine, loss, where=f"stream steps [{block_start}, {block_stop}) (block "
-                                     f"{start // self.k1} of this call)")
+        self._update(engine, loss, where=f"stream steps [{block_start}, {block_stop}) (block "
+                                         f"{start // self.k1} of this call)")
         # keep the block's inputs and the states its steps computed (the state entering step
         # p + 1 is the one step p computed); carry the last one
         rows = np.arange(block_start, block_stop) % k2
