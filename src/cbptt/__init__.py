@@ -1,4 +1,9 @@
 """cbptt: exact, fast backpropagation through time for recurrent networks on the CPU."""
+from ._scipy_blas import preload as _preload_blas
+
+_preload_blas()
+
+# isort: split
 from ._engine import Engine, _use_local_thread_control, local_thread_control, param_count, \
     param_layout
 from ._threads import find_local_thread_setter

@@ -15,7 +15,9 @@ _SYMBOLS = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_lo
 
 def _scipy_blas_libraries():
     import scipy
-    import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+
+    from ._scipy_blas import preload
+    preload()                            # loads the library
 
     root = os.path.dirname(scipy.__file__)
     patterns = [os.path.join(root + ".libs", "*openblas*"),   # Linux and Windows wheels
