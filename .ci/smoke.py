@@ -11,6 +11,7 @@ start = time.perf_counter()
 import cbptt  # noqa: E402
 
 import_ms = (time.perf_counter() - start) * 1e3
+assert sys.prefix != sys.base_prefix, "not running inside the fresh virtual environment"
 assert not os.path.abspath(cbptt.__file__).startswith(os.path.abspath(sys.argv[1])), \
     f"imported the source tree's cbptt ({cbptt.__file__}), not the installed one"
 
