@@ -1,0 +1,4 @@
+"""`python -m benchmarks`: the step benchmark grid (or --memory). See benchmarks/README.md."""
+from .cli import main
+
+main()

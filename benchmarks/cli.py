@@ -1,0 +1,151 @@
+"""Time one full training step (forward, BPTT, SGD update) of cbptt against the NumPy reference and torch, over a
+grid of shapes x cells x trainers x BLAS threads; or, with --memory, measure the memory one step adds.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks [--quick] [--dtype float64]
+        [--threads 1 2] [--shapes small,medium,large,long] [--cells tanh,lstm,gru]
+        [--trainers many-to-many,many-to-one,truncated] [--contenders cbptt,reference,torch] [--memory]
+
+The Markdown table goes to stdout, a line per row as soon as it is timed; progress to stderr; the table and
+every sample to benchmarks/results/. See benchmarks/README.md.
+"""
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from . import memory
+from .contenders import CONTENDERS
+from .facts import RESULTS_DIR, ROOT, blas_threads, loadavg, machine_facts, machine_line, result_stem, \
+    threadpoolctl, warn_forced_env
+from .grid import CELLS, SHAPES, TRAINERS, cases
+from .report import StepTable
+from .timing import run_case
+
+FULL = dict(shapes=[s.name for s in SHAPES], cells=CELLS, trainers=list(TRAINERS), threads=[1, 2],
+            repeats=20, warmup=3, rounds=5)
+QUICK = dict(shapes=["small", "medium"], cells=["tanh", "lstm"], trainers=["many-to-many"], threads=[2],
+             repeats=5, warmup=1, rounds=2)
+
+
+def _names(text, known, what):
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sys.exit(f"unknown {what} {unknown}; choose from {list(known)}")
+    return names
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="small+medium, tanh+lstm, many-to-many, 2 threads, 5 timed steps: checks the suite runs "
+                        "(under a minute); options given explicitly override the preset")
+    p.add_argument("--memory", action="store_true", help="measure the peak memory of one step (cbptt, torch), "
+                   "each in a fresh process, instead of timing")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--threads", type=int, nargs="+", help="BLAS / torch thread counts, one group of rows each "
+                   "(default: 1 2)")
+    p.add_argument("--shapes", help="comma-separated subset of: " + ", ".join(s.name for s in SHAPES))
+    p.add_argument("--cells", help="comma-separated subset of: " + ", ".join(CELLS))
+    p.add_argument("--trainers", help="comma-separated subset of: " + ", ".join(TRAINERS)
+                   + " (truncated runs on the long shape only)")
+    p.add_argument("--contenders", default=",".join(c.name for c in CONTENDERS),
+                   help="comma-separated subset of: " + ", ".join(c.name for c in CONTENDERS)
+                        + " (cbptt, the baseline, is always run)")
+    p.add_argument("--repeats", type=int, help="timed steps per contender (default 20; --quick 5)")
+    p.add_argument("--warmup", type=int, help="untimed warm-up steps (default 3; --quick 1)")
+    p.add_argument("--rounds", type=int, help="alternating blocks per contender (default 5; --quick 2)")
+    p.add_argument("--budget", type=float, default=30.0,
+                   help="seconds of timed steps a slow contender (the reference) may use per row (default 30)")
+    p.add_argument("--max-step", type=float, default=2.0,
+                   help="leave the reference out of a row when one of its warm-up steps takes longer (default 2 s)")
+    p.add_argument("--settle", type=float, default=0.25, help="pause in seconds before each block (default 0.25)")
+    p.add_argument("--lead-in", type=float, default=0.02,
+                   help="seconds of untimed steps (at least one) at the start of each block (default 0.02)")
+    p.add_argument("--no-save", action="store_true", help="print only; do not write benchmarks/results/")
+    opts = p.parse_args(argv)
+    preset = QUICK if opts.quick else FULL
+    for name, value in preset.items():
+        if getattr(opts, name) is None:
+            setattr(opts, name, value)
+    for name, known in (("shapes", [s.name for s in SHAPES]), ("cells", CELLS), ("trainers", list(TRAINERS)),
+                        ("contenders", [c.name for c in CONTENDERS])):
+        if isinstance(getattr(opts, name), str):
+            setattr(opts, name, _names(getattr(opts, name), known, name))
+    opts.dtype_name = opts.dtype
+    opts.dtype = np.float32 if opts.dtype == "float32" else np.float64
+    return opts
+
+
+def _time_grid(opts, rows_of, contenders):
+    """Time every row, thread count by thread count; print each table line as soon as it is ready."""
+    table = StepTable([c.name for c in contenders])
+    print(table.header(), flush=True)
+    rows, lines = [], []
+    for threads in opts.threads:
+        with blas_threads(threads):
+            for c in contenders:
+                c.set_threads(threads)
+            for case in rows_of:
+                row = run_case(case, contenders, opts, threads)
+                rows.append(row)
+                lines.append(table.line(row))
+                print(lines[-1], flush=True)
+                print(f"{threads} thr {case.shape.name} {case.trainer} {case.cell}: " + ", ".join(
+                    f"{n} {r['median_ms']:.3f} ms" for n, r in row["contenders"].items()), file=sys.stderr)
+    return rows, table.header() + "\n" + "\n".join(lines) + "\n", table.notes
+
+
+def _measure_memory(opts, rows_of, contenders):
+    """--memory: one fresh worker process per row and contender (see memory.py)."""
+    rows = memory.run(opts, rows_of, [c.name for c in contenders])
+    text = memory.HEADER + "\n" + "\n".join(memory.table_line(r) for r in rows) + "\n"
+
+    def notes(rows, facts, opts, not_run):
+        return memory.notes(rows, opts) + "\n" + machine_line(facts) + "\n"
+    return rows, text, notes
+
+
+def main(argv=None):
+    opts = parse_args(argv)
+    warn_forced_env("-m benchmarks")
+    rows_of = cases([s for s in SHAPES if s.name in opts.shapes], opts.cells, opts.trainers, opts.dtype)
+    if not rows_of:
+        sys.exit("no rows: truncated runs on the long shape only")
+
+    wanted = [c for c in CONTENDERS if c.name == CONTENDERS[0].name or c.name in opts.contenders]
+    if opts.memory:
+        wanted = [c for c in wanted if c.name in memory.CONTENDERS]
+    contenders, not_run = [], {}
+    for c in wanted:
+        ok, why = c.available()
+        if ok:
+            contenders.append(c)
+        else:
+            not_run[c.name] = why
+            print(f"skipping contender {c.name}: {why}", file=sys.stderr)
+    if threadpoolctl is None:
+        print("threadpoolctl is not installed: --threads is NOT applied to the BLAS libraries", file=sys.stderr)
+
+    facts = machine_facts()
+    facts.update(dtype=opts.dtype_name, threads=opts.threads, threads_applied=threadpoolctl is not None)
+    t_start = time.perf_counter()
+    run = _measure_memory if opts.memory else _time_grid
+    rows, text, make_notes = run(opts, rows_of, contenders)
+    wall = time.perf_counter() - t_start
+    facts["loadavg_end"] = loadavg()
+    notes = make_notes(rows, facts, opts, not_run) + f"\nWall time {wall:.0f} s.\n"
+    print(notes, flush=True)
+
+    if not opts.no_save:
+        kind = "bench_memory" if opts.memory else "bench_step"
+        RESULTS_DIR.mkdir(exist_ok=True)
+        stem = result_stem(kind, opts.dtype_name, "_quick" if opts.quick else "")
+        settings = {k: v for k, v in vars(opts).items() if k != "dtype"}
+        settings.update(contenders=[c.name for c in contenders], not_run=not_run, wall_time_s=round(wall, 1))
+        (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(
+            {"benchmark": kind, "facts": facts, "settings": settings, "rows": rows}, indent=1) + "\n")
+        (RESULTS_DIR / f"{stem}.md").write_text(f"# {kind}, {opts.dtype_name}\n\n{text}{notes}")
+        print(f"saved {RESULTS_DIR.relative_to(ROOT)}/{stem}.json and .md", file=sys.stderr)

@@ -1,0 +1,108 @@
+"""Markdown for the step benchmark: a header, one line per row (printed as soon as the row is timed), and the
+notes under the table."""
+from .facts import machine_line
+from .grid import LOSS, LR, NUM_LAYERS, SHAPES, TRUNCATED_K
+
+NOISY = 0.25            # flag a timing whose interquartile range exceeds this fraction of its median
+BUSY = 0.2              # flag a row during which other processes used more than this many CPUs on average
+
+
+def _listing(items, limit=10):
+    """'a; b; c.' with at most `limit` items, then how many more."""
+    more = len(items) - limit
+    return "; ".join(items[:limit]) + (f"; and {more} more." if more > 0 else ".")
+
+
+def ms(x):
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.1f}"
+
+
+class StepTable:
+    def __init__(self, names):
+        self.names = names                 # contender names, the baseline first
+        self.base, self.peers = names[0], names[1:]
+
+    def header(self):
+        head = (["threads", "shape (B, T, I, H, O)", "trainer", "cell"] + [f"{n} ms" for n in self.names]
+                + [f"{p} / {self.base}" for p in self.peers]
+                + [f"{self.base} GFLOP/s", "GEMM GFLOP/s", f"{self.base} / GEMM",
+                   "timed steps (" + " / ".join(self.names) + ")", "others' CPU"])
+        return "\n".join(["| " + " | ".join(head) + " |",
+                          "|" + "|".join("---" if 1 <= i <= 3 else "---:" for i in range(len(head))) + "|"])
+
+    def line(self, row):
+        shape = next(str(s) for s in SHAPES if s.name == row["shape"])
+        res, out = row["contenders"], row["left_out"]
+
+        def time_of(n):
+            if n in res:
+                bad = n in row["loss_check"] and not row["loss_check"][n]["ok"]
+                return ms(res[n]["median_ms"]) + (" (!)" if bad else "")
+            return "skip" if out.get(n, "").startswith("skip") else "error" if n in out and out[n] != "n/a" else "n/a"
+
+        cells = [str(row["threads"]), shape, row["trainer"], row["cell"]] + [time_of(n) for n in self.names]
+        base = res.get(self.base)
+        cells += [f"{res[p]['median_ms'] / base['median_ms']:.2f}×" if p in res and base else "n/a"
+                  for p in self.peers]
+        gemm = row["gemm"]
+        cells += [f"{base['gflops']:.1f}" if base else "n/a",
+                  f"{gemm['gflops']:.1f}" + ("*" if gemm["rough"] else ""),
+                  f"{base['gflops'] / gemm['gflops']:.0%}" if base else "n/a",
+                  " / ".join(str(res[n]["timed_steps"]) if n in res else "-" for n in self.names),
+                  "?" if row["others_cpu"] is None else f"{row['others_cpu']:.2f}"]
+        return "| " + " | ".join(cells) + " |"
+
+    def notes(self, rows, facts, opts, skipped_contenders):
+        short, bad, noisy, left, rough, busy = [], [], [], [], [], []
+        for row in rows:
+            where = f"{row['shape']} {row['trainer']} {row['cell']} ({row['threads']} thr)"
+            for name, r in row["contenders"].items():
+                if r["q3_ms"] - r["q1_ms"] > NOISY * r["median_ms"]:
+                    noisy.append(f"{name} at {where} (quartiles {ms(r['q1_ms'])}–{ms(r['q3_ms'])} ms)")
+                if r["timed_steps"] < opts.repeats:
+                    short.append(f"{name} at {where}: {r['timed_steps']} steps")
+            bad += [f"{where}: {name} differs from {self.base} by {chk['max_rel_diff']:.1e} (tol {chk['tol']:.0e})"
+                    for name, chk in row["loss_check"].items() if not chk["ok"]]
+            left += [f"{name} at {where}: {why}" for name, why in row["left_out"].items() if why != "n/a"]
+            if row["others_cpu"] is not None and row["others_cpu"] > BUSY:
+                busy.append(where)
+            if row["gemm"]["rough"]:
+                rough.append(f"{row['shape']} {row['cell']}")
+        checked = sorted({n for row in rows for n in row["loss_check"]})
+        notes = [
+            f"Median ms per training step, dtype {opts.dtype_name}: forward, BPTT and one SGD update (lr {LR}, no "
+            f"momentum) per sequence batch; loss {LOSS}; {NUM_LAYERS} layer. Truncated: cbptt.Truncated(k1=k2="
+            f"{TRUNCATED_K}) over the T-step stream, i.e. T/{TRUNCATED_K} windows and updates per step (torch: windows "
+            f"of {TRUNCATED_K} steps, state detached between them), the stream continuing across steps. "
+            f"Warm-up: {opts.warmup} steps per contender, then at least {opts.repeats} timed steps in {opts.rounds} "
+            f"alternating blocks, each after a {opts.settle:g} s pause and {opts.lead_in:g} s (at least one step) of "
+            f"untimed steps. threads: BLAS threads (threadpoolctl) for cbptt, the GEMM and the reference, "
+            f"torch.set_num_threads for torch.",
+            "Ratios > 1: cbptt is faster. GFLOP/s by the model of engine-notes.md: forward = 2·B·T·(I + H)·G·H + "
+            "2·B·T_out·H·O (T_out = T many-to-many, 1 many-to-one; truncated counts the forward of every window), "
+            "a training step = 3 × forward. others' CPU: CPUs kept busy on average by other processes (and the "
+            "hypervisor's steal) during the row. GEMM GFLOP/s: scipy.linalg.blas ?gemm of the recurrent shape "
+            "(B × H) @ (H × G·H), the same BLAS and thread limit as cbptt, the Python call overhead subtracted"
+            + (f" (* rough: the call overhead is most of the call, at {', '.join(sorted(set(rough)))})" if rough
+               else "") + ".",
+            ("Fewer timed steps than asked: " + "; ".join(short) + ".") if short else
+            f"Every contender timed {opts.repeats} or more steps in every row.",
+            ("LOSS MISMATCH during warm-up (marked (!)): " + "; ".join(bad) + ".") if bad else
+            (f"Warm-up losses of {', '.join(checked)} agree with {self.base}'s in every row (relative tolerance "
+             f"{'1e-4' if opts.dtype_name == 'float32' else '1e-9'})." if checked else ""),
+            ("Left out: " + "; ".join(left) + ".") if left else "",
+            ("Not run: " + "; ".join(f"{n} ({why})" for n, why in skipped_contenders.items()) + ".")
+            if skipped_contenders else "",
+            (f"BUSY MACHINE: other processes kept more than {BUSY:g} CPU busy on average while these rows ran, "
+             f"so their times are not representative ({len(busy)} of {len(rows)} rows; see the others' CPU column): "
+             + _listing(busy)) if busy else
+            f"Other processes kept under {BUSY:g} CPU busy on average during every row (others' CPU column).",
+            (f"Noisy (interquartile range over {NOISY:.0%} of the median; {len(noisy)} timings, all quartiles in the "
+             f"JSON): " + _listing(noisy))
+            if noisy else
+            f"No timing has an interquartile range over {NOISY:.0%} of its median.",
+        ]
+        notes = [""] + [n for n in notes if n] + ["", machine_line(facts)]
+        if opts.quick:
+            notes.append("QUICK RUN (--quick): too few steps for reporting.")
+        return "\n".join(notes) + "\n"
