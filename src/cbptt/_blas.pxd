@@ -38,3 +38,39 @@ cdef inline void gemv(bint trans_a, blas_int rows, blas_int cols, floating alpha
         dgemv(&t, &cols, &rows, &alpha, <double*>a, &lda, <double*>x, &one, &beta, y, &one)
     else:
         sgemv(&t, &cols, &rows, &alpha, <float*>a, &lda, <float*>x, &one, &beta, y, &one)
+
+
+# OpenBLAS multiplies small matrices without packing them (its "small matrix" kernels, on
+# processors that have them) only while m * n * k stays under about 1e6 and neither operand is
+# transposed; above that, every call repacks both operands, which for the per-step products of
+# an RNN means copying the whole recurrent weight matrix at every time step. step_gemm issues
+# a per-step product C = A @ B (+ C) as column or depth slices that each stay under that size.
+cdef enum:
+    SMALL_GEMM_MNK = 1000000
+    MAX_STEP_SLICES = 8
+
+
+cdef inline void step_gemm(blas_int m, blas_int n, blas_int k, const floating* a, blas_int lda,
+                           const floating* b, blas_int ldb, floating beta, floating* c,
+                           blas_int ldc) noexcept nogil:
+    """C (m, n) = A (m, k) @ B (k, n) + beta * C, no transposes, sliced along n or k so that
+    each BLAS call is a small one (see above). Large products go to BLAS whole."""
+    cdef double mnk = <double>m * n * k
+    cdef blas_int slices, width, start
+    if mnk <= SMALL_GEMM_MNK or mnk > SMALL_GEMM_MNK * MAX_STEP_SLICES:
+        gemm(False, False, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+        return
+    slices = <blas_int>(mnk / SMALL_GEMM_MNK) + 1
+    start = 0
+    if n >= k:                       # column slices: C[:, j:j+w] = A @ B[:, j:j+w]
+        width = ((n + slices - 1) // slices + 15) // 16 * 16
+        while start < n:
+            gemm(False, False, m, min(width, n - start), k, 1, a, lda, b + start, ldb, beta,
+                 c + start, ldc)
+            start += width
+    else:                            # depth slices: C = sum_j A[:, j:j+w] @ B[j:j+w, :]
+        width = ((k + slices - 1) // slices + 15) // 16 * 16
+        while start < k:
+            gemm(False, False, m, n, min(width, k - start), 1, a + start, lda,
+                 b + <Py_ssize_t>start * ldb, ldb, beta if start == 0 else 1, c, ldc)
+            start += width

@@ -22,7 +22,7 @@ from libc.stdint cimport int64_t
 from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
-from ._blas cimport gemm, gemv
+from ._blas cimport gemm, gemv, step_gemm
 from ._cells cimport (elman_backward, elman_forward, gru_backward, gru_forward,
                       lstm_backward, lstm_forward)
 from ._losses cimport cross_entropy_loss, mse_loss
@@ -98,6 +98,7 @@ cdef struct Work:
     void* hn           # (L, T, B, H) GRU: W_hn h_{t-1} + b_hn
     void* rec          # (B, G*H) GRU: h_{t-1} @ W_hh^T of the current step
     void* bias_sum     # (L, G*H) b_ih + b_hh
+    void* w_hh_t       # (H, G*H) W_hh^T of the layer being run forward (a no-transpose B)
     void* pred         # (T_out, B, O) head outputs, time-major
     void* dpred        # (T_out, B, O) loss gradient w.r.t. pred
     void* dA           # (T, B, H) Elman: pre-activation gradients of one layer (LSTM and GRU
@@ -194,6 +195,15 @@ cdef inline Py_ssize_t output_steps(const Shape* s) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 # forward
 
+cdef void transpose(const floating* source, floating* target, Py_ssize_t rows,
+                    Py_ssize_t cols) noexcept nogil:
+    """target (cols, rows) = source (rows, cols)^T."""
+    cdef Py_ssize_t r, c
+    for r in range(rows):
+        for c in range(cols):
+            target[c * rows + r] = source[r * cols + c]
+
+
 cdef void forward(const Shape* s, Work* w, const floating* x, const floating* params,
                   const States* st) noexcept nogil:
     """All layers over all steps, then the head. x (B, T, I) batch-first."""
@@ -247,18 +257,21 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
         if s.cell == CELL_GRU:
             hn = <floating*>w.hn + layer * T * BH
 
+        transpose(w_hh, <floating*>w.w_hh_t, GH, H)
         # input projection of all steps: gates = inputs @ W_ih^T
         gemm(False, True, T * B, GH, in_size, 1, inputs, in_size, w_ih, in_size, 0, gates, GH)
         threads = enter_step_loop(s)
         for t in range(T):
             if s.cell == CELL_GRU:
                 # rec = h_{t-1} @ W_hh^T, kept apart: its n block is scaled by r
-                gemm(False, True, B, GH, H, 1, hs + t * BH, H, w_hh, H, 0, <floating*>w.rec, GH)
+                step_gemm(B, GH, H, hs + t * BH, H, <floating*>w.w_hh_t, GH, 0,
+                          <floating*>w.rec, GH)
                 gru_forward(gates + t * B * GH, <floating*>w.rec, b_ih, b_hh, hs + t * BH,
                             hs + (t + 1) * BH, hn + t * BH, B, H)
                 continue
             # gates_t += h_{t-1} @ W_hh^T
-            gemm(False, True, B, GH, H, 1, hs + t * BH, H, w_hh, H, 1, gates + t * B * GH, GH)
+            step_gemm(B, GH, H, hs + t * BH, H, <floating*>w.w_hh_t, GH, 1, gates + t * B * GH,
+                      GH)
             if s.cell == CELL_LSTM:
                 lstm_forward(gates + t * B * GH, bias_sum, cs + t * BH, cs + (t + 1) * BH,
                              hs + (t + 1) * BH, B, H)
@@ -413,7 +426,7 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
                 # dA_t = (dar, daz, dhn); dh <- dh z, then dh_{t-1} = dh z + dA_t @ W_hh
                 gru_backward(gates + t * B * GH, hn + t * BH, hs + t * BH, dh, inject_t,
                              dA + t * B * GH, da_n + t * BH, B, H)
-                gemm(False, False, B, H, GH, 1, dA + t * B * GH, GH, w_hh, H, 1, dh, H)
+                step_gemm(B, H, GH, dA + t * B * GH, GH, w_hh, H, 1, dh, H)
                 continue
             if s.cell == CELL_LSTM:
                 lstm_backward(gates + t * B * GH, cs + t * BH, cs + (t + 1) * BH, dh, inject_t,
@@ -422,7 +435,7 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
                 elman_backward(s.cell == CELL_RELU, hs + (t + 1) * BH, dh, inject_t,
                                dA + t * BH, BH)
             # dh_{t-1} = dA_t @ W_hh
-            gemm(False, False, B, H, GH, 1, dA + t * B * GH, GH, w_hh, H, 0, dh, H)
+            step_gemm(B, H, GH, dA + t * B * GH, GH, w_hh, H, 0, dh, H)
         leave_step_loop(threads)
         if st.dh0 != NULL:
             memcpy(<floating*>st.dh0 + layer * BH, dh, BH * sizeof(floating))
@@ -579,6 +592,7 @@ cdef class Engine:
         cdef Py_ssize_t out_rows = output_steps(&self.shape) * B
         cdef int c = self.shape.cell
         sizes = {"x_tm": T * B * input_size, "hs": L * (T + 1) * B * H, "bias_sum": L * GH,
+                 "w_hh_t": H * GH,
                  "pred": out_rows * output_size, "h_last": B * H}
         if c == CELL_LSTM or c == CELL_GRU:
             sizes["gates"] = L * T * B * GH
@@ -607,6 +621,7 @@ cdef class Engine:
         w.hn = self._ptr("hn")
         w.rec = self._ptr("rec")
         w.bias_sum = self._ptr("bias_sum")
+        w.w_hh_t = self._ptr("w_hh_t")
         w.pred = self._ptr("pred")
         w.dpred = self._ptr("dpred")
         w.dA = self._ptr("dA")
