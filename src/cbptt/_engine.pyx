@@ -753,12 +753,9 @@ cdef class Engine:
         return h, c
 
 
-cdef bint finite_values(const floating* values, Py_ssize_t count) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating total = 0
-    for i in range(count):
-        total += values[i] * 0      # NaN * 0 and Inf * 0 are NaN; finite values add 0
-    return total == 0
+cdef extern from "_vmath.h" nogil:
+    int cbptt_all_finite_f32(const float* x, Py_ssize_t n)
+    int cbptt_all_finite_f64(const double* x, Py_ssize_t n)
 
 
 def all_finite(array):
@@ -771,10 +768,10 @@ def all_finite(array):
     cdef bint result
     if a.dtype == np.float64:
         with nogil:
-            result = finite_values(<double*>data, count)
+            result = cbptt_all_finite_f64(<double*>data, count)
     elif a.dtype == np.float32:
         with nogil:
-            result = finite_values(<float*>data, count)
+            result = cbptt_all_finite_f32(<float*>data, count)
     else:
         raise TypeError(f"all_finite needs float32 or float64, got {a.dtype}")
     return result

@@ -127,6 +127,30 @@ static void cbptt_tanh_f32(const float *x, const float *bias, float *out, ptrdif
     cbptt_tanh_f32_baseline(x, bias, out, n);
 }
 
+/* 1 if no entry of x is NaN or Inf: an exponent field of all ones marks both. Integer work
+ * only, so it vectorises. */
+static int cbptt_all_finite_f32(const float *x, ptrdiff_t n)
+{
+    ptrdiff_t i;
+    uint32_t bits, bad = 0;
+    for (i = 0; i < n; i++) {
+        memcpy(&bits, x + i, sizeof bits);
+        bad |= (uint32_t)((bits & 0x7F800000u) == 0x7F800000u);
+    }
+    return bad == 0;
+}
+
+static int cbptt_all_finite_f64(const double *x, ptrdiff_t n)
+{
+    ptrdiff_t i;
+    uint64_t bits, bad = 0;
+    for (i = 0; i < n; i++) {
+        memcpy(&bits, x + i, sizeof bits);
+        bad |= (uint64_t)((bits & 0x7FF0000000000000ull) == 0x7FF0000000000000ull);
+    }
+    return bad == 0;
+}
+
 static void cbptt_sigmoid_f64(const double *x, const double *bias, double *out, ptrdiff_t n)
 {
     ptrdiff_t i;
