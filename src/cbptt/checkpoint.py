@@ -1,0 +1,339 @@
+"""Run directories and checkpoints.
+
+A run directory holds:
+
+- ``checkpoint.npz``: everything needed to continue training exactly where it stopped, in one
+  file written atomically (a temporary file in the same folder, flushed and fsynced, then
+  ``os.replace``): the model as ``RNN.save`` writes it (so ``cbptt.load("RUN/checkpoint.npz")``
+  gives the model), the optimiser's state (step count, momentum buffer or Adam's moments), the
+  carried stream state of a ``Truncated`` trainer, and a JSON entry with the run's
+  configuration and progress (epoch, step, the NumPy RNG state, ...).
+- ``config.json``: a readable copy of the configuration.
+- ``metrics.csv``: training loss every few steps and validation metrics every epoch.
+- ``flow.csv``: the gradient flow ||dL/dh_t|| at the end of every epoch (optional).
+
+A checkpoint is either the old file or the new one, never a half-written one.
+"""
+import contextlib
+import csv
+import datetime
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .model import FORMAT_VERSION, RNN
+from .optim import SGD, Adam
+from .truncated import Truncated
+
+CHECKPOINT = "checkpoint.npz"
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+FLOW = "flow.csv"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A run directory or checkpoint that cannot be used (missing, damaged, mismatched)."""
+
+
+# -- atomic files -----------------------------------------------------------------------------
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:          # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()     # what open() would give a new file (mkstemp gives 0600)
+
+
+def atomic_write(path, write):
+    """Write a file so that ``path`` holds either its old content or the complete new one:
+    ``write(f)`` fills a binary temporary file in the same folder, which is flushed, fsynced
+    and renamed over ``path`` (the folder is fsynced too). On any error (or Ctrl-C) the
+    temporary file is removed and ``path`` is untouched."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def atomic_write_text(path, text):
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_npz_atomic(path, arrays):
+    """``np.savez`` to ``path`` (exactly that name), atomically."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+# -- run directories --------------------------------------------------------------------------
+def new_run_dir(root="runs", name=None):
+    """A new, empty folder ``root/<date>-<time>[-name][-n]``, created."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(root, stamp + (f"-{name}" if name else ""))
+    os.makedirs(root, exist_ok=True)
+    for n in range(1, 1000):
+        path = base if n == 1 else f"{base}-{n}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise CheckpointError(f"cannot make a new run folder under {root}")
+
+
+def has_checkpoint(run_dir):
+    return os.path.isfile(os.path.join(run_dir, CHECKPOINT))
+
+
+# -- optimiser state --------------------------------------------------------------------------
+def make_optimizer(name, lr, momentum=0.0, weight_decay=0.0):
+    """cbptt.SGD or cbptt.Adam from plain values."""
+    if name == "sgd":
+        return SGD(lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return Adam(lr=lr, weight_decay=weight_decay)
+    raise CheckpointError(f"unknown optimizer {name!r}; choose sgd or adam")
+
+
+def optimizer_arrays(optimizer):
+    """The optimiser's state as arrays: its step count, and SGD's momentum buffer or Adam's
+    first and second moments (those that exist yet)."""
+    arrays = {"steps": np.array(optimizer.steps, np.int64)}
+    names = ("exp_avg", "exp_avg_sq") if isinstance(optimizer, Adam) else ("buffer",)
+    for name in names:
+        value = getattr(optimizer, name, None)
+        if value is not None:
+            arrays[name] = np.array(value, copy=True)
+    return arrays
+
+
+def restore_optimizer(optimizer, arrays, params):
+    """Load ``optimizer_arrays`` output into a fresh optimiser bound to ``params``, so that its
+    next step is the one the saved optimiser would have taken."""
+    steps = int(arrays["steps"])
+    names = ("exp_avg", "exp_avg_sq") if isinstance(optimizer, Adam) else ("buffer",)
+    saved = {name: arrays[name] for name in names if name in arrays}
+    for name, value in saved.items():
+        if value.shape != params.shape:
+            raise CheckpointError(f"optimizer state {name!r} has shape {value.shape}, the model "
+                                  f"has {params.shape} parameters")
+    optimizer.reset()
+    if steps or saved:
+        optimizer._bind(params)      # allocates the state buffers for these parameters
+        for name, value in saved.items():
+            getattr(optimizer, name)[...] = value
+    optimizer.steps = steps
+
+
+# -- truncated-BPTT stream state --------------------------------------------------------------
+_STREAM = ("ring_x", "ring_h", "ring_c", "h", "c")
+
+
+def stream_arrays(trainer):
+    """A Truncated trainer's carried stream: position, batch, the state after the last step
+    and the k2-step ring of inputs and entering states."""
+    arrays = {"position": np.array(trainer.position, np.int64),
+              "batch": np.array(-1 if trainer._batch is None else trainer._batch, np.int64)}
+    for name in _STREAM:
+        value = getattr(trainer, "_" + name)
+        if value is not None:
+            arrays[name] = np.array(value, copy=True)
+    return arrays
+
+
+def restore_stream(trainer, arrays):
+    """Put a saved stream back into a Truncated trainer (same model shape, k1, k2)."""
+    trainer.reset_state()
+    batch = int(arrays["batch"])
+    trainer._batch = None if batch < 0 else batch
+    trainer.position = int(arrays["position"])
+    for name in _STREAM:
+        value = arrays.get(name)
+        setattr(trainer, "_" + name, None if value is None else np.array(value, copy=True))
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+def save_checkpoint(run_dir, model, optimizer, run, trainer=None):
+    """Write ``run_dir/checkpoint.npz`` atomically.
+
+    run: a JSON-serialisable dict (configuration and progress). trainer: the stream state of
+    a Truncated trainer is saved with it."""
+    arrays = {f"param:{name}": view for name, view in model.named_parameters()}
+    arrays["__config__"] = np.array(json.dumps(dict(model.config(),
+                                                    format_version=FORMAT_VERSION)))
+    arrays["__run__"] = np.array(json.dumps(dict(run, checkpoint_version=CHECKPOINT_VERSION)))
+    arrays.update({f"optim:{k}": v for k, v in optimizer_arrays(optimizer).items()})
+    if isinstance(trainer, Truncated):
+        arrays.update({f"stream:{k}": v for k, v in stream_arrays(trainer).items()})
+    path = os.path.join(run_dir, CHECKPOINT)
+    save_npz_atomic(path, arrays)
+    return path
+
+
+class Checkpoint:
+    """A loaded checkpoint: ``model`` (cbptt.RNN), ``run`` (dict), ``optimizer`` and
+    ``stream`` (dicts of arrays; stream empty unless the run is truncated)."""
+
+    def __init__(self, model, run, optimizer, stream, path):
+        self.model, self.run, self.optimizer, self.stream, self.path = (model, run, optimizer,
+                                                                         stream, path)
+
+
+def load_checkpoint(run_dir):
+    """Read ``run_dir/checkpoint.npz`` (or a checkpoint file given directly)."""
+    run_dir = os.fspath(run_dir)
+    path = run_dir if os.path.isfile(run_dir) else os.path.join(run_dir, CHECKPOINT)
+    if not os.path.exists(run_dir):
+        raise CheckpointError(f"{run_dir}: no such run folder")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{run_dir}: no {CHECKPOINT} here (not a cbptt run folder, or "
+                              f"its training saved nothing yet)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            entries = {name: data[name] for name in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(f"{path}: damaged or not a cbptt checkpoint ({exc})") from None
+    if "__config__" not in entries or "__run__" not in entries:
+        raise CheckpointError(f"{path}: not a cbptt training checkpoint (a model file? it "
+                              f"has no __run__ entry)")
+    try:
+        config = json.loads(str(entries["__config__"]))
+        config.pop("format_version", None)
+        run = json.loads(str(entries["__run__"]))
+        model = RNN(**config)
+        model.load_state_dict({name[len("param:"):]: value for name, value in entries.items()
+                               if name.startswith("param:")})
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: the weights do not fit the model it describes "
+                              f"({exc})") from None
+    optimizer = {k[len("optim:"):]: v for k, v in entries.items() if k.startswith("optim:")}
+    stream = {k[len("stream:"):]: v for k, v in entries.items() if k.startswith("stream:")}
+    if "steps" not in optimizer:
+        raise CheckpointError(f"{path}: no optimizer state")
+    return Checkpoint(model, run, optimizer, stream, path)
+
+
+# -- metrics ----------------------------------------------------------------------------------
+METRIC_FIELDS = ("step", "epoch", "train_loss", "val_loss", "val_metric", "seconds")
+
+
+class MetricsLog:
+    """Append rows to ``run_dir/metrics.csv`` (and gradient flow to ``flow.csv``).
+
+    ``rows()`` counts the data rows written so far; a checkpoint stores it, and
+    ``truncate(rows, flow_rows)`` drops what was written after that checkpoint, so a resumed
+    run ends with the files an uninterrupted one would have."""
+
+    def __init__(self, run_dir, metric_name="val_metric"):
+        self.path = os.path.join(run_dir, METRICS)
+        self.flow_path = os.path.join(run_dir, FLOW)
+        self.metric_name = metric_name
+        self.fields = list(METRIC_FIELDS[:4]) + [metric_name, "seconds"]
+        self._counts = {self.path: _data_rows(self.path),
+                        self.flow_path: _data_rows(self.flow_path)}
+
+    def rows(self):
+        return self._counts[self.path], self._counts[self.flow_path]
+
+    def truncate(self, rows, flow_rows):
+        for path, keep in ((self.path, rows), (self.flow_path, flow_rows)):
+            if not os.path.exists(path):
+                continue
+            with open(path, newline="") as f:
+                lines = list(csv.reader(f))
+            kept = lines[:1 + keep] if keep else []
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerows(kept)
+            atomic_write_text(path, buffer.getvalue())
+            self._counts[path] = max(len(kept) - 1, 0)
+
+    def _append(self, path, header, row):
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
+        with open(path, "a", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            if new:
+                writer.writerow(header)
+            writer.writerow(row)
+        self._counts[path] = self._counts.get(path, 0) + 1
+
+    def write(self, step, epoch, train_loss=None, val_loss=None, val_metric=None, seconds=None):
+        def fmt(x):
+            return "" if x is None else f"{x:.6g}"
+        self._append(self.path, self.fields,
+                     [step, epoch, fmt(train_loss), fmt(val_loss), fmt(val_metric),
+                      "" if seconds is None else f"{seconds:.3f}"])
+
+    def write_flow(self, step, epoch, flow):
+        flow = np.asarray(flow)
+        header = ["step", "epoch", "layer"] + [f"t{t}" for t in range(flow.shape[1])]
+        for layer, values in enumerate(flow):
+            self._append(self.flow_path, header,
+                         [step, epoch, layer] + [f"{v:.6g}" for v in values])
+
+
+def _data_rows(path):
+    if not os.path.exists(path):
+        return 0
+    with open(path, newline="") as f:
+        return max(sum(1 for row in csv.reader(f) if row) - 1, 0)
+
+
+def read_metrics(run_dir):
+    """metrics.csv as a dict of float arrays by column (NaN where empty), and the name of
+    the validation metric column."""
+    path = os.path.join(run_dir, METRICS)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{run_dir}: no {METRICS} (not a cbptt run folder?)")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise CheckpointError(f"{path}: no rows yet")
+    header = rows[0]
+    columns = {name: np.array([float(r[i]) if r[i] else np.nan for r in rows[1:]])
+               for i, name in enumerate(header)}
+    return columns, header[4]
+
+
+def read_flow(run_dir):
+    """flow.csv as (steps (R,), epochs (R,), layers (R,), flow (R, T)), or None."""
+    path = os.path.join(run_dir, FLOW)
+    if not os.path.isfile(path):
+        return None
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f)][1:]
+    if not rows:
+        return None
+    table = np.array([[float(x) for x in r] for r in rows])
+    return (table[:, 0].astype(int), table[:, 1].astype(int), table[:, 2].astype(int),
+            table[:, 3:])
