@@ -246,3 +246,26 @@ def test_bad_arguments_leave_weights_and_state_untouched():
     np.testing.assert_array_equal(model.params, params)
     np.testing.assert_array_equal(trainer.state, state)
     assert trainer.position == position
+
+
+@pytest.mark.parametrize("cell", ["tanh", "lstm"])
+def test_stream_and_optimiser_state_round_trip(cell):
+    """A trainer rebuilt from stream_state() and the optimiser's state_dict() continues
+    exactly as the original would have."""
+    model_a, X, Y = make_stream(cell, 2, "mse", length=16)
+    model_b = cbptt.RNN(3, 4, 3, cell=cell, num_layers=2, seed=0)
+    a = cbptt.Truncated(model_a, k1=3, k2=5, optimizer=cbptt.Adam(lr=1e-2))
+    a.step(X[:, :8], Y[:, :8])
+    model_b.load_state_dict(model_a.state_dict())
+    b = cbptt.Truncated(model_b, k1=3, k2=5, optimizer=cbptt.Adam(lr=1e-2))
+    b.optimizer.load_state_dict(a.optimizer.state_dict(), model_b.params)
+    b.load_stream_state(a.stream_state())
+    a.step(X[:, 8:], Y[:, 8:])
+    b.step(X[:, 8:], Y[:, 8:])
+    np.testing.assert_array_equal(model_a.params, model_b.params)
+    with pytest.raises(ValueError, match="stream state"):
+        state = a.stream_state()
+        state["h"] = np.zeros((1, 1, 1))
+        b.load_stream_state(state)
+    with pytest.raises(ValueError, match="optimizer state"):
+        b.optimizer.load_state_dict({"steps": 1, "exp_avg": np.zeros(3)}, model_b.params)

@@ -127,60 +127,30 @@ def make_optimizer(name, lr, momentum=0.0, weight_decay=0.0):
 
 
 def optimizer_arrays(optimizer):
-    """The optimiser's state as arrays: its step count, and SGD's momentum buffer or Adam's
-    first and second moments (those that exist yet)."""
-    arrays = {"steps": np.array(optimizer.steps, np.int64)}
-    names = ("exp_avg", "exp_avg_sq") if isinstance(optimizer, Adam) else ("buffer",)
-    for name in names:
-        value = getattr(optimizer, name, None)
-        if value is not None:
-            arrays[name] = np.array(value, copy=True)
-    return arrays
+    """The optimiser's state as arrays (``Optimizer.state_dict``)."""
+    return optimizer.state_dict()
 
 
 def restore_optimizer(optimizer, arrays, params):
-    """Load ``optimizer_arrays`` output into a fresh optimiser bound to ``params``, so that its
-    next step is the one the saved optimiser would have taken."""
-    steps = int(arrays["steps"])
-    names = ("exp_avg", "exp_avg_sq") if isinstance(optimizer, Adam) else ("buffer",)
-    saved = {name: arrays[name] for name in names if name in arrays}
-    for name, value in saved.items():
-        if value.shape != params.shape:
-            raise CheckpointError(f"optimizer state {name!r} has shape {value.shape}, the model "
-                                  f"has {params.shape} parameters")
-    optimizer.reset()
-    if steps or saved:
-        optimizer._bind(params)      # allocates the state buffers for these parameters
-        for name, value in saved.items():
-            getattr(optimizer, name)[...] = value
-    optimizer.steps = steps
+    """Load ``optimizer_arrays`` output into an optimiser for ``params``."""
+    try:
+        optimizer.load_state_dict(dict(arrays), params)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 # -- truncated-BPTT stream state --------------------------------------------------------------
-_STREAM = ("ring_x", "ring_h", "ring_c", "h", "c")
-
-
 def stream_arrays(trainer):
-    """A Truncated trainer's carried stream: position, batch, the state after the last step
-    and the k2-step ring of inputs and entering states."""
-    arrays = {"position": np.array(trainer.position, np.int64),
-              "batch": np.array(-1 if trainer._batch is None else trainer._batch, np.int64)}
-    for name in _STREAM:
-        value = getattr(trainer, "_" + name)
-        if value is not None:
-            arrays[name] = np.array(value, copy=True)
-    return arrays
+    """A Truncated trainer's carried stream (``Truncated.stream_state``)."""
+    return trainer.stream_state()
 
 
 def restore_stream(trainer, arrays):
     """Put a saved stream back into a Truncated trainer (same model shape, k1, k2)."""
-    trainer.reset_state()
-    batch = int(arrays["batch"])
-    trainer._batch = None if batch < 0 else batch
-    trainer.position = int(arrays["position"])
-    for name in _STREAM:
-        value = arrays.get(name)
-        setattr(trainer, "_" + name, None if value is None else np.array(value, copy=True))
+    try:
+        trainer.load_stream_state(dict(arrays))
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 # -- checkpoints ------------------------------------------------------------------------------

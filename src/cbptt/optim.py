@@ -34,9 +34,38 @@ class Optimizer:
         self.steps = 0
         self._size = None
 
+    state_names = ()        # the state arrays a subclass keeps, shaped like the parameters
+
     def state_dict(self):
-        """Plain arrays and numbers, for checkpoints."""
-        return {"steps": self.steps}
+        """The optimiser's state as copies: {"steps": int64 array, name: array, ...} with
+        the state arrays that exist yet (none before the first step)."""
+        state = {"steps": np.array(self.steps, np.int64)}
+        for name in self.state_names:
+            value = getattr(self, name, None)
+            if value is not None:
+                state[name] = value.copy()
+        return state
+
+    def load_state_dict(self, state, params):
+        """Restore ``state_dict()`` output for the flat parameter buffer params, so that the
+        next step is the one the saved optimiser would have taken. Shapes are checked first;
+        on an error nothing changes."""
+        unknown = [name for name in state if name != "steps" and name not in self.state_names]
+        if unknown or "steps" not in state:
+            raise ValueError(f"optimizer state: expected 'steps' and {list(self.state_names)}, "
+                             f"got {sorted(state)}")
+        for name in self.state_names:
+            if name in state and np.shape(state[name]) != params.shape:
+                raise ValueError(f"optimizer state {name!r} has shape {np.shape(state[name])}, "
+                                 f"the parameters have {params.shape}")
+        steps = int(state["steps"])
+        self.reset()
+        if steps or len(state) > 1:
+            self._bind(params)
+            for name in self.state_names:
+                if name in state:
+                    getattr(self, name)[...] = state[name]
+        self.steps = steps
 
     def step(self, params, grads):
         raise NotImplementedError
@@ -63,6 +92,7 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.weight_decay = float(weight_decay)
         self.buffer = None
+        self.state_names = ("buffer",) if self.momentum else ()
 
     def _init_state(self, params):
         self.buffer = np.zeros_like(params) if self.momentum else None
@@ -112,6 +142,7 @@ class Adam(Optimizer):
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
         self.exp_avg = self.exp_avg_sq = self._scratch = None
+        self.state_names = ("exp_avg", "exp_avg_sq")
 
     def _init_state(self, params):
         self.exp_avg = np.zeros_like(params)

@@ -70,6 +70,40 @@ class Truncated(_Trainer):
             return h
         return h, (None if self._c is None else self._c.copy())
 
+    _STREAM_ARRAYS = ("ring_x", "ring_h", "ring_c", "h", "c")
+
+    def stream_state(self):
+        """The stream as copies of plain arrays, for checkpoints: position, batch (-1 when
+        none yet), the carried state and the ring of the last k2 inputs and entering states."""
+        state = {"position": np.array(self.position, np.int64),
+                 "batch": np.array(-1 if self._batch is None else self._batch, np.int64)}
+        for name in self._STREAM_ARRAYS:
+            value = getattr(self, "_" + name)
+            if value is not None:
+                state[name] = value.copy()
+        return state
+
+    def load_stream_state(self, state):
+        """Continue the stream saved by ``stream_state()`` (same model shape, k1 and k2)."""
+        m = self.model
+        batch = int(state["batch"])
+        expected = {"ring_x": (self.k2, batch, m.input_size),
+                    "ring_h": (self.k2, m.num_layers, batch, m.hidden_size),
+                    "ring_c": (self.k2, m.num_layers, batch, m.hidden_size),
+                    "h": (m.num_layers, batch, m.hidden_size),
+                    "c": (m.num_layers, batch, m.hidden_size)}
+        for name, shape in expected.items():
+            if name in state and np.shape(state[name]) != shape:
+                raise ValueError(f"stream state {name!r} has shape {np.shape(state[name])}, "
+                                 f"expected {shape} for this trainer")
+        self.reset_state()
+        self._batch = None if batch < 0 else batch
+        self.position = int(state["position"])
+        for name in self._STREAM_ARRAYS:
+            value = state.get(name)
+            setattr(self, "_" + name,
+                    None if value is None else np.array(value, dtype=m.dtype, copy=True))
+
     def _alloc_ring(self, batch):
         """Inputs and entering states of the last k2 stream steps, slot = step % k2; slot 0
         starts with the stream's initial state."""
