@@ -8,6 +8,7 @@ from ._engine import Engine, _use_local_thread_control, local_thread_control, pa
     param_layout
 from ._threads import find_local_thread_setter
 from .diagnostics import gradcheck
+from .distributed import DataParallel
 from .losses import LOSSES
 from .model import RNN, load
 from .optim import SGD, Adam, Optimizer
@@ -17,6 +18,6 @@ from .truncated import Truncated
 __version__ = "0.1.0"
 __all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "gradcheck", "SGD", "Adam",
            "Optimizer", "LOSSES", "Engine", "param_layout", "param_count",
-           "local_thread_control"]
+           "local_thread_control", "DataParallel"]
 
 _use_local_thread_control(find_local_thread_setter())
