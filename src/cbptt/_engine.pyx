@@ -758,39 +758,39 @@ cdef extern from "_vmath.h" nogil:
     int cbptt_all_finite_f64(const double* x, Py_ssize_t n)
 
 
+cdef bint float_buffer(object array, str caller, void** data, Py_ssize_t* count) except -1:
+    """Data pointer and size of a C-contiguous float32/float64 array; True for float64."""
+    cdef cnp.ndarray a = array
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{caller} needs a C-contiguous float32 or float64 array, got "
+                        f"{a.dtype}")
+    data[0] = cnp.PyArray_DATA(a)
+    count[0] = a.size
+    return a.dtype == np.float64
+
+
 def all_finite(array):
     """Whether a C-contiguous float32/float64 array holds no NaN or Inf (no temporaries)."""
-    cdef cnp.ndarray a = array
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError("all_finite needs a C-contiguous array")
-    cdef Py_ssize_t count = a.size
-    cdef void* data = cnp.PyArray_DATA(a)
-    cdef bint result
-    if a.dtype == np.float64:
-        with nogil:
+    cdef void* data
+    cdef Py_ssize_t count
+    cdef bint result, is_double = float_buffer(array, "all_finite", &data, &count)
+    with nogil:
+        if is_double:
             result = cbptt_all_finite_f64(<double*>data, count)
-    elif a.dtype == np.float32:
-        with nogil:
+        else:
             result = cbptt_all_finite_f32(<float*>data, count)
-    else:
-        raise TypeError(f"all_finite needs float32 or float64, got {a.dtype}")
     return result
 
 
 def squared_norm_of(array):
     """Sum of squares of a C-contiguous float32/float64 array, accumulated in double."""
-    cdef cnp.ndarray a = array
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError("squared_norm_of needs a C-contiguous array")
-    cdef Py_ssize_t count = a.size
-    cdef void* data = cnp.PyArray_DATA(a)
+    cdef void* data
+    cdef Py_ssize_t count
     cdef double result
-    if a.dtype == np.float64:
-        with nogil:
+    cdef bint is_double = float_buffer(array, "squared_norm_of", &data, &count)
+    with nogil:
+        if is_double:
             result = squared_norm(<double*>data, count)
-    elif a.dtype == np.float32:
-        with nogil:
+        else:
             result = squared_norm(<float*>data, count)
-    else:
-        raise TypeError(f"squared_norm_of needs float32 or float64, got {a.dtype}")
     return result
