@@ -11,7 +11,7 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("CBPTT_CYTHON_DEBUG", "0") not in ("", "0")
 MODULES = ["_blas", "_engine"]
-HEADERS = ["_blas.pxd", "_cells.pxd", "_losses.pxd", "_vmath.h"]
+HEADERS = ["_blas.pxd", "_cells.pxd", "_losses.pxd", "_vmath.h", "_gates.h"]
 
 directives = {
     "language_level": "3",

@@ -14,6 +14,22 @@ cdef extern from "_vmath.h" nogil:
     void cbptt_tanh_f64(const double* x, const double* bias, double* out, Py_ssize_t n)
 
 
+cdef extern from "_gates.h" nogil:
+    void cbptt_lstm_backward_f32(const float* gates, const float* c_prev, const float* tanh_c,
+                                 float* dh_carry, const float* dh_inject, float* dc, float* da,
+                                 Py_ssize_t rows, Py_ssize_t hidden)
+    void cbptt_lstm_backward_f64(const double* gates, const double* c_prev,
+                                 const double* tanh_c, double* dh_carry,
+                                 const double* dh_inject, double* dc, double* da,
+                                 Py_ssize_t rows, Py_ssize_t hidden)
+    void cbptt_gru_backward_f32(const float* gates, const float* hn, const float* h_prev,
+                                float* dh, const float* dh_inject, float* da_hh, float* da_n,
+                                Py_ssize_t rows, Py_ssize_t hidden)
+    void cbptt_gru_backward_f64(const double* gates, const double* hn, const double* h_prev,
+                                double* dh, const double* dh_inject, double* da_hh,
+                                double* da_n, Py_ssize_t rows, Py_ssize_t hidden)
+
+
 cdef inline void v_sigmoid(const floating* x, const floating* bias, floating* out,
                            Py_ssize_t n) noexcept nogil:
     """out = sigmoid(x + bias) over n entries (bias may be NULL; out may be x)."""
@@ -98,38 +114,23 @@ cdef inline void lstm_forward(floating* gates, const floating* bias, const float
 
 
 cdef inline void lstm_backward(const floating* gates, const floating* c_prev, const floating* c,
-                               const floating* dh_carry, const floating* dh_inject,
-                               floating* dc, floating* da, floating* scratch, Py_ssize_t rows,
+                               floating* dh_carry, const floating* dh_inject, floating* dc,
+                               floating* da, floating* scratch, Py_ssize_t rows,
                                Py_ssize_t hidden) noexcept nogil:
-    """Pre-activation gradients da (rows, 4H) of one LSTM step; dh_inject may be NULL;
-    scratch holds rows * H entries.
+    """Pre-activation gradients da (rows, 4H) of one LSTM step (the loop is in _gates.h);
+    dh_inject may be NULL and is added into dh_carry; scratch holds rows * H entries.
 
     dc enters as dL/dc_t from step t+1 and leaves as dL/dc_{t-1} = dc f.
     do = dh tanh(c); dc += dh o (1 - tanh(c)^2); di = dc g; dg = dc i; df = dc c_prev;
     da = (di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)).
     """
-    cdef Py_ssize_t r, j, k, H = hidden
-    cdef const floating* act
-    cdef floating* d
-    cdef floating i_g, f_g, g_g, o_g, tc, dh, dcell
-    v_tanh(c, NULL, scratch, rows * H)                  # tanh(c_t), recomputed
-    for r in range(rows):
-        act = gates + r * 4 * H
-        d = da + r * 4 * H
-        for j in range(H):
-            k = r * H + j
-            i_g = act[j]
-            f_g = act[H + j]
-            g_g = act[2 * H + j]
-            o_g = act[3 * H + j]
-            dh = dh_carry[k] if dh_inject == NULL else dh_carry[k] + dh_inject[k]
-            tc = scratch[k]
-            dcell = dc[k] + dh * o_g * (1 - tc * tc)
-            d[j] = dcell * g_g * i_g * (1 - i_g)
-            d[H + j] = dcell * c_prev[k] * f_g * (1 - f_g)
-            d[2 * H + j] = dcell * i_g * (1 - g_g * g_g)
-            d[3 * H + j] = dh * tc * o_g * (1 - o_g)
-            dc[k] = dcell * f_g
+    v_tanh(c, NULL, scratch, rows * hidden)             # tanh(c_t), recomputed
+    if floating is float:
+        cbptt_lstm_backward_f32(gates, c_prev, scratch, dh_carry, dh_inject, dc, da, rows,
+                                hidden)
+    else:
+        cbptt_lstm_backward_f64(gates, c_prev, scratch, dh_carry, dh_inject, dc, da, rows,
+                                hidden)
 
 
 cdef inline void gru_forward(floating* gates, const floating* rec, const floating* b_ih,
@@ -162,7 +163,8 @@ cdef inline void gru_forward(floating* gates, const floating* rec, const floatin
 cdef inline void gru_backward(const floating* gates, const floating* hn, const floating* h_prev,
                               floating* dh, const floating* dh_inject, floating* da_hh,
                               floating* da_n, Py_ssize_t rows, Py_ssize_t hidden) noexcept nogil:
-    """Pre-activation gradients of one GRU step; dh_inject may be NULL.
+    """Pre-activation gradients of one GRU step (the loop is in _gates.h); dh_inject may be
+    NULL.
 
     dh enters as dL/dh_t from step t+1 and leaves holding the direct part of dL/dh_{t-1},
     dh z (the caller adds da_hh @ W_hh). da_hh (rows, 3H) = (dar, daz, dhn) are the recurrent
@@ -170,22 +172,7 @@ cdef inline void gru_backward(const floating* gates, const floating* hn, const f
     dn = dh (1 - z); dz = dh (h_prev - n); dan = dn (1 - n^2); dhn = dan r;
     dar = dan hn r(1-r); daz = dz z(1-z).
     """
-    cdef Py_ssize_t r, j, k, H = hidden
-    cdef const floating* g
-    cdef floating* d
-    cdef floating r_g, z_g, n_g, grad, dan
-    for r in range(rows):
-        g = gates + r * 3 * H
-        d = da_hh + r * 3 * H
-        for j in range(H):
-            k = r * H + j
-            r_g = g[j]
-            z_g = g[H + j]
-            n_g = g[2 * H + j]
-            grad = dh[k] if dh_inject == NULL else dh[k] + dh_inject[k]
-            dan = grad * (1 - z_g) * (1 - n_g * n_g)
-            d[j] = dan * hn[k] * r_g * (1 - r_g)
-            d[H + j] = grad * (h_prev[k] - n_g) * z_g * (1 - z_g)
-            d[2 * H + j] = dan * r_g
-            da_n[k] = dan
-            dh[k] = grad * z_g
+    if floating is float:
+        cbptt_gru_backward_f32(gates, hn, h_prev, dh, dh_inject, da_hh, da_n, rows, hidden)
+    else:
+        cbptt_gru_backward_f64(gates, hn, h_prev, dh, dh_inject, da_hh, da_n, rows, hidden)

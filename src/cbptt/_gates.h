@@ -1,0 +1,105 @@
+/* The backward gate loops of the LSTM and GRU cells, in C so that they are compiled twice on
+ * x86-64 (baseline and AVX2 + FMA, picked at run time, as in _vmath.h). The maths and the
+ * argument conventions are those documented in _cells.pxd; each function handles one step's
+ * block of rows * hidden entries. dh_inject (may be NULL) is first added into the carried
+ * gradient, which the caller overwrites afterwards anyway, so the main loops are branch-free. */
+#ifndef CBPTT_GATES_H
+#define CBPTT_GATES_H
+
+#include <stddef.h>
+#include "_vmath.h"
+
+#define CBPTT_GATE_FUNCTIONS(T, suffix, attributes)                                           \
+    attributes static void cbptt_lstm_backward_##suffix(                                      \
+        const T *gates, const T *c_prev, const T *tanh_c, T *dh_carry, const T *dh_inject,    \
+        T *dc, T *da, ptrdiff_t rows, ptrdiff_t H)                                            \
+    {                                                                                         \
+        ptrdiff_t r, j;                                                                       \
+        if (dh_inject != NULL)                                                                \
+            for (j = 0; j < rows * H; j++) dh_carry[j] += dh_inject[j];                       \
+        for (r = 0; r < rows; r++) {                                                          \
+            const T *act = gates + r * 4 * H;                                                 \
+            T *d = da + r * 4 * H;                                                            \
+            const T *carry = dh_carry + r * H;                                                \
+            const T *cp = c_prev + r * H, *tc = tanh_c + r * H;                               \
+            T *dcr = dc + r * H;                                                              \
+            for (j = 0; j < H; j++) {                                                         \
+                T i_g = act[j], f_g = act[H + j], g_g = act[2 * H + j], o_g = act[3 * H + j]; \
+                T dh = carry[j];                                                              \
+                T dcell = dcr[j] + dh * o_g * (1 - tc[j] * tc[j]);                            \
+                d[j] = dcell * g_g * i_g * (1 - i_g);                                         \
+                d[H + j] = dcell * cp[j] * f_g * (1 - f_g);                                   \
+                d[2 * H + j] = dcell * i_g * (1 - g_g * g_g);                                 \
+                d[3 * H + j] = dh * tc[j] * o_g * (1 - o_g);                                  \
+                dcr[j] = dcell * f_g;                                                         \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    attributes static void cbptt_gru_backward_##suffix(                                       \
+        const T *gates, const T *hn, const T *h_prev, T *dh, const T *dh_inject, T *da_hh,    \
+        T *da_n, ptrdiff_t rows, ptrdiff_t H)                                                 \
+    {                                                                                         \
+        ptrdiff_t r, j;                                                                       \
+        if (dh_inject != NULL)                                                                \
+            for (j = 0; j < rows * H; j++) dh[j] += dh_inject[j];                             \
+        for (r = 0; r < rows; r++) {                                                          \
+            const T *g = gates + r * 3 * H;                                                   \
+            T *d = da_hh + r * 3 * H;                                                         \
+            const T *hnr = hn + r * H, *hp = h_prev + r * H;                                  \
+            T *dhr = dh + r * H, *dan_r = da_n + r * H;                                       \
+            for (j = 0; j < H; j++) {                                                         \
+                T r_g = g[j], z_g = g[H + j], n_g = g[2 * H + j];                             \
+                T grad = dhr[j];                                                              \
+                T dan = grad * (1 - z_g) * (1 - n_g * n_g);                                   \
+                T hn_v = hnr[j];                                                              \
+                d[j] = dan * hn_v * r_g * (1 - r_g);                                          \
+                d[H + j] = grad * (hp[j] - n_g) * z_g * (1 - z_g);                            \
+                d[2 * H + j] = dan * r_g;                                                     \
+                dan_r[j] = dan;                                                               \
+                dhr[j] = grad * z_g;                                                          \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+CBPTT_GATE_FUNCTIONS(float, f32_baseline, )
+CBPTT_GATE_FUNCTIONS(double, f64_baseline, )
+#ifdef CBPTT_DISPATCH
+CBPTT_GATE_FUNCTIONS(float, f32_avx2, __attribute__((target("avx2,fma"))))
+CBPTT_GATE_FUNCTIONS(double, f64_avx2, __attribute__((target("avx2,fma"))))
+#define CBPTT_PICK(name, T) (cbptt_has_avx2() ? name##_##T##_avx2 : name##_##T##_baseline)
+#else
+#define CBPTT_PICK(name, T) name##_##T##_baseline
+#endif
+
+static void cbptt_lstm_backward_f32(const float *gates, const float *c_prev, const float *tanh_c,
+                                    float *dh_carry, const float *dh_inject, float *dc,
+                                    float *da, ptrdiff_t rows, ptrdiff_t H)
+{
+    CBPTT_PICK(cbptt_lstm_backward, f32)(gates, c_prev, tanh_c, dh_carry, dh_inject, dc, da,
+                                         rows, H);
+}
+
+static void cbptt_lstm_backward_f64(const double *gates, const double *c_prev,
+                                    const double *tanh_c, double *dh_carry,
+                                    const double *dh_inject, double *dc, double *da,
+                                    ptrdiff_t rows, ptrdiff_t H)
+{
+    CBPTT_PICK(cbptt_lstm_backward, f64)(gates, c_prev, tanh_c, dh_carry, dh_inject, dc, da,
+                                         rows, H);
+}
+
+static void cbptt_gru_backward_f32(const float *gates, const float *hn, const float *h_prev,
+                                   float *dh, const float *dh_inject, float *da_hh, float *da_n,
+                                   ptrdiff_t rows, ptrdiff_t H)
+{
+    CBPTT_PICK(cbptt_gru_backward, f32)(gates, hn, h_prev, dh, dh_inject, da_hh, da_n, rows, H);
+}
+
+static void cbptt_gru_backward_f64(const double *gates, const double *hn, const double *h_prev,
+                                   double *dh, const double *dh_inject, double *da_hh,
+                                   double *da_n, ptrdiff_t rows, ptrdiff_t H)
+{
+    CBPTT_PICK(cbptt_gru_backward, f64)(gates, hn, h_prev, dh, dh_inject, da_hh, da_n, rows, H);
+}
+
+#endif
