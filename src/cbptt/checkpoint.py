@@ -154,18 +154,21 @@ def restore_stream(trainer, arrays):
 
 
 # -- checkpoints ------------------------------------------------------------------------------
-def save_checkpoint(run_dir, model, optimizer, run, trainer=None):
+def save_checkpoint(run_dir, model, optimizer, run, trainer=None, stream=None):
     """Write ``run_dir/checkpoint.npz`` atomically.
 
     run: a JSON-serialisable dict (configuration and progress). trainer: the stream state of
-    a Truncated trainer is saved with it."""
+    a Truncated trainer is saved with it. stream: that stream state given directly instead
+    (e.g. gathered from the ranks of a data-parallel run)."""
     arrays = {f"param:{name}": view for name, view in model.named_parameters()}
     arrays["__config__"] = np.array(json.dumps(dict(model.config(),
                                                     format_version=FORMAT_VERSION)))
     arrays["__run__"] = np.array(json.dumps(dict(run, checkpoint_version=CHECKPOINT_VERSION)))
     arrays.update({f"optim:{k}": v for k, v in optimizer_arrays(optimizer).items()})
-    if isinstance(trainer, Truncated):
-        arrays.update({f"stream:{k}": v for k, v in stream_arrays(trainer).items()})
+    if stream is None and isinstance(trainer, Truncated):
+        stream = stream_arrays(trainer)
+    if stream is not None:
+        arrays.update({f"stream:{k}": v for k, v in stream.items()})
     path = os.path.join(run_dir, CHECKPOINT)
     save_npz_atomic(path, arrays)
     return path

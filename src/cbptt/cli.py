@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from .checkpoint import (CONFIG, CheckpointError, MetricsLog, atomic_write, atom
                          read_flow, read_metrics, restore_optimizer, restore_stream,
                          save_checkpoint)
 from .data import DataError
+from .distributed import DataParallel, shard
 from .model import CELLS, RNN
 from .trainers import ManyToMany, ManyToOne
 from .truncated import Truncated
@@ -197,11 +199,13 @@ class CharTask:
         if self.truncated:
             trainer.reset_state()
 
-    def batch(self, which, dtype):
+    def batch(self, which, dtype, rows=None):
+        """Inputs and targets of a batch; rows: only these of its sequences (a rank's)."""
         if self.truncated:
-            ids = self.streams[:, which.start:which.stop + 1]
+            streams = self.streams if rows is None else self.streams[rows]
+            ids = streams[:, which.start:which.stop + 1]
         else:
-            ids = self.windows[which]
+            ids = self.windows[which if rows is None else which[rows]]
         return data.one_hot(ids[:, :-1], self.size, dtype), ids[:, 1:]
 
     def evaluate(self, model):
@@ -291,7 +295,9 @@ class ForecastTask:
     def start_epoch(self, trainer):
         pass
 
-    def batch(self, which, dtype):
+    def batch(self, which, dtype, rows=None):
+        if rows is not None:
+            which = which[rows]
         return self.X[which].astype(dtype), self.Y[which].astype(dtype)
 
     def predict_windows(self, model, X):
@@ -361,6 +367,183 @@ def _flow(model, task, loss):
     return trainer.loss_and_grad(*batch, return_flow=True)[-1]
 
 
+# -- under mpiexec: the ranks of one run ---------------------------------------------------------
+# Environment variables by which launchers give the number of processes (MPICH/Intel hydra,
+# Open MPI, MVAPICH, Slurm's srun). mpi4py is imported only when one says more than one.
+_LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
+                   "SLURM_STEP_NUM_TASKS")
+# The batch axis of each array of a Truncated trainer's stream state.
+_STREAM_BATCH_AXIS = {"ring_x": 1, "ring_h": 2, "ring_c": 2, "h": 1, "c": 1}
+
+
+def mpi_world():
+    """MPI.COMM_WORLD when this process is one of several started by an MPI launcher, else
+    None (without importing mpi4py)."""
+    launched = 1
+    for name in _LAUNCHER_SIZES:
+        with contextlib.suppress(ValueError, TypeError):
+            launched = max(launched, int(os.environ.get(name)))
+    if launched < 2:
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise MissingExtra(f"cbptt train: started as one of {launched} processes (mpiexec/srun) "
+                           f"but mpi4py is not installed: pip install \"cbptt[mpi]\", or run "
+                           f"one process") from None
+    comm = MPI.COMM_WORLD
+    return comm if comm.Get_size() > 1 else None
+
+
+def _portable(exc, rank):
+    """An exception to send to the other ranks: a user's mistake keeps its class (so that
+    every rank exits with code 2), anything else becomes a RuntimeError naming it."""
+    where = "" if rank == 0 else f"rank {rank}: "
+    if isinstance(exc, (UsageError, DataError, CheckpointError, FloatingPointError)):
+        cls = type(exc) if type(exc).__module__ in (__name__, data.__name__,
+                                                    "cbptt.checkpoint", "builtins") else None
+        if cls is FloatingPointError:
+            return cls(f"{where}{exc}")
+        if cls is not None:
+            text = str(exc)
+            if where and text.startswith("cbptt train: "):
+                text = text[len("cbptt train: "):]
+            return cls(f"cbptt train: {where}{text}" if where else text)
+    return RuntimeError(f"{where}{type(exc).__name__}: {exc}")
+
+
+class _World:
+    """The processes of one run: one (comm None), or the ranks of an MPI communicator, of
+    which rank 0 (the root) alone prints and writes files. Every helper is collective."""
+
+    def __init__(self, comm=None):
+        if comm is not None and comm.Get_size() < 2:
+            comm = None
+        self.comm = comm
+        self.rank = 0 if comm is None else comm.Get_rank()
+        self.size = 1 if comm is None else comm.Get_size()
+        self.root = self.rank == 0
+
+    def shard(self, n):
+        return shard(n, self.rank, self.size)
+
+    def bcast(self, value):
+        return value if self.comm is None else self.comm.bcast(value, root=0)
+
+    def any(self, flag):
+        """True on every rank when flag is true on some rank."""
+        if self.comm is None:
+            return bool(flag)
+        return bool(self.comm.allreduce(1 if flag else 0, op=self._max()))
+
+    def _max(self):
+        from mpi4py import MPI
+        return MPI.MAX
+
+    def on_root(self, fn, *args, **kwargs):
+        """fn on rank 0 only; an exception there is raised on every rank (no rank is left
+        waiting in a collective). Returns fn's value on rank 0, None elsewhere."""
+        if self.comm is None:
+            return fn(*args, **kwargs)
+        value = failure = None
+        if self.root:
+            try:
+                value = fn(*args, **kwargs)
+            except Exception as exc:        # noqa: BLE001 -- passed on to every rank
+                failure = exc
+        sent = self.comm.bcast(None if failure is None else _portable(failure, 0), root=0)
+        if failure is not None:
+            raise failure
+        if sent is not None:
+            raise sent
+        return value
+
+    def agree(self, fn, *args):
+        """fn on every rank; if it fails on any, every rank raises (the first failing rank's
+        error, naming the rank)."""
+        if self.comm is None:
+            return fn(*args)
+        value = failure = None
+        try:
+            value = fn(*args)
+        except Exception as exc:            # noqa: BLE001 -- passed on to every rank
+            failure = exc
+        sent = self.comm.allgather(None if failure is None else _portable(failure, self.rank))
+        first = next((r for r, e in enumerate(sent) if e is not None), None)
+        if first is None:
+            return value
+        if first == self.rank:
+            raise failure
+        raise sent[first]
+
+    def gather_stream(self, trainer):
+        """The whole stream state of a Truncated trainer whose streams are split over the
+        ranks (rank 0 gets it, the others None): what one process would hold."""
+        state = trainer.stream_state()
+        if self.comm is None:
+            return state
+        parts = self.comm.gather(state, root=0)
+        if not self.root:
+            return None
+        batches = [int(p["batch"]) for p in parts]
+        full = {"position": parts[0]["position"],
+                "batch": np.array(-1 if min(batches) < 0 else sum(batches), np.int64)}
+        for name, axis in _STREAM_BATCH_AXIS.items():
+            if all(name in p for p in parts):
+                full[name] = np.concatenate([p[name] for p in parts], axis=axis)
+        return full
+
+    def local_stream(self, state):
+        """This rank's streams of a whole stream state (``gather_stream``'s inverse)."""
+        batch = int(state["batch"])
+        if self.comm is None or batch < 0:
+            return state
+        part = self.shard(batch)
+        local = {"position": state["position"],
+                 "batch": np.array(part.stop - part.start, np.int64)}
+        for name, axis in _STREAM_BATCH_AXIS.items():
+            if name in state:
+                index = [slice(None)] * np.ndim(state[name])
+                index[axis] = part
+                local[name] = state[name][tuple(index)]
+        return local
+
+
+class _NoMetrics:
+    """The metrics log of a rank other than 0: writes nothing."""
+
+    def rows(self):
+        return 0, 0
+
+    def truncate(self, rows, flow_rows):
+        pass
+
+    def write(self, *args, **kwargs):
+        pass
+
+    def write_flow(self, *args, **kwargs):
+        pass
+
+
+def check_shards(task, config, size):
+    """Every batch must give each of ``size`` ranks at least one sequence."""
+    if size < 2:
+        return
+    b = config["batch"]
+    if getattr(task, "truncated", False):
+        if b < size:
+            raise UsageError(f"cbptt train: --batch {b} streams cannot be split over {size} "
+                             f"processes; use --batch {size} or more")
+        return
+    n = len(task.windows) if task.kind == "char" else len(task.X)
+    last = n - b * ((n - 1) // b)
+    if last < size:
+        raise UsageError(f"cbptt train: with {size} processes every batch needs at least "
+                         f"{size} windows, but the epoch's {'last' if n > b else 'one'} batch "
+                         f"has {last} ({n} windows, --batch {b}); change --batch or run fewer "
+                         f"processes")
+
+
 class RunResult:
     """What ``train_run`` did: ``status`` ("finished", "interrupted", "max_steps",
     "nothing"), the step count, the model and the last validation metrics."""
@@ -370,7 +553,7 @@ class RunResult:
 
 
 def train_run(config, run_dir, resume=None, max_steps=None, progress=True, log=print,
-              task=None):
+              task=None, comm=None):
     """Train (or, with ``resume`` a loaded Checkpoint, continue) the run described by
     ``config`` in ``run_dir``. Returns a RunResult.
 
@@ -380,15 +563,26 @@ def train_run(config, run_dir, resume=None, max_steps=None, progress=True, log=p
     continues exactly as the uninterrupted one would have (same batches, optimiser moments,
     stream state and RNG state). ``task``: the ``make_task(config)`` already made, if any
     (making it reads the data and completes config with the vocabulary, the columns and the
-    standardisation)."""
+    standardisation).
+
+    ``comm``: an mpi4py communicator of several ranks (each calling train_run with the same
+    arguments) makes the run data-parallel: every rank trains on its share of every batch (or
+    of the ``batch`` streams) under ``DataParallel``, and the run equals the one-process run
+    to rounding. Rank 0 alone writes the run folder and calls ``log``; it returns the same
+    status and step on every rank."""
+    world = _World(comm)
+    root = world.root
     if task is None:
         task = make_task(config)
+    check_shards(task, config, world.size)
     dtype = np.dtype(config["dtype"])
     model = RNN(task.input_size, config["hidden"], task.output_size, cell=config["cell"],
                 num_layers=config["layers"], dtype=dtype, seed=config["seed"])
     optimizer = make_optimizer(config["optimizer"], config["lr"], config["momentum"])
     trainer = task.make_trainer(model, optimizer, config["clip"] or None)
-    metrics = MetricsLog(run_dir, task.metric)
+    metrics = MetricsLog(run_dir, task.metric) if root else _NoMetrics()
+    if not root:
+        log = _quiet
     loss_name = "cross_entropy" if task.kind == "char" else "mse"
 
     if resume is not None:
@@ -399,20 +593,32 @@ def train_run(config, run_dir, resume=None, max_steps=None, progress=True, log=p
         model.params[...] = saved.params
         restore_optimizer(optimizer, resume.optimizer, model.params)
         if isinstance(trainer, Truncated) and resume.stream:
-            restore_stream(trainer, resume.stream)
+            restore_stream(trainer, world.local_stream(resume.stream))
         state = dict(resume.run["progress"])
-        metrics.truncate(state["metrics_rows"], state["flow_rows"])
+        world.on_root(metrics.truncate, state["metrics_rows"], state["flow_rows"])
     else:
         state = {"epoch": 0, "batch_index": 0, "step": 0,
                  "epoch_rng": np.random.default_rng(config["seed"]).bit_generator.state,
                  "log_sum": 0.0, "log_count": 0, "epoch_sum": 0.0, "epoch_count": 0,
                  "seconds": 0.0, "metrics_rows": 0, "flow_rows": 0, "val": None}
-    atomic_write_text(os.path.join(run_dir, CONFIG), _json(config))
+    world.on_root(atomic_write_text, os.path.join(run_dir, CONFIG), _json(config))
+    stepper = trainer if world.size == 1 else DataParallel(trainer, world.comm)
+    sharded_streams = world.size > 1 and isinstance(trainer, Truncated)
+
+    def rows_of(which):
+        """This rank's sequences of a batch (None: all of them)."""
+        if world.size == 1:
+            return None
+        return world.shard(config["batch"] if isinstance(which, slice) else len(which))
 
     def save():
-        state["metrics_rows"], state["flow_rows"] = metrics.rows()
-        save_checkpoint(run_dir, model, optimizer, {"config": config, "progress": state},
-                        trainer)
+        stream = world.gather_stream(trainer) if sharded_streams else None
+
+        def write():
+            state["metrics_rows"], state["flow_rows"] = metrics.rows()
+            save_checkpoint(run_dir, model, optimizer, {"config": config, "progress": state},
+                            trainer, stream=stream)
+        world.on_root(write)
 
     epochs, log_every = config["epochs"], config["log_every"]
     every = config["checkpoint_every"]
@@ -422,18 +628,20 @@ def train_run(config, run_dir, resume=None, max_steps=None, progress=True, log=p
         return RunResult("max_steps", state["step"], model, state.get("val"))
     status = "finished"
     started = time.perf_counter() - state["seconds"]
-    with _Interrupt(lambda text: print(text, file=sys.stderr, flush=True)) as interrupt:
+    with _Interrupt(lambda text: print(text, file=sys.stderr, flush=True) if root
+                    else None) as interrupt:
         while state["epoch"] < epochs:
             rng = _rng_from_state(state["epoch_rng"])
             batches = task.epoch_batches(rng)
             if state["batch_index"] == 0:
                 task.start_epoch(trainer)
-            bar = Progress(len(batches), f"epoch {state['epoch'] + 1}/{epochs}", progress,
-                           initial=state["batch_index"])
+            bar = Progress(len(batches), f"epoch {state['epoch'] + 1}/{epochs}",
+                           progress and root, initial=state["batch_index"])
             try:
                 for index in range(state["batch_index"], len(batches)):
-                    X, Y = task.batch(batches[index], dtype)
-                    loss = float(trainer.step(X, Y))
+                    which = batches[index]
+                    X, Y = task.batch(which, dtype, rows=rows_of(which))
+                    loss = float(stepper.step(X, Y))
                     state["step"] += 1
                     state["batch_index"] = index + 1
                     state["log_sum"] += loss
@@ -443,45 +651,52 @@ def train_run(config, run_dir, resume=None, max_steps=None, progress=True, log=p
                     state["seconds"] = time.perf_counter() - started
                     bar.update(1, loss)
                     if state["step"] % log_every == 0:
-                        metrics.write(state["step"], state["epoch"] + 1,
+                        world.on_root(metrics.write, state["step"], state["epoch"] + 1,
                                       train_loss=state["log_sum"] / state["log_count"],
                                       seconds=state["seconds"])
                         state["log_sum"], state["log_count"] = 0.0, 0
-                    stop = interrupt.requested or (max_steps is not None
-                                                   and state["step"] >= max_steps)
+                    requested = world.any(interrupt.requested)    # Ctrl-C on any rank
+                    stop = requested or (max_steps is not None and state["step"] >= max_steps)
                     if stop or (every and state["step"] % every == 0):
                         save()
                     if stop:
-                        status = "interrupted" if interrupt.requested else "max_steps"
+                        status = "interrupted" if requested else "max_steps"
                         break
             finally:
                 bar.close()
             if status != "finished":
                 break
-            # the epoch's end: validation, gradient flow, a checkpoint
-            train_loss = state["epoch_sum"] / max(state["epoch_count"], 1)
-            val_loss = val_metric = None
-            if config["val"] > 0:
-                val_loss, val_metric = task.evaluate(model)
-                flow = _flow(model, task, loss_name)
-                if flow is not None:
-                    metrics.write_flow(state["step"], state["epoch"] + 1, flow)
-            state["seconds"] = time.perf_counter() - started
-            metrics.write(state["step"], state["epoch"] + 1, train_loss=train_loss,
-                          val_loss=val_loss, val_metric=val_metric, seconds=state["seconds"])
-            line = f"epoch {state['epoch'] + 1}/{epochs}  train loss {train_loss:.4f}"
-            if val_loss is not None:
-                line += (f"  val loss {val_loss:.4f}  {task.metric[4:].replace('_', ' ')} "
-                         f"{val_metric:.4f}")
-                state["val"] = [val_loss, val_metric]
-            log(f"{line}  ({state['step']} steps, {state['seconds']:.1f} s)")
+            # the epoch's end: validation, gradient flow (on rank 0 only), a checkpoint
+            def end_epoch():
+                train_loss = state["epoch_sum"] / max(state["epoch_count"], 1)
+                val_loss = val_metric = None
+                if config["val"] > 0:
+                    val_loss, val_metric = task.evaluate(model)
+                    flow = _flow(model, task, loss_name)
+                    if flow is not None:
+                        metrics.write_flow(state["step"], state["epoch"] + 1, flow)
+                state["seconds"] = time.perf_counter() - started
+                metrics.write(state["step"], state["epoch"] + 1, train_loss=train_loss,
+                              val_loss=val_loss, val_metric=val_metric,
+                              seconds=state["seconds"])
+                line = f"epoch {state['epoch'] + 1}/{epochs}  train loss {train_loss:.4f}"
+                if val_loss is not None:
+                    line += (f"  val loss {val_loss:.4f}  {task.metric[4:].replace('_', ' ')} "
+                             f"{val_metric:.4f}")
+                    state["val"] = [val_loss, val_metric]
+                log(f"{line}  ({state['step']} steps, {state['seconds']:.1f} s)")
+            world.on_root(end_epoch)
             state.update(epoch=state["epoch"] + 1, batch_index=0, epoch_sum=0.0,
                          epoch_count=0, epoch_rng=rng.bit_generator.state)
             save()
-            if interrupt.requested:
+            if world.any(interrupt.requested):
                 status = "interrupted"
                 break
     return RunResult(status, state["step"], model, state.get("val"))
+
+
+def _quiet(*args, **kwargs):
+    pass
 
 
 def _json(value):
@@ -998,7 +1213,31 @@ def resume_config(args, stored):
 
 
 def cmd_train(args):
-    say = print
+    comm = mpi_world()
+    if comm is None:
+        return _train_command(args, _World())
+    world = _World(comm)
+    try:
+        return _train_command(args, world)
+    except (UsageError, DataError, CheckpointError):
+        if world.root:          # raised on every rank; rank 0 alone says it
+            raise
+        return EXIT_USAGE
+    except KeyboardInterrupt:   # a second Ctrl-C: the ranks may be anywhere, end them all
+        if world.root:
+            print("cbptt train: aborted; the run folder keeps its last checkpoint",
+                  file=sys.stderr, flush=True)
+        comm.Abort(EXIT_INTERRUPTED)
+    except BaseException:       # noqa: BLE001 -- not a user's mistake: other ranks may wait; end them all
+        traceback.print_exc()
+        sys.stderr.flush()
+        comm.Abort(1)
+    return 1
+
+
+def _prepare_train(args, say):
+    """The run to train: (config, run folder, Checkpoint or None, task), after checking the
+    options and reading the data and the checkpoint; or None when the run is already done."""
     if args.resume is not None:
         if args.out is not None:
             raise UsageError("cbptt train: give --resume RUN or --out RUN, not both")
@@ -1011,7 +1250,7 @@ def cmd_train(args):
         if progress["epoch"] >= config["epochs"]:
             say(f"{run_dir}: already trained for {config['epochs']} epochs ({progress['step']} "
                 f"steps); pass a larger --epochs to train on")
-            return 0
+            return None
         say(f"resuming {run_dir} at epoch {progress['epoch'] + 1}/{config['epochs']}, step "
             f"{progress['step']}")
     else:
@@ -1025,6 +1264,7 @@ def cmd_train(args):
                 raise UsageError(f"cbptt train: {run_dir} already holds a run; continue it "
                                  f"with --resume {run_dir} or choose another --out")
     task = make_task(config)          # reads and checks the data before any folder is made
+    check_shards(task, config, getattr(args, "processes", 1))
     if ckpt is None:
         if run_dir is not None:
             os.makedirs(run_dir, exist_ok=True)
@@ -1032,7 +1272,40 @@ def cmd_train(args):
             stem = os.path.splitext(os.path.basename(config["data"]))[0]
             run_dir = new_run_dir("runs", stem)
         config["data_sha256"] = data.file_digest(config["data"])
+    return config, run_dir, ckpt, task
+
+
+def _train_command(args, world):
+    say = print if world.root else _quiet
+    args.processes = world.size
+    # rank 0 checks the options, reads the checkpoint and the data and makes the folder; the
+    # others then read the same data (and checkpoint) into the configuration it completed
+    prepared = world.on_root(_prepare_train, args, say)
+    if world.size > 1:
+        shared = None if prepared is None else (prepared[0], prepared[1],
+                                                prepared[2] and prepared[2].path)
+        shared = world.bcast(shared if world.root else None)
+        if shared is None:
+            return 0
+        if world.root:
+            config, run_dir, ckpt, task = prepared
+        else:
+            config, run_dir, path = shared
+            ckpt = task = None
+
+        def read():
+            nonlocal ckpt, task
+            if not world.root:
+                task = make_task(config)
+                ckpt = None if path is None else load_checkpoint(path)
+        world.agree(read)
+    elif prepared is None:
+        return 0
+    else:
+        config, run_dir, ckpt, task = prepared
     m = config
+    if world.size > 1:
+        say(f"data-parallel over {world.size} processes (MPI)")
     params = RNN(task.input_size, m["hidden"], task.output_size, m["cell"], m["layers"],
                  m["dtype"]).num_parameters
     say(f"run folder: {run_dir}")
@@ -1042,17 +1315,21 @@ def cmd_train(args):
         f"{m['batch']}, {m['epochs']} epochs")
     try:
         result = train_run(config, run_dir, resume=ckpt, max_steps=args.max_steps,
-                           progress=not args.no_progress, log=say, task=task)
-    except FloatingPointError as exc:
-        print(f"cbptt train: training diverged: {exc}; {run_dir} keeps the last checkpoint",
-              file=sys.stderr)
+                           progress=not args.no_progress, log=say, task=task, comm=world.comm)
+    except FloatingPointError as exc:     # raised on every rank under DataParallel
+        if world.root:
+            print(f"cbptt train: training diverged: {exc}; {run_dir} keeps the last "
+                  f"checkpoint", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if world.size > 1:
+            raise
         print(f"cbptt train: aborted; {run_dir} keeps its last checkpoint", file=sys.stderr)
         return EXIT_INTERRUPTED
     if result.status == "interrupted":
-        print(f"cbptt train: interrupted at step {result.step}; checkpoint saved; continue with: "
-              f"cbptt train --resume {run_dir}", file=sys.stderr)
+        if world.root:
+            print(f"cbptt train: interrupted at step {result.step}; checkpoint saved; continue "
+                  f"with: cbptt train --resume {run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if result.status == "max_steps":
         say(f"stopped at step {result.step} (--max-steps); continue with: cbptt train "
