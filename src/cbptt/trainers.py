@@ -156,10 +156,11 @@ _LOSS_AND_GRAD_DOC = """Loss and gradients without an update.
 
         Returns (loss, grads), then the final state if ``return_state`` and the gradient flow
         if ``return_flow``. grads maps every state_dict key to a fresh array, plus ``"h0"``
-        (num_layers, B, H), the gradient with respect to the initial state (zeros when h0 is
-        None), and ``"c0"`` for lstm. The final state is h (num_layers, B, H), or (h, c) for
-        lstm. The flow is a (num_layers, T) float64 array: the mean over the batch of
-        ||dL/dh_t|| for every layer and step, the vanishing/exploding-gradient picture.
+        (num_layers, B, H), the gradient with respect to the initial state (taken at the zero
+        state when h0 is None), and ``"c0"`` for lstm. The final state is h
+        (num_layers, B, H), or (h, c) for lstm. The flow is a (num_layers, T) float64 array:
+        the mean over the batch of ||dL/dh_t|| for every layer and step, the
+        vanishing/exploding-gradient picture.
         """
 
 _STEP_DOC = """Forward, BPTT, gradient clipping (if clip_norm) and one optimiser update.
