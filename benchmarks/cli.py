@@ -1,9 +1,9 @@
-"""Time one full training step (forward, BPTT, SGD update) of cbptt against the NumPy reference and torch, over a
-grid of shapes x cells x trainers x BLAS threads; or, with --memory, measure the memory one step adds.
+"""Time one full training step (forward, BPTT, SGD update) of cbptt against the NumPy reference, torch and JAX,
+over a grid of shapes x cells x trainers x BLAS threads; or, with --memory, measure the memory one step adds.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks [--quick] [--dtype float64]
         [--threads 1 2] [--shapes small,medium,large,long] [--cells tanh,lstm,gru]
-        [--trainers many-to-many,many-to-one,truncated] [--contenders cbptt,reference,torch] [--memory]
+        [--trainers many-to-many,many-to-one,truncated] [--contenders cbptt,reference,torch,jax] [--memory]
 
 The Markdown table goes to stdout, a line per row as soon as it is timed; progress to stderr; the table and
 every sample to benchmarks/results/. See benchmarks/README.md.

@@ -22,7 +22,12 @@ class Contender:
         return True, ""
 
     def supports(self, case):
+        """True, False (n/a) or a string: n/a for the reason given (listed under the table)."""
         return True
+
+    def row_info(self):
+        """Extra figures of the row (after setup and warm-up) for the JSON and the table, e.g. compile time."""
+        return {}
 
     def set_threads(self, n):
         """Called with the thread count of each group of rows. BLAS libraries are limited by the driver
@@ -151,16 +156,128 @@ class Torch(Contender):
 
 
 class Jax(Contender):
-    """Placeholder: reported as skipped. No JAX implementation is written (jax is not installed here, and an
-    untested contender would be worse than none); see benchmarks/README.md."""
+    """The same step in JAX: the torch-convention cell (tanh; LSTM gates i, f, g, o; GRU r, z, n with
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))) run by ``lax.scan`` over time after one hoisted input
+    projection, the linear head, the suite's MSE loss (mean over all elements), ``jax.value_and_grad`` and the
+    SGD update ``p - lr * g``, all in one ``jax.jit`` function (parameters donated, so updated in place). Starts
+    from the same state dict as cbptt. Full-sequence trainers only (truncated: n/a).
+
+    Compilation happens in setup(), ahead of time (``jit(...).lower(...).compile()``), and is timed there: the
+    row reports it apart (``compile_ms``), the warm-up and timed steps run the compiled executable only.
+
+    Threads: XLA's CPU thread pool is fixed when jax is first imported, through XLA_FLAGS. jax is imported at
+    the first set_threads(n): n == 1 sets ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``
+    (which, measured with jax 0.10.2 here, does not actually keep XLA on one thread; the notes say so),
+    any other n keeps XLA's default (a pool over all cores: os.cpu_count()). Rows of a later thread count that
+    needs another setting are n/a with the reason listed (run --threads 1 and --threads 2 as separate runs to
+    get JAX at both). An XLA_FLAGS already set by the user is kept as is and reported."""
     name = "jax"
+    persistent = ("jax", "jnp", "lax", "setting", "setting_threads", "threads")
+    SINGLE = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
     def available(self):
-        try:
-            import jax  # noqa: F401
-        except ImportError:
+        import importlib.util
+        if importlib.util.find_spec("jax") is None:
             return False, "jax not installed"
-        return False, "jax is installed, but no JAX contender is written yet"
+        return True, ""          # imported in set_threads(), once the thread count is known
+
+    def _import(self, n):
+        import os
+        user = os.environ.get("XLA_FLAGS")
+        if user is not None:
+            self.setting, self.setting_threads = f"user XLA_FLAGS={user!r}", None
+        elif n == 1:
+            os.environ["XLA_FLAGS"] = self.SINGLE
+            self.setting, self.setting_threads = (
+                f"XLA_FLAGS={self.SINGLE!r} asked for 1 thread, but with jax 0.10.2 here it does NOT limit XLA: "
+                f"a 1024x1024 matmul still used 1.95 CPUs (see README), so these jax rows ran on 2 cores", 1)
+        else:
+            self.setting = f"XLA default, a pool over all {os.cpu_count()} cores"
+            self.setting_threads = os.cpu_count()
+        import jax
+        import jax.numpy as jnp
+        from jax import lax
+        self.jax, self.jnp, self.lax = jax, jnp, lax
+
+    def set_threads(self, n):
+        if not hasattr(self, "jax"):
+            self._import(n)
+        self.threads = n
+
+    def supports(self, case):
+        if case.trainer not in ("many-to-many", "many-to-one"):
+            return False
+        if self.setting_threads is not None and self.setting_threads != self.threads:
+            return f"XLA's threads are fixed at import ({self.setting_threads}); use a separate run"
+        return True
+
+    def _loss_fn(self, cell, many_to_one):
+        jnp, lax, jax = self.jnp, self.lax, self.jax
+        sig = jax.nn.sigmoid
+
+        def loss(p, X, Y):
+            B, H = X.shape[0], p["weight_hh_l0"].shape[1]
+            xp = jnp.swapaxes(X, 0, 1) @ p["weight_ih_l0"].T + p["bias_ih_l0"]      # (T, B, G*H), hoisted
+            Whh_T, bhh = p["weight_hh_l0"].T, p["bias_hh_l0"]
+            h0 = jnp.zeros((B, H), X.dtype)
+            if cell == "tanh":
+                def cell_step(h, x):
+                    h = jnp.tanh(x + h @ Whh_T + bhh)
+                    return h, h
+                carry = h0
+            elif cell == "lstm":
+                def cell_step(hc, x):
+                    h, c = hc
+                    i, f, g, o = jnp.split(x + h @ Whh_T + bhh, 4, axis=-1)
+                    c = sig(f) * c + sig(i) * jnp.tanh(g)
+                    h = sig(o) * jnp.tanh(c)
+                    return (h, c), h
+                carry = (h0, h0)
+            elif cell == "gru":
+                def cell_step(h, x):
+                    xr, xz, xn = jnp.split(x, 3, axis=-1)
+                    hr, hz, hn = jnp.split(h @ Whh_T + bhh, 3, axis=-1)
+                    r, z = sig(xr + hr), sig(xz + hz)
+                    n = jnp.tanh(xn + r * hn)
+                    h = (1 - z) * n + z * h
+                    return h, h
+                carry = h0
+            else:
+                raise ValueError(f"no JAX cell {cell!r}")
+            last, hs = lax.scan(cell_step, carry, xp)
+            if many_to_one:
+                pred = (last[0] if cell == "lstm" else last) @ p["head.weight"].T + p["head.bias"]
+            else:
+                pred = jnp.swapaxes(hs, 0, 1) @ p["head.weight"].T + p["head.bias"]
+            return jnp.mean((pred - Y) ** 2)
+        return loss
+
+    def setup(self, case, problem):
+        import time
+        jax, jnp = self.jax, self.jnp
+        params, X, Y = problem
+        if np.dtype(case.dtype) == np.float64:
+            jax.config.update("jax_enable_x64", True)
+        loss = self._loss_fn(case.cell, case.trainer == "many-to-one")
+
+        def train_step(p, X, Y):
+            value, grads = jax.value_and_grad(loss)(p, X, Y)
+            return jax.tree_util.tree_map(lambda a, g: a - LR * g, p, grads), value
+
+        self.params = {k: jnp.asarray(v.copy()) for k, v in params.items()}
+        self.X, self.Y = jnp.asarray(X.copy()), jnp.asarray(Y.copy())
+        t0 = time.perf_counter()
+        self.compiled = jax.jit(train_step, donate_argnums=0).lower(self.params, self.X, self.Y).compile()
+        self.compile_ms = (time.perf_counter() - t0) * 1e3
+        assert all(a.dtype == case.dtype for a in jax.tree_util.tree_leaves((self.params, self.X, self.Y)))
+
+    def row_info(self):
+        return {"compile_ms": self.compile_ms, "thread_setting": self.setting, "version": self.jax.__version__}
+
+    def step(self):
+        self.params, loss = self.compiled(self.params, self.X, self.Y)
+        self.jax.block_until_ready(self.params)
+        return float(loss)
 
 
 CONTENDERS = [Cbptt(), Reference(), Torch(), Jax()]   # the first is the baseline: ratios are other / baseline

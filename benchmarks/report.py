@@ -4,6 +4,7 @@ from .facts import machine_line
 from .grid import LOSS, LR, NUM_LAYERS, SHAPES, TRUNCATED_K
 
 NOISY = 0.25            # flag a timing whose interquartile range exceeds this fraction of its median
+COMPILED = ("jax",)     # contenders that compile ahead of the warm-up; their compile time gets its own column
 BUSY = 0.2              # flag a row during which other processes used more than this many CPUs on average
 
 
@@ -21,10 +22,11 @@ class StepTable:
     def __init__(self, names):
         self.names = names                 # contender names, the baseline first
         self.base, self.peers = names[0], names[1:]
+        self.compiled = [n for n in names if n in COMPILED]   # also get a compile-time column
 
     def header(self):
         head = (["threads", "shape (B, T, I, H, O)", "trainer", "cell"] + [f"{n} ms" for n in self.names]
-                + [f"{p} / {self.base}" for p in self.peers]
+                + [f"{p} / {self.base}" for p in self.peers] + [f"{n} compile s" for n in self.compiled]
                 + [f"{self.base} GFLOP/s", "GEMM GFLOP/s", f"{self.base} / GEMM",
                    "timed steps (" + " / ".join(self.names) + ")", "others' CPU"])
         return "\n".join(["| " + " | ".join(head) + " |",
@@ -38,12 +40,15 @@ class StepTable:
             if n in res:
                 bad = n in row["loss_check"] and not row["loss_check"][n]["ok"]
                 return ms(res[n]["median_ms"]) + (" (!)" if bad else "")
-            return "skip" if out.get(n, "").startswith("skip") else "error" if n in out and out[n] != "n/a" else "n/a"
+            return ("skip" if out.get(n, "").startswith("skip") else
+                    "error" if n in out and not out[n].startswith("n/a") else "n/a")
 
         cells = [str(row["threads"]), shape, row["trainer"], row["cell"]] + [time_of(n) for n in self.names]
         base = res.get(self.base)
         cells += [f"{res[p]['median_ms'] / base['median_ms']:.2f}×" if p in res and base else "n/a"
                   for p in self.peers]
+        cells += [f"{res[n]['compile_ms'] / 1e3:.2f}" if n in res and "compile_ms" in res[n] else "n/a"
+                  for n in self.compiled]
         gemm = row["gemm"]
         cells += [f"{base['gflops']:.1f}" if base else "n/a",
                   f"{gemm['gflops']:.1f}" + ("*" if gemm["rough"] else ""),
@@ -69,6 +74,11 @@ class StepTable:
             if row["gemm"]["rough"]:
                 rough.append(f"{row['shape']} {row['cell']}")
         checked = sorted({n for row in rows for n in row["loss_check"]})
+        settings = {}                       # contender -> its own thread setting (jax: fixed by XLA_FLAGS at import)
+        for row in rows:
+            for name, r in row["contenders"].items():
+                if "thread_setting" in r:
+                    settings.setdefault(name, set()).add(r["thread_setting"])
         notes = [
             f"Median ms per training step, dtype {opts.dtype_name}: forward, BPTT and one SGD update (lr {LR}, no "
             f"momentum) per sequence batch; loss {LOSS}; {NUM_LAYERS} layer. Truncated: cbptt.Truncated(k1=k2="
@@ -77,7 +87,12 @@ class StepTable:
             f"Warm-up: {opts.warmup} steps per contender, then at least {opts.repeats} timed steps in {opts.rounds} "
             f"alternating blocks, each after a {opts.settle:g} s pause and {opts.lead_in:g} s (at least one step) of "
             f"untimed steps. threads: BLAS threads (threadpoolctl) for cbptt, the GEMM and the reference, "
-            f"torch.set_num_threads for torch.",
+            f"torch.set_num_threads for torch"
+            + "".join(f"; {n} ignores the threads column: {' / '.join(sorted(v))}" for n, v in settings.items())
+            + ".",
+            ("jax: the same step (forward by lax.scan, jax.value_and_grad, SGD) in one jax.jit function, compiled "
+             "ahead of the warm-up; 'jax compile s' is that tracing + XLA compile (first call), not in 'jax ms'; "
+             "n/a on truncated rows.") if "jax" in self.names else "",
             "Ratios > 1: cbptt is faster. GFLOP/s by the model of engine-notes.md: forward = 2·B·T·(I + H)·G·H + "
             "2·B·T_out·H·O (T_out = T many-to-many, 1 many-to-one; truncated counts the forward of every window), "
             "a training step = 3 × forward. others' CPU: CPUs kept busy on average by other processes (and the "

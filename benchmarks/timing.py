@@ -54,10 +54,11 @@ def run_case(case, contenders, opts, threads):
     problem = make_problem(case)
     gc.collect()
     cpu_start = cpu_sample()
-    left_out, warm = {}, {}                    # name -> why not timed; name -> (times, losses)
+    left_out, warm, info = {}, {}, {}          # name -> why not timed; name -> (times, losses); row_info()
     for c in contenders:
-        if not c.supports(case):
-            left_out[c.name] = "n/a"
+        ok = c.supports(case)
+        if ok is not True:
+            left_out[c.name] = "n/a" if not ok else f"n/a: {ok}"
             continue
         try:
             result = _warm_up(c, case, problem, opts)
@@ -68,6 +69,7 @@ def run_case(case, contenders, opts, threads):
             c.teardown()
         else:
             warm[c.name] = result
+            info[c.name] = c.row_info()
     active = [c for c in contenders if c.name in warm]
 
     # Same parameters, data and SGD steps: the warm-up losses must agree with cbptt's (a cheap guard
@@ -122,5 +124,5 @@ def run_case(case, contenders, opts, threads):
             continue
         out["contenders"][c.name] = dict(_summary(samples[c.name], flops), wanted_steps=wanted[c.name],
                                          warmup_ms=[x * 1e3 for x in warm[c.name][0]],
-                                         warmup_losses=warm[c.name][1])
+                                         warmup_losses=warm[c.name][1], **info[c.name])
     return out
