@@ -187,6 +187,18 @@ cdef inline Py_ssize_t layer_input_size(const Shape* s, Py_ssize_t layer) noexce
     return s.input_size if layer == 0 else s.hidden_size
 
 
+cdef inline void layer_slices(const Shape* s, floating* base, Py_ssize_t layer,
+                              floating** w_ih, floating** w_hh, floating** b_ih,
+                              floating** b_hh) noexcept nogil:
+    """weight_ih, weight_hh, bias_ih, bias_hh of layer in a flat buffer laid out as the
+    parameters (the parameters themselves, or their gradients)."""
+    cdef Py_ssize_t gh = s.gates * s.hidden_size
+    w_ih[0] = base + layer_offset(s, layer)
+    w_hh[0] = w_ih[0] + gh * layer_input_size(s, layer)
+    b_ih[0] = w_hh[0] + gh * s.hidden_size
+    b_hh[0] = b_ih[0] + gh
+
+
 cdef inline Py_ssize_t output_steps(const Shape* s) noexcept nogil:
     return 1 if s.many_to_one else s.steps - s.loss_start
 
@@ -218,10 +230,10 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
     cdef floating* hn = NULL
     cdef floating* bias_sum
     cdef const floating* inputs
-    cdef const floating* w_ih
-    cdef const floating* w_hh
-    cdef const floating* b_ih
-    cdef const floating* b_hh
+    cdef floating* w_ih
+    cdef floating* w_hh
+    cdef floating* b_ih
+    cdef floating* b_hh
 
     for t in range(T):      # (B, T, I) -> (T, B, I)
         for b in range(B):
@@ -230,10 +242,7 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
 
     for layer in range(s.num_layers):
         in_size = layer_input_size(s, layer)
-        w_ih = params + layer_offset(s, layer)
-        w_hh = w_ih + GH * in_size
-        b_ih = w_hh + GH * H
-        b_hh = b_ih + GH
+        layer_slices(s, <floating*>params, layer, &w_ih, &w_hh, &b_ih, &b_hh)
         hs = <floating*>w.hs + layer * (T + 1) * BH
         inputs = x_tm if layer == 0 else hs - (T + 1) * BH + BH
         bias_sum = <floating*>w.bias_sum + layer * GH
@@ -377,8 +386,10 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
     cdef floating* hn = NULL
     cdef const floating* inject_t
     cdef const floating* inputs
-    cdef const floating* w_ih
-    cdef const floating* w_hh
+    cdef floating* w_ih
+    cdef floating* w_hh
+    cdef floating* unused_b_ih
+    cdef floating* unused_b_hh
     cdef floating* dw_ih
     cdef floating* dw_hh
     cdef floating* db_ih
@@ -389,12 +400,8 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
 
     for layer in range(s.num_layers - 1, -1, -1):
         in_size = layer_input_size(s, layer)
-        w_ih = params + layer_offset(s, layer)
-        w_hh = w_ih + GH * in_size
-        dw_ih = grads + layer_offset(s, layer)
-        dw_hh = dw_ih + GH * in_size
-        db_ih = dw_hh + GH * H
-        db_hh = db_ih + GH
+        layer_slices(s, <floating*>params, layer, &w_ih, &w_hh, &unused_b_ih, &unused_b_hh)
+        layer_slices(s, grads, layer, &dw_ih, &dw_hh, &db_ih, &db_hh)
         hs = <floating*>w.hs + layer * (T + 1) * BH
         inputs = <floating*>w.x_tm if layer == 0 else hs - (T + 1) * BH + BH
         if s.cell == CELL_LSTM:
