@@ -11,7 +11,7 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("CBPTT_CYTHON_DEBUG", "0") not in ("", "0")
 MODULES = ["_blas", "_engine"]
-HEADERS = ["_blas.pxd", "_cells.pxd", "_losses.pxd", "_vmath.h", "_gates.h"]
+HEADERS = ["_blas.pxd", "_cells.pxd", "_losses.pxd", "_vmath.h", "_gates.h", "_team.h"]
 
 directives = {
     "language_level": "3",
@@ -24,6 +24,7 @@ directives = {
 }
 # -fno-trapping-math lets the compiler vectorise the selects of _vmath.h (no FP traps are used)
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math", "-fno-math-errno"]
+compile_args.append("-pthread")   # _team.h
 
 extensions = [
     Extension(
@@ -32,6 +33,7 @@ extensions = [
         include_dirs=[np.get_include(), "src/cbptt"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
+        extra_link_args=["-pthread"],
         depends=[f"src/cbptt/{h}" for h in HEADERS],
     )
     for name in MODULES

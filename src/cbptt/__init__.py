@@ -6,7 +6,7 @@ _preload_blas()
 # isort: split
 from ._engine import Engine, _use_local_thread_control, local_thread_control, param_count, \
     param_layout
-from ._threads import find_local_thread_setter
+from ._threads import find_thread_control
 from .diagnostics import gradcheck
 from .distributed import DataParallel
 from .losses import LOSSES
@@ -20,4 +20,4 @@ __all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "gradcheck", "
            "Optimizer", "LOSSES", "Engine", "param_layout", "param_count",
            "local_thread_control", "DataParallel"]
 
-_use_local_thread_control(find_local_thread_setter())
+_use_local_thread_control(*find_thread_control())

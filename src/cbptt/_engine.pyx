@@ -29,27 +29,77 @@ from ._losses cimport cross_entropy_loss, mse_loss
 
 cnp.import_array()
 
-# Per-step BLAS threads. The recurrent products inside the time loop are small, and waking
-# BLAS worker threads for each of them costs more than it saves (measured in benchmarks/);
-# the hoisted GEMMs keep the library's thread count. OpenBLAS >= 0.3.27 sets a thread count
-# for the calling thread only; its address is found once, at import (see _threads.py), and
-# when it is absent the loop runs with the library's setting.
+# BLAS threads. The recurrent products inside the time loop are small, and waking BLAS worker
+# threads for each of them costs more than it saves (measured in benchmarks/). OpenBLAS >= 0.3.27
+# sets a thread count for the calling thread only; its address, and that of its thread-count
+# getter, are found once, at import (see _threads.py). With them, a call whose per-step product
+# is big enough runs on a team of our own threads (_team.h), as many as BLAS's thread count,
+# each calling BLAS on one thread; smaller calls run in the calling thread, with the per-step
+# products on one BLAS thread and the hoisted GEMMs on BLAS's own threads. Without them the
+# loop runs with the library's setting.
 ctypedef int (*set_threads_fn)(int) noexcept nogil
+ctypedef int (*get_threads_fn)() noexcept nogil
 cdef set_threads_fn set_local_threads = NULL
+cdef get_threads_fn get_blas_threads = NULL
 
-# Per-step products below this many FLOPs (2 B H G H) run on one thread.
+cdef extern from "_team.h" nogil:
+    enum: CBPTT_TEAM_MAX
+    ctypedef void (*cbptt_team_task)(void* ctx, int part, int parts) noexcept nogil
+    int cbptt_team_run(int parts, cbptt_team_task task, void* ctx)
+    void cbptt_team_barrier(int parts)
+    void cbptt_team_set_blas_local(set_threads_fn setter)
+
+# Per-step products below this many FLOPs (2 B H G H) run on one BLAS thread.
 STEP_THREADS_FLOPS = 1_000_000
+# Calls with fewer batch rows than this, or whose per-step product (2 B H G H FLOPs) is below
+# team_min_flops, run without the team (benchmarks/README.md, "The team of threads").
+cdef Py_ssize_t team_min_batch = 4
+cdef double team_min_flops = 50_000
+# From this many FLOPs per per-step product on, the team splits it by columns (see split_columns).
+cdef double team_column_flops = 8_000_000
+cdef int max_parts = CBPTT_TEAM_MAX
+cdef bint exact_parts = False
 
 
-def _use_local_thread_control(size_t address):
-    """Install OpenBLAS's openblas_set_num_threads_local (its address; 0 to turn it off)."""
-    global set_local_threads
-    set_local_threads = <set_threads_fn>address
+def _use_local_thread_control(size_t set_address, size_t get_address=0):
+    """Install OpenBLAS's openblas_set_num_threads_local and openblas_get_num_threads (their
+    addresses; 0 turns the control off)."""
+    global set_local_threads, get_blas_threads
+    set_local_threads = <set_threads_fn>set_address
+    get_blas_threads = <get_threads_fn>get_address
+    cbptt_team_set_blas_local(set_local_threads)
 
 
 def local_thread_control():
     """Whether the engine can run the recurrent loop on one BLAS thread."""
     return set_local_threads != NULL
+
+
+def set_team(int parts=CBPTT_TEAM_MAX, double min_flops=50_000, Py_ssize_t min_batch=4,
+             bint exact=False, double column_flops=8_000_000):
+    """Set when calls run on the engine's team of threads; returns the previous settings.
+
+    parts caps the number of threads (1: never use the team); with exact=True every call that
+    qualifies uses exactly `parts` threads (capped by its batch) whatever BLAS's thread count
+    is. A call qualifies when its batch has at least min_batch rows and its per-step product
+    2 B H G H at least min_flops FLOPs. From column_flops FLOPs on, the per-step products are
+    split by columns (two barriers per step) instead of by batch rows. For tests and benchmarks: by default a call that
+    qualifies uses as many threads as BLAS is set to (threadpoolctl, OPENBLAS_NUM_THREADS).
+    """
+    global max_parts, team_min_flops, team_min_batch, exact_parts, team_column_flops
+    previous = dict(parts=max_parts, min_flops=team_min_flops, min_batch=team_min_batch,
+                    exact=exact_parts, column_flops=team_column_flops)
+    max_parts = max(1, min(parts, CBPTT_TEAM_MAX))
+    team_min_flops = min_flops
+    team_min_batch = max(2, min_batch)
+    exact_parts = exact
+    team_column_flops = column_flops
+    return previous
+
+
+def team_available():
+    """Whether calls can be split over a team of threads (per-thread BLAS control found)."""
+    return set_local_threads != NULL and get_blas_threads != NULL
 
 
 cdef inline int enter_step_loop(const Shape* s) noexcept nogil:
@@ -205,29 +255,109 @@ cdef inline Py_ssize_t output_steps(const Shape* s) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------------
+# splitting the work between the parts of a team (see _team.h)
+#
+# Every function below runs in each part of a team at once, as part `part` of `parts` (1 part:
+# the whole work, no synchronisation). The time loops split by batch rows: each part carries
+# its own rows (independent sequences) through every step, so the loops need no barrier.
+# Very large per-step products are split by columns instead (each part then repacks only its
+# share of W_hh per step), at the price of two barriers per step. The hoisted GEMMs, which
+# mix all rows and steps, are cut along their larger side, and the parts meet at barrier()
+# before and after them. The split is static: a result depends on the number of parts (and
+# the split chosen), never on timing.
+
+cdef inline void part_range(Py_ssize_t total, int part, int parts, Py_ssize_t align,
+                            Py_ssize_t* start, Py_ssize_t* count) noexcept nogil:
+    """[start, start + count) of part's block of total items, blocks rounded up to align."""
+    cdef Py_ssize_t chunk = (total + parts - 1) // parts
+    chunk = (chunk + align - 1) // align * align
+    start[0] = min(part * chunk, total)
+    count[0] = min(start[0] + chunk, total) - start[0]
+
+
+cdef inline void barrier(int parts) noexcept nogil:
+    cbptt_team_barrier(parts)
+
+
+cdef inline void part_gemm(int part, int parts, bint trans_a, bint trans_b, Py_ssize_t m,
+                           Py_ssize_t n, Py_ssize_t k, floating alpha, const floating* a,
+                           Py_ssize_t lda, const floating* b, Py_ssize_t ldb, floating beta,
+                           floating* c, Py_ssize_t ldc) noexcept nogil:
+    """part's block of C (m, n) = alpha op(A) op(B) + beta C: columns if n >= m, else rows."""
+    cdef Py_ssize_t start, count
+    if parts == 1:
+        gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    elif n >= m:
+        part_range(n, part, parts, 16, &start, &count)
+        gemm(trans_a, trans_b, m, count, k, alpha, a, lda,
+             b + (start * ldb if trans_b else start), ldb, beta, c + start, ldc)
+    else:
+        part_range(m, part, parts, 1, &start, &count)
+        gemm(trans_a, trans_b, count, n, k, alpha, a + (start if trans_a else start * lda), lda,
+             b, ldb, beta, c + start * ldc, ldc)
+
+
+cdef inline void part_column_sums(int part, int parts, Py_ssize_t rows, Py_ssize_t cols,
+                                  const floating* a, Py_ssize_t lda, const floating* ones,
+                                  floating* y) noexcept nogil:
+    """part's block of y (cols,) = column sums of A (rows, cols)."""
+    cdef Py_ssize_t start, count
+    part_range(cols, part, parts, 16, &start, &count)
+    gemv(True, rows, count, 1, a + start, lda, ones, 0, y + start)
+
+
+cdef inline void step_product(bint columns, int part, int parts, Py_ssize_t row0,
+                              Py_ssize_t rows, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                              const floating* a, Py_ssize_t lda, const floating* b,
+                              Py_ssize_t ldb, floating beta, floating* c,
+                              Py_ssize_t ldc) noexcept nogil:
+    """part's share of a per-step product C (m, n) = A (m, k) @ B (k, n) + beta C: its rows
+    [row0, row0 + rows), or, with columns, its block of columns of every row, then a barrier
+    (every part's elementwise kernel reads all the columns of its rows)."""
+    cdef Py_ssize_t start, count
+    if not columns:
+        step_gemm(rows, n, k, a + row0 * lda, lda, b, ldb, beta, c + row0 * ldc, ldc)
+        return
+    part_range(n, part, parts, 16, &start, &count)
+    if count > 0:
+        step_gemm(m, count, k, a, lda, b + start, ldb, beta, c + start, ldc)
+    barrier(parts)
+
+
+cdef inline bint split_columns(const Shape* s, int parts) noexcept nogil:
+    """Whether the per-step products are split by columns rather than by batch rows: when
+    they are so big that each part repacking all of W_hh per step (row split) costs more
+    than two barriers per step (see set_team)."""
+    return parts > 1 and 2.0 * s.batch * s.hidden_size * s.gates * s.hidden_size >= \
+        team_column_flops
+
+
+# ---------------------------------------------------------------------------------------------
 # forward
 
-cdef void transpose(const floating* source, floating* target, Py_ssize_t rows,
-                    Py_ssize_t cols) noexcept nogil:
-    """target (cols, rows) = source (rows, cols)^T."""
+cdef void transpose_rows(const floating* source, floating* target, Py_ssize_t rows,
+                         Py_ssize_t cols, Py_ssize_t first, Py_ssize_t count) noexcept nogil:
+    """target (cols, rows) = source (rows, cols)^T, for source rows [first, first + count)."""
     cdef Py_ssize_t r, c
-    for r in range(rows):
+    for r in range(first, first + count):
         for c in range(cols):
             target[c * rows + r] = source[r * cols + c]
 
 
 cdef void forward(const Shape* s, Work* w, const floating* x, const floating* params,
-                  const States* st) noexcept nogil:
+                  const States* st, int part, int parts) noexcept nogil:
     """All layers over all steps, then the head. x (B, T, I) batch-first."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size
     cdef Py_ssize_t GH = s.gates * H, BH = s.batch * s.hidden_size
-    cdef Py_ssize_t layer, t, b, in_size, j
+    cdef Py_ssize_t layer, t, b, in_size, j, first, count, row0, rows
     cdef int threads
     cdef floating* x_tm = <floating*>w.x_tm
+    cdef floating* w_hh_t = <floating*>w.w_hh_t
     cdef floating* hs
     cdef floating* cs = NULL
     cdef floating* gates
     cdef floating* hn = NULL
+    cdef floating* rec = <floating*>w.rec
     cdef floating* bias_sum
     cdef const floating* inputs
     cdef floating* w_ih
@@ -235,7 +365,10 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
     cdef floating* b_ih
     cdef floating* b_hh
 
-    for t in range(T):      # (B, T, I) -> (T, B, I)
+    cdef bint columns = split_columns(s, parts)
+    part_range(B, part, parts, 1, &row0, &rows)     # this part's batch rows, every step
+    part_range(T, part, parts, 1, &first, &count)
+    for t in range(first, first + count):           # (B, T, I) -> (T, B, I)
         for b in range(B):
             memcpy(x_tm + (t * B + b) * s.input_size, x + (b * T + t) * s.input_size,
                    s.input_size * sizeof(floating))
@@ -246,73 +379,91 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
         hs = <floating*>w.hs + layer * (T + 1) * BH
         inputs = x_tm if layer == 0 else hs - (T + 1) * BH + BH
         bias_sum = <floating*>w.bias_sum + layer * GH
-        for j in range(GH):
-            bias_sum[j] = b_ih[j] + b_hh[j]
-        if st.h0 != NULL:
-            memcpy(hs, <floating*>st.h0 + layer * BH, BH * sizeof(floating))
-        else:
-            memset(hs, 0, BH * sizeof(floating))
-        if s.cell == CELL_LSTM:
-            cs = <floating*>w.cs + layer * (T + 1) * BH
-            if st.c0 != NULL:
-                memcpy(cs, <floating*>st.c0 + layer * BH, BH * sizeof(floating))
-            else:
-                memset(cs, 0, BH * sizeof(floating))
         # Elman keeps no gates: its pre-activations go where h_1..h_T live, activated in place.
         if s.cell == CELL_TANH or s.cell == CELL_RELU:
             gates = hs + BH
         else:
             gates = <floating*>w.gates + layer * T * B * GH
+        if s.cell == CELL_LSTM:
+            cs = <floating*>w.cs + layer * (T + 1) * BH
         if s.cell == CELL_GRU:
             hn = <floating*>w.hn + layer * T * BH
-
-        transpose(w_hh, <floating*>w.w_hh_t, GH, H)
+        if part == 0:
+            for j in range(GH):
+                bias_sum[j] = b_ih[j] + b_hh[j]
+            if st.h0 != NULL:
+                memcpy(hs, <floating*>st.h0 + layer * BH, BH * sizeof(floating))
+            else:
+                memset(hs, 0, BH * sizeof(floating))
+            if s.cell == CELL_LSTM:
+                if st.c0 != NULL:
+                    memcpy(cs, <floating*>st.c0 + layer * BH, BH * sizeof(floating))
+                else:
+                    memset(cs, 0, BH * sizeof(floating))
+        part_range(GH, part, parts, 1, &first, &count)
+        transpose_rows(w_hh, w_hh_t, GH, H, first, count)
+        barrier(parts)   # x_tm (or the layer below) complete before the projection
         # input projection of all steps: gates = inputs @ W_ih^T
-        gemm(False, True, T * B, GH, in_size, 1, inputs, in_size, w_ih, in_size, 0, gates, GH)
+        part_gemm(part, parts, False, True, T * B, GH, in_size, 1, inputs, in_size, w_ih,
+                  in_size, 0, gates, GH)
+        barrier(parts)
         threads = enter_step_loop(s)
-        for t in range(T):
+        for t in range(T):       # row split: independent sequences, no barrier
             if s.cell == CELL_GRU:
                 # rec = h_{t-1} @ W_hh^T, kept apart: its n block is scaled by r
-                step_gemm(B, GH, H, hs + t * BH, H, <floating*>w.w_hh_t, GH, 0,
-                          <floating*>w.rec, GH)
-                gru_forward(gates + t * B * GH, <floating*>w.rec, b_ih, b_hh, hs + t * BH,
-                            hs + (t + 1) * BH, hn + t * BH, B, H)
-                continue
-            # gates_t += h_{t-1} @ W_hh^T
-            step_gemm(B, GH, H, hs + t * BH, H, <floating*>w.w_hh_t, GH, 1, gates + t * B * GH,
-                      GH)
-            if s.cell == CELL_LSTM:
-                lstm_forward(gates + t * B * GH, bias_sum, cs + t * BH, cs + (t + 1) * BH,
-                             hs + (t + 1) * BH, B, H)
+                step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H,
+                             w_hh_t, GH, 0, rec, GH)
+                gru_forward(gates + (t * B + row0) * GH, rec + row0 * GH, b_ih, b_hh,
+                            hs + t * BH + row0 * H, hs + (t + 1) * BH + row0 * H,
+                            hn + t * BH + row0 * H, rows, H)
             else:
-                elman_forward(s.cell == CELL_RELU, gates + t * BH, bias_sum, B, H)
+                # gates_t += h_{t-1} @ W_hh^T
+                step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H,
+                             w_hh_t, GH, 1, gates + t * B * GH, GH)
+                if s.cell == CELL_LSTM:
+                    lstm_forward(gates + (t * B + row0) * GH, bias_sum, cs + t * BH + row0 * H,
+                                 cs + (t + 1) * BH + row0 * H, hs + (t + 1) * BH + row0 * H,
+                                 rows, H)
+                else:
+                    elman_forward(s.cell == CELL_RELU, gates + (t * B + row0) * H, bias_sum,
+                                  rows, H)
+            if columns:
+                barrier(parts)   # h_t complete: every part's product reads all of it
         leave_step_loop(threads)
+        barrier(parts)   # every row's states complete: the next layer's input, the head's
 
-    head_forward(s, w, params)
+    head_forward(s, w, params, part, parts)
 
 
-cdef void head_forward(const Shape* s, Work* w, const floating* params) noexcept nogil:
-    """pred = h_top @ W^T + b at the output steps (every step from loss_start, or the last)."""
+cdef void head_forward(const Shape* s, Work* w, const floating* params, int part,
+                       int parts) noexcept nogil:
+    """pred = h_top @ W^T + b at the output steps (every step from loss_start, or the last).
+    Ends with a barrier: pred is complete on return."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
     cdef Py_ssize_t rows = output_steps(s) * B
-    cdef Py_ssize_t r, k, b
+    cdef Py_ssize_t r, k, b, first, count
     cdef const floating* weight = params + layer_offset(s, s.num_layers)
     cdef const floating* bias = weight + O * H
     cdef floating* top = <floating*>w.hs + (s.num_layers - 1) * (T + 1) * B * H
     cdef floating* pred = <floating*>w.pred
     cdef const floating* h_out
     if s.many_to_one:
-        for b in range(B):   # row b reads h at its last step (h_{t+1} is stored at t+1)
+        part_range(B, part, parts, 1, &first, &count)
+        for b in range(first, first + count):   # row b reads h at its last step (h_{t+1} at t+1)
             memcpy(<floating*>w.h_last + b * H, top + ((w.last_step[b] + 1) * B + b) * H,
                    H * sizeof(floating))
+        barrier(parts)
         h_out = <floating*>w.h_last
     else:
         h_out = top + (1 + s.loss_start) * B * H
     # pred = h_out @ W^T + b
-    gemm(False, True, rows, O, H, 1, h_out, H, weight, H, 0, pred, O)
-    for r in range(rows):
+    part_gemm(part, parts, False, True, rows, O, H, 1, h_out, H, weight, H, 0, pred, O)
+    barrier(parts)
+    part_range(rows, part, parts, 1, &first, &count)
+    for r in range(first, first + count):
         for k in range(O):
             pred[r * O + k] += bias[k]
+    barrier(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,7 +495,7 @@ cdef double loss_value(const Shape* s, Work* w, const floating* pred, const void
 
 
 cdef void head_backward(const Shape* s, Work* w, const floating* params,
-                        floating* grads) noexcept nogil:
+                        floating* grads, int part, int parts) noexcept nogil:
     """Head gradients, and the gradient reaching the top layer's states (inject or dh_last)."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
     cdef Py_ssize_t rows = output_steps(s) * B
@@ -355,23 +506,28 @@ cdef void head_backward(const Shape* s, Work* w, const floating* params,
     cdef floating* top = <floating*>w.hs + (s.num_layers - 1) * (T + 1) * B * H
     # dW = dpred^T @ h_out ; db = column sums of dpred ; dh_out = dpred @ W
     if s.many_to_one:
-        gemm(True, False, O, H, rows, 1, dpred, O, <floating*>w.h_last, H, 0, dweight, H)
-        gemm(False, False, B, H, O, 1, dpred, O, weight, H, 0, <floating*>w.dh_last, H)
+        part_gemm(part, parts, True, False, O, H, rows, 1, dpred, O, <floating*>w.h_last, H, 0,
+                  dweight, H)
+        part_gemm(part, parts, False, False, B, H, O, 1, dpred, O, weight, H, 0,
+                  <floating*>w.dh_last, H)
     else:
-        gemm(True, False, O, H, rows, 1, dpred, O, top + (1 + s.loss_start) * B * H, H, 0,
-             dweight, H)
-        memset(inject, 0, s.loss_start * B * H * sizeof(floating))
-        gemm(False, False, rows, H, O, 1, dpred, O, weight, H, 0, inject + s.loss_start * B * H,
-             H)
-    gemv(True, rows, O, 1, dpred, O, <floating*>w.ones, 0, dweight + O * H)
+        part_gemm(part, parts, True, False, O, H, rows, 1, dpred, O,
+                  top + (1 + s.loss_start) * B * H, H, 0, dweight, H)
+        if part == 0:
+            memset(inject, 0, s.loss_start * B * H * sizeof(floating))
+        part_gemm(part, parts, False, False, rows, H, O, 1, dpred, O, weight, H, 0,
+                  inject + s.loss_start * B * H, H)
+    part_column_sums(part, parts, rows, O, dpred, O, <floating*>w.ones, dweight + O * H)
+    barrier(parts)
 
 
 cdef void backward(const Shape* s, Work* w, const floating* params, floating* grads,
-                   const States* st) noexcept nogil:
-    """BPTT from dpred down through every layer into grads (flat, overwritten)."""
+                   const States* st, int part, int parts) noexcept nogil:
+    """BPTT from dpred down through every layer into grads (flat, overwritten). st.flow needs
+    parts == 1."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size
     cdef Py_ssize_t GH = s.gates * H, BH = s.batch * s.hidden_size
-    cdef Py_ssize_t layer, t, b, j, in_size
+    cdef Py_ssize_t layer, t, b, j, in_size, row0, rows
     cdef int threads
     cdef floating* inject = <floating*>w.inject
     cdef floating* dA = <floating*>w.dA
@@ -396,7 +552,9 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
     cdef floating* db_hh
     cdef bint top_many_to_one
 
-    head_backward(s, w, params, grads)
+    cdef bint columns = split_columns(s, parts)
+    head_backward(s, w, params, grads, part, parts)
+    part_range(B, part, parts, 1, &row0, &rows)     # this part's batch rows, every step
 
     for layer in range(s.num_layers - 1, -1, -1):
         in_size = layer_input_size(s, layer)
@@ -406,7 +564,7 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
         inputs = <floating*>w.x_tm if layer == 0 else hs - (T + 1) * BH + BH
         if s.cell == CELL_LSTM:
             cs = <floating*>w.cs + layer * (T + 1) * BH
-            memset(dc, 0, BH * sizeof(floating))
+            memset(dc + row0 * H, 0, rows * H * sizeof(floating))
         if s.cell == CELL_LSTM or s.cell == CELL_GRU:
             # step t's gradients overwrite step t's gates (and GRU's hn), read just before
             gates = <floating*>w.gates + layer * T * B * GH
@@ -416,61 +574,74 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
             da_n = hn
         top_many_to_one = s.many_to_one and layer == s.num_layers - 1
 
-        memset(dh, 0, BH * sizeof(floating))
+        memset(dh + row0 * H, 0, rows * H * sizeof(floating))
         threads = enter_step_loop(s)
-        for t in range(T - 1, -1, -1):
+        for t in range(T - 1, -1, -1):     # row split: no barrier
             if top_many_to_one:
                 inject_t = NULL
-                for b in range(B):
+                for b in range(row0, row0 + rows):
                     if w.last_step[b] == t:
                         for j in range(H):
                             dh[b * H + j] += dh_last[b * H + j]
             else:
-                inject_t = inject + t * BH
+                inject_t = inject + (t * B + row0) * H
             if st.flow != NULL:
                 st.flow[layer * T + t] = mean_row_norm(dh, inject_t, B, H)
             if s.cell == CELL_GRU:
                 # dA_t = (dar, daz, dhn); dh <- dh z, then dh_{t-1} = dh z + dA_t @ W_hh
-                gru_backward(gates + t * B * GH, hn + t * BH, hs + t * BH, dh, inject_t,
-                             dA + t * B * GH, da_n + t * BH, B, H)
-                step_gemm(B, H, GH, dA + t * B * GH, GH, w_hh, H, 1, dh, H)
-                continue
-            if s.cell == CELL_LSTM:
-                lstm_backward(gates + t * B * GH, cs + t * BH, cs + (t + 1) * BH, dh, inject_t,
-                              dc, dA + t * B * GH, <floating*>w.scratch, B, H)
+                gru_backward(gates + (t * B + row0) * GH, hn + t * BH + row0 * H,
+                             hs + t * BH + row0 * H, dh + row0 * H, inject_t,
+                             dA + (t * B + row0) * GH, da_n + t * BH + row0 * H, rows, H)
+            elif s.cell == CELL_LSTM:
+                lstm_backward(gates + (t * B + row0) * GH, cs + t * BH + row0 * H,
+                              cs + (t + 1) * BH + row0 * H, dh + row0 * H, inject_t,
+                              dc + row0 * H, dA + (t * B + row0) * GH,
+                              <floating*>w.scratch + row0 * H, rows, H)
             else:
-                elman_backward(s.cell == CELL_RELU, hs + (t + 1) * BH, dh, inject_t,
-                               dA + t * BH, BH)
-            # dh_{t-1} = dA_t @ W_hh
-            step_gemm(B, H, GH, dA + t * B * GH, GH, w_hh, H, 0, dh, H)
+                elman_backward(s.cell == CELL_RELU, hs + (t + 1) * BH + row0 * H,
+                               dh + row0 * H, inject_t, dA + (t * B + row0) * H, rows * H)
+            if columns:
+                barrier(parts)   # dA_t complete: every part's product reads all of it
+            # dh_{t-1} = dA_t @ W_hh (GRU: += onto dh z)
+            step_product(columns, part, parts, row0, rows, B, H, GH, dA + t * B * GH, GH, w_hh,
+                         H, 1 if s.cell == CELL_GRU else 0, dh, H)
         leave_step_loop(threads)
-        if st.dh0 != NULL:
-            memcpy(<floating*>st.dh0 + layer * BH, dh, BH * sizeof(floating))
-        if st.dc0 != NULL and s.cell == CELL_LSTM:
-            memcpy(<floating*>st.dc0 + layer * BH, dc, BH * sizeof(floating))
+        barrier(parts)         # dA (every row, every step) complete for the hoisted GEMMs
+        if part == 0:
+            if st.dh0 != NULL:
+                memcpy(<floating*>st.dh0 + layer * BH, dh, BH * sizeof(floating))
+            if st.dc0 != NULL and s.cell == CELL_LSTM:
+                memcpy(<floating*>st.dc0 + layer * BH, dc, BH * sizeof(floating))
 
         # dW_hh = dA^T @ h_{0..T-1} ; db_hh = column sums of dA
-        gemm(True, False, GH, H, T * B, 1, dA, GH, hs, H, 0, dw_hh, H)
-        gemv(True, T * B, GH, 1, dA, GH, ones, 0, db_hh)
+        part_gemm(part, parts, True, False, GH, H, T * B, 1, dA, GH, hs, H, 0, dw_hh, H)
+        part_column_sums(part, parts, T * B, GH, dA, GH, ones, db_hh)
         if s.cell == CELL_GRU:
             # the input side differs in the n block: rows r, z from dA, row n from da_n
-            gemm(True, False, 2 * H, in_size, T * B, 1, dA, GH, inputs, in_size, 0, dw_ih,
-                 in_size)
-            gemm(True, False, H, in_size, T * B, 1, da_n, H, inputs, in_size, 0,
-                 dw_ih + 2 * H * in_size, in_size)
-            memcpy(db_ih, db_hh, 2 * H * sizeof(floating))
-            gemv(True, T * B, H, 1, da_n, H, ones, 0, db_ih + 2 * H)
+            part_gemm(part, parts, True, False, 2 * H, in_size, T * B, 1, dA, GH, inputs,
+                      in_size, 0, dw_ih, in_size)
+            part_gemm(part, parts, True, False, H, in_size, T * B, 1, da_n, H, inputs, in_size,
+                      0, dw_ih + 2 * H * in_size, in_size)
+            part_column_sums(part, parts, T * B, H, da_n, H, ones, db_ih + 2 * H)
             if layer > 0:
-                gemm(False, False, T * B, H, 2 * H, 1, dA, GH, w_ih, in_size, 0, inject, H)
-                gemm(False, False, T * B, H, H, 1, da_n, H, w_ih + 2 * H * in_size, in_size, 1,
-                     inject, H)
+                part_gemm(part, parts, False, False, T * B, H, 2 * H, 1, dA, GH, w_ih, in_size,
+                          0, inject, H)
+                part_gemm(part, parts, False, False, T * B, H, H, 1, da_n, H,
+                          w_ih + 2 * H * in_size, in_size, 1, inject, H)
+            barrier(parts)     # db_hh complete; inject complete for the layer below
+            if part == 0:
+                memcpy(db_ih, db_hh, 2 * H * sizeof(floating))
             continue
         # dW_ih = dA^T @ inputs ; db_ih = db_hh
-        gemm(True, False, GH, in_size, T * B, 1, dA, GH, inputs, in_size, 0, dw_ih, in_size)
-        memcpy(db_ih, db_hh, GH * sizeof(floating))
+        part_gemm(part, parts, True, False, GH, in_size, T * B, 1, dA, GH, inputs, in_size, 0,
+                  dw_ih, in_size)
         if layer > 0:
             # the layer below receives dA @ W_ih at every step
-            gemm(False, False, T * B, H, GH, 1, dA, GH, w_ih, in_size, 0, inject, H)
+            part_gemm(part, parts, False, False, T * B, H, GH, 1, dA, GH, w_ih, in_size, 0,
+                      inject, H)
+        barrier(parts)         # db_hh complete; inject complete for the layer below
+        if part == 0:
+            memcpy(db_ih, db_hh, GH * sizeof(floating))
 
 
 cdef void copy_final_state(const Shape* s, Work* w, const States* st,
@@ -509,29 +680,101 @@ cdef double squared_norm(const floating* values, Py_ssize_t count) noexcept nogi
     return total
 
 
-cdef double train_step(const Shape* s, Work* w, const floating* x, const void* target,
-                       const floating* weight, const floating* params, floating* grads,
-                       Py_ssize_t n_params, const States* st, double* grad_sq_norm,
-                       double* terms) noexcept nogil:
-    cdef double loss
-    forward(s, w, x, params, st)
-    loss = loss_value(s, w, <floating*>w.pred, target, weight, terms)
-    backward(s, w, params, grads, st)
-    copy_final_state(s, w, st, grads)
-    grad_sq_norm[0] = squared_norm(grads, n_params)
-    return loss
+# ---------------------------------------------------------------------------------------------
+# one call: a job that the parts of a team run together
+
+cdef struct Job:
+    const Shape* s
+    Work* w
+    const States* st
+    const void* x
+    const void* target
+    const void* weight
+    const void* params
+    void* grads          # training: the gradients; prediction: the output
+    Py_ssize_t n_params
+    bint is_double
+    bint training
+    double loss
+    double terms
+    double sq_norm_parts[CBPTT_TEAM_MAX]   # each part's share of the gradient's squared norm
 
 
-cdef void predict_into(const Shape* s, Work* w, const floating* x, const floating* params,
-                       floating* out, const States* st) noexcept nogil:
+cdef void train_step(Job* job, const floating* kind, int part, int parts) noexcept nogil:
+    cdef const Shape* s = job.s
+    cdef floating* grads = <floating*>job.grads
+    cdef Py_ssize_t first, count
+    forward(s, job.w, <const floating*>job.x, <const floating*>job.params, job.st, part, parts)
+    if part == 0:
+        job.loss = loss_value(s, job.w, <floating*>job.w.pred, job.target,
+                              <const floating*>job.weight, &job.terms)
+    barrier(parts)
+    backward(s, job.w, <const floating*>job.params, grads, job.st, part, parts)
+    barrier(parts)
+    if part == 0:
+        copy_final_state(s, job.w, job.st, grads)
+    part_range(job.n_params, part, parts, 1, &first, &count)
+    job.sq_norm_parts[part] = squared_norm(grads + first, count)
+
+
+cdef void predict_into(Job* job, const floating* kind, int part, int parts) noexcept nogil:
     """out: (B, O) for many-to-one, else (B, T - loss_start, O) batch-first."""
+    cdef const Shape* s = job.s
     cdef Py_ssize_t B = s.batch, O = s.output_size, steps = output_steps(s), t, b
-    forward(s, w, x, params, st)
+    cdef floating* out = <floating*>job.grads
+    forward(s, job.w, <const floating*>job.x, <const floating*>job.params, job.st, part, parts)
+    if part != 0:
+        return
     for t in range(steps):
         for b in range(B):
-            memcpy(out + (b * steps + t) * O, <floating*>w.pred + (t * B + b) * O,
+            memcpy(out + (b * steps + t) * O, <floating*>job.w.pred + (t * B + b) * O,
                    O * sizeof(floating))
-    copy_final_state(s, w, st, out)
+    copy_final_state(s, job.w, job.st, out)
+
+
+cdef void job_task(void* context, int part, int parts) noexcept nogil:
+    """A team task (see _team.h): part `part` of the job."""
+    cdef Job* job = <Job*>context
+    if job.training:
+        if job.is_double:
+            train_step(job, <double*>NULL, part, parts)
+        else:
+            train_step(job, <float*>NULL, part, parts)
+    elif job.is_double:
+        predict_into(job, <double*>NULL, part, parts)
+    else:
+        predict_into(job, <float*>NULL, part, parts)
+
+
+cdef int run_job(Job* job, int parts) noexcept nogil:
+    """Run the job on `parts` threads (the caller and parts - 1 helpers) or alone if the team
+    is busy; returns the number of parts that ran. BLAS runs one thread per part meanwhile."""
+    cdef int previous, i
+    if parts > 1:
+        previous = set_local_threads(1)
+        parts = cbptt_team_run(parts, job_task, job)
+        set_local_threads(previous)
+    else:
+        job_task(job, 0, 1)
+        parts = 1
+    if job.training:
+        for i in range(1, parts):
+            job.sq_norm_parts[0] += job.sq_norm_parts[i]
+    return parts
+
+
+cdef int team_parts(const Shape* s, bint flow) noexcept nogil:
+    """How many parts to split a call into: BLAS's thread count, capped by max_parts and by
+    the batch (parts split the batch rows), when the call qualifies (see set_team); 1 without
+    per-thread BLAS control (each part's BLAS calls would start threads of their own) or
+    when the flow is recorded."""
+    cdef int threads
+    if (set_local_threads == NULL or get_blas_threads == NULL or max_parts <= 1 or flow or
+            s.batch < team_min_batch or
+            2.0 * s.batch * s.hidden_size * s.gates * s.hidden_size < team_min_flops):
+        return 1
+    threads = max_parts if exact_parts else min(get_blas_threads(), max_parts)
+    return max(1, min(threads, s.batch))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,6 +813,7 @@ cdef class Engine:
     cdef readonly bint training
     cdef readonly double grad_sq_norm
     cdef readonly double loss_terms
+    cdef readonly int last_parts   # threads the last call ran on (see team_parts)
     cdef dict buffers
     cdef Py_ssize_t n_params
 
@@ -719,19 +963,26 @@ cdef class Engine:
         self._states(&st, h0, c0, dh0, dc0, h_final, c_final)
         st.flow = <double*>optional_data_of(flow, np.float64, s.num_layers * s.steps, "flow")
         self._set_lengths(lengths)
-        cdef double loss
-        cdef bint is_double = self.dtype == np.float64
-        cdef double sq_norm = 0, terms = 0
+        cdef Job job
+        job.s = s
+        job.w = &self.work
+        job.st = &st
+        job.x = px
+        job.target = pt
+        job.weight = pw
+        job.params = pp
+        job.grads = pg
+        job.n_params = self.n_params
+        job.is_double = self.dtype == np.float64
+        job.training = True
+        job.loss = job.terms = 0
+        cdef int parts = team_parts(s, st.flow != NULL)
         with nogil:
-            if is_double:
-                loss = train_step(s, &self.work, <double*>px, pt, <double*>pw, <double*>pp,
-                                  <double*>pg, self.n_params, &st, &sq_norm, &terms)
-            else:
-                loss = train_step(s, &self.work, <float*>px, pt, <float*>pw, <float*>pp,
-                                  <float*>pg, self.n_params, &st, &sq_norm, &terms)
-        self.grad_sq_norm = sq_norm
-        self.loss_terms = terms
-        return loss
+            parts = run_job(&job, parts)
+        self.last_parts = parts
+        self.grad_sq_norm = job.sq_norm_parts[0]
+        self.loss_terms = job.terms
+        return job.loss
 
     def predict(self, x, params, out, h0=None, h_final=None, c0=None, c_final=None,
                 lengths=None):
@@ -743,12 +994,19 @@ cdef class Engine:
         cdef States st
         self._states(&st, h0, c0, None, None, h_final, c_final)
         self._set_lengths(lengths)
-        cdef bint is_double = self.dtype == np.float64
+        cdef Job job
+        job.s = s
+        job.w = &self.work
+        job.st = &st
+        job.x = px
+        job.params = pp
+        job.grads = po
+        job.is_double = self.dtype == np.float64
+        job.training = False
+        cdef int parts = team_parts(s, False)
         with nogil:
-            if is_double:
-                predict_into(s, &self.work, <double*>px, <double*>pp, <double*>po, &st)
-            else:
-                predict_into(s, &self.work, <float*>px, <float*>pp, <float*>po, &st)
+            parts = run_job(&job, parts)
+        self.last_parts = parts
 
     def states(self):
         """Views of the hidden states of the last call: h (L, T+1, B, H) with h[:, 0] the

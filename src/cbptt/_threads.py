@@ -3,14 +3,16 @@
 cbptt calls BLAS through scipy.linalg.cython_blas. When that BLAS is OpenBLAS >= 0.3.27 it
 exports ``openblas_set_num_threads_local``, which sets the thread count of the calling thread
 only; the engine uses it to run the small per-step products of the time loop on one thread
-(other threads and the hoisted GEMMs are unaffected). Anything else (MKL, an older OpenBLAS,
-a library we cannot locate) leaves BLAS threading as it is.
+(other threads and the hoisted GEMMs are unaffected), and, with ``openblas_get_num_threads``,
+to split larger calls over its own team of threads with BLAS on one thread in each. Anything
+else (MKL, an older OpenBLAS, a library we cannot locate) leaves BLAS threading as it is.
 """
 import ctypes
 import glob
 import os
 
-_SYMBOLS = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local")
+_SETTERS = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local")
+_GETTERS = ("openblas_get_num_threads", "scipy_openblas_get_num_threads")
 
 
 def _scipy_blas_libraries():
@@ -25,17 +27,22 @@ def _scipy_blas_libraries():
     return [path for pattern in patterns for path in sorted(glob.glob(pattern))]
 
 
-def find_local_thread_setter():
-    """Address of openblas_set_num_threads_local in SciPy's BLAS, or 0."""
+def find_thread_control():
+    """Addresses of openblas_set_num_threads_local and openblas_get_num_threads in SciPy's
+    BLAS, or (0, 0) when it has no per-thread setter (CBPTT_NO_THREAD_CONTROL=1: always)."""
     if os.environ.get("CBPTT_NO_THREAD_CONTROL"):
-        return 0
+        return 0, 0
     for path in _scipy_blas_libraries():
         try:
             library = ctypes.CDLL(path)
         except OSError:
             continue
-        for symbol in _SYMBOLS:
-            function = getattr(library, symbol, None)
-            if function is not None:
-                return ctypes.cast(function, ctypes.c_void_p).value or 0
-    return 0
+        setter = next((getattr(library, name) for name in _SETTERS if hasattr(library, name)),
+                      None)
+        if setter is None:
+            continue
+        getter = next((getattr(library, name) for name in _GETTERS if hasattr(library, name)),
+                      None)
+        return (ctypes.cast(setter, ctypes.c_void_p).value or 0,
+                0 if getter is None else ctypes.cast(getter, ctypes.c_void_p).value or 0)
+    return 0, 0

@@ -1,0 +1,240 @@
+/* A team of threads for one training step: the calling thread plus parts - 1 helpers.
+ *
+ * cbptt_team_run(parts, task, ctx) runs task(ctx, part, parts) for part = 0 .. parts - 1 at
+ * once (part 0 in the caller) and returns when all have finished; inside the task the parts
+ * meet at cbptt_team_barrier(parts). Tasks split their work statically by part, so a result
+ * depends on the number of parts only, never on timing.
+ *
+ * One team serves the process: a second caller that finds it busy (another Python thread in
+ * another trainer) runs its task alone, as part 0 of 1. Helpers are started on first use and
+ * live until the process ends. Between jobs a helper spins for CBPTT_TEAM_SPIN_NS (the gap
+ * between two training steps is shorter) and then sleeps on a condition variable; the
+ * sleepers counter and the job word are sequentially consistent atomics, so a job posted while
+ * a helper goes to sleep is never missed. After fork() the child starts a fresh team.
+ * Helpers block every signal (Python handles them in the main thread) and set the BLAS thread
+ * count of their own thread to 1 when given a setter (cbptt_team_set_blas_local).
+ * Without pthreads (Windows builds) every run is part 0 of 1. */
+#ifndef CBPTT_TEAM_H
+#define CBPTT_TEAM_H
+
+typedef void (*cbptt_team_task)(void *ctx, int part, int parts);
+typedef int (*cbptt_blas_threads_fn)(int);
+
+#define CBPTT_TEAM_MAX 16
+
+#if defined(_WIN32)
+
+static void cbptt_team_set_blas_local(cbptt_blas_threads_fn setter) { (void)setter; }
+static void cbptt_team_barrier(int parts) { (void)parts; }
+/* In a child after fork() the parent's helpers do not exist, and a lock may have been held by
+ * a thread that is gone: start afresh. */
+static void cbptt_team_after_fork(void)
+{
+    pthread_mutex_init(&cbptt_team.run_lock, NULL);
+    pthread_mutex_init(&cbptt_team.sleep_lock, NULL);
+    pthread_cond_init(&cbptt_team.wake, NULL);
+    atomic_store(&cbptt_team.sleepers, 0);
+    atomic_store(&cbptt_team.barrier_count, 0);
+    cbptt_team.helpers = 0;
+}
+
+static pthread_once_t cbptt_team_once = PTHREAD_ONCE_INIT;
+
+static void cbptt_team_register_fork(void)
+{
+    pthread_atfork(NULL, NULL, cbptt_team_after_fork);
+}
+
+static int cbptt_team_run(int parts, cbptt_team_task task, void *ctx)
+{
+    (void)parts;
+    task(ctx, 0, 1);
+    return 1;
+}
+
+#else
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CBPTT_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define CBPTT_PAUSE() __asm__ __volatile__("yield")
+#else
+#define CBPTT_PAUSE() ((void)0)
+#endif
+
+#define CBPTT_TEAM_SPIN_NS 200000L  /* a helper's busy wait for the next job */
+
+static struct {
+    pthread_mutex_t run_lock;             /* held by the caller of a running job */
+    pthread_mutex_t sleep_lock;
+    pthread_cond_t wake;
+    atomic_ullong job;                    /* generation << 8 | parts of the latest job */
+    atomic_int sleepers;                  /* helpers asleep or about to sleep */
+    atomic_uint barrier_count;
+    atomic_uint barrier_generation;
+    cbptt_team_task task;                 /* the job's task and context: written before */
+    void *ctx;                            /* the job word, read after it */
+    int helpers;                          /* helpers started in this process */
+    cbptt_blas_threads_fn blas_local;
+} cbptt_team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+static void cbptt_team_set_blas_local(cbptt_blas_threads_fn setter)
+{
+    cbptt_team.blas_local = setter;
+}
+
+static void cbptt_team_barrier(int parts)
+{
+    unsigned generation;
+    unsigned long spins = 0;
+    if (parts <= 1)
+        return;
+    generation = atomic_load(&cbptt_team.barrier_generation);
+    if (atomic_fetch_add(&cbptt_team.barrier_count, 1) == (unsigned)parts - 1) {
+        atomic_store(&cbptt_team.barrier_count, 0);
+        atomic_fetch_add(&cbptt_team.barrier_generation, 1);
+        return;
+    }
+    while (atomic_load(&cbptt_team.barrier_generation) == generation) {
+        CBPTT_PAUSE();
+        if ((++spins & 0xffff) == 0)
+            sched_yield();   /* the other part may have lost its core */
+    }
+}
+
+static long cbptt_team_elapsed_ns(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start->tv_sec) * 1000000000L + (now.tv_nsec - start->tv_nsec);
+}
+
+typedef struct {
+    int part;
+    unsigned long long seen;   /* the job word when the helper was started */
+} cbptt_helper_start;
+
+static cbptt_helper_start cbptt_helper_starts[CBPTT_TEAM_MAX];
+
+static void *cbptt_team_helper(void *arg)
+{
+    const cbptt_helper_start *start = (const cbptt_helper_start *)arg;
+    int part = start->part, parts;
+    unsigned long long seen = start->seen, job;
+    unsigned long spins;
+    struct timespec began;
+
+    if (cbptt_team.blas_local != NULL)
+        cbptt_team.blas_local(1);
+    for (;;) {
+        spins = 0;
+        clock_gettime(CLOCK_MONOTONIC, &began);
+        while ((job = atomic_load(&cbptt_team.job)) == seen) {
+            CBPTT_PAUSE();
+            if ((++spins & 255) == 0 && cbptt_team_elapsed_ns(&began) > CBPTT_TEAM_SPIN_NS) {
+                pthread_mutex_lock(&cbptt_team.sleep_lock);
+                atomic_fetch_add(&cbptt_team.sleepers, 1);
+                while ((job = atomic_load(&cbptt_team.job)) == seen)
+                    pthread_cond_wait(&cbptt_team.wake, &cbptt_team.sleep_lock);
+                atomic_fetch_sub(&cbptt_team.sleepers, 1);
+                pthread_mutex_unlock(&cbptt_team.sleep_lock);
+                break;
+            }
+        }
+        seen = job;
+        parts = (int)(job & 0xff);
+        if (part < parts) {
+            cbptt_team.task(cbptt_team.ctx, part, parts);
+            cbptt_team_barrier(parts);   /* the caller returns after this */
+        }
+    }
+    return NULL;
+}
+
+/* Start helpers up to parts - 1; returns how many parts can run. Holds run_lock. */
+static int cbptt_team_grow(int parts)
+{
+    pthread_attr_t attributes;
+    pthread_t thread;
+    sigset_t all, previous;
+    int ok = 1;
+    if (cbptt_team.helpers >= parts - 1)
+        return parts;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);   /* inherited by the helpers */
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attributes, 4 * 1024 * 1024);
+    while (ok && cbptt_team.helpers < parts - 1) {
+        cbptt_helper_start *start = &cbptt_helper_starts[cbptt_team.helpers + 1];
+        start->part = cbptt_team.helpers + 1;
+        start->seen = atomic_load(&cbptt_team.job);
+        ok = pthread_create(&thread, &attributes, cbptt_team_helper, start) == 0;
+        if (ok)
+            cbptt_team.helpers++;
+    }
+    pthread_attr_destroy(&attributes);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    return cbptt_team.helpers + 1 < parts ? cbptt_team.helpers + 1 : parts;
+}
+
+/* In a child after fork() the parent's helpers do not exist, and a lock may have been held by
+ * a thread that is gone: start afresh. */
+static void cbptt_team_after_fork(void)
+{
+    pthread_mutex_init(&cbptt_team.run_lock, NULL);
+    pthread_mutex_init(&cbptt_team.sleep_lock, NULL);
+    pthread_cond_init(&cbptt_team.wake, NULL);
+    atomic_store(&cbptt_team.sleepers, 0);
+    atomic_store(&cbptt_team.barrier_count, 0);
+    cbptt_team.helpers = 0;
+}
+
+static pthread_once_t cbptt_team_once = PTHREAD_ONCE_INIT;
+
+static void cbptt_team_register_fork(void)
+{
+    pthread_atfork(NULL, NULL, cbptt_team_after_fork);
+}
+
+static int cbptt_team_run(int parts, cbptt_team_task task, void *ctx)
+{
+    unsigned long long job;
+    if (parts > CBPTT_TEAM_MAX)
+        parts = CBPTT_TEAM_MAX;
+    pthread_once(&cbptt_team_once, cbptt_team_register_fork);
+    if (parts <= 1 || pthread_mutex_trylock(&cbptt_team.run_lock) != 0) {
+        task(ctx, 0, 1);
+        return 1;
+    }
+    parts = cbptt_team_grow(parts);
+    if (parts <= 1) {
+        pthread_mutex_unlock(&cbptt_team.run_lock);
+        task(ctx, 0, 1);
+        return 1;
+    }
+    cbptt_team.task = task;
+    cbptt_team.ctx = ctx;
+    job = atomic_load(&cbptt_team.job);
+    atomic_store(&cbptt_team.job, (((job >> 8) + 1) << 8) | (unsigned long long)parts);
+    if (atomic_load(&cbptt_team.sleepers) > 0) {
+        pthread_mutex_lock(&cbptt_team.sleep_lock);
+        pthread_cond_broadcast(&cbptt_team.wake);
+        pthread_mutex_unlock(&cbptt_team.sleep_lock);
+    }
+    task(ctx, 0, parts);
+    cbptt_team_barrier(parts);
+    pthread_mutex_unlock(&cbptt_team.run_lock);
+    return parts;
+}
+
+#endif
+#endif

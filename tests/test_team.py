@@ -1,0 +1,210 @@
+"""The engine's team of threads (_team.h): a call split over 2, 3 or 4 threads computes what
+one thread computes, checked against the independent NumPy reference too; busy teams, forks
+and recorded flows fall back to one thread."""
+import multiprocessing
+import threading
+
+import numpy as np
+import pytest
+
+import cbptt
+from cbptt import _engine
+
+from reference import loss_and_grad as reference_loss_and_grad
+
+pytestmark = pytest.mark.skipif(not _engine.team_available(),
+                                reason="SciPy's BLAS has no per-thread thread control")
+
+
+@pytest.fixture
+def team():
+    """Set the team for a test (every qualifying call on exactly `parts` threads)."""
+    previous = _engine.set_team()
+    yield lambda parts, split="rows": _engine.set_team(
+        parts, min_flops=0, min_batch=2, exact=True,
+        column_flops=0 if split == "columns" else float("inf"))
+    _engine.set_team(**previous)
+
+
+def engine_grads(cell, layers, batch, dtype, many_to_one=False, lengths=None, seed=0):
+    rng = np.random.default_rng(seed)
+    steps, inputs, hidden, outputs = 6, 3, 10, 2
+    model = cbptt.RNN(inputs, hidden, outputs, cell=cell, num_layers=layers, seed=seed,
+                      dtype=dtype)
+    X = rng.standard_normal((batch, steps, inputs)).astype(dtype)
+    Y = rng.standard_normal((batch, outputs) if many_to_one else
+                            (batch, steps, outputs)).astype(dtype)
+    h0 = rng.standard_normal((layers, batch, hidden)).astype(dtype)
+    engine = _engine.Engine(cell, layers, inputs, hidden, outputs, batch, steps, dtype,
+                            many_to_one=many_to_one)
+    grads = np.zeros_like(model.params)
+    dh0 = np.zeros_like(h0)
+    h_final = np.zeros_like(h0)
+    loss = engine.loss_and_grad(X, Y, model.params, grads, h0=h0, dh0=dh0, h_final=h_final,
+                                lengths=lengths)
+    return dict(loss=loss, grads=grads, dh0=dh0, h_final=h_final,
+                sq_norm=engine.grad_sq_norm, parts=engine.last_parts, model=model, X=X, Y=Y,
+                h0=h0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("parts", [2, 3, 4])
+@pytest.mark.parametrize("batch", [3, 8])
+@pytest.mark.parametrize("many_to_one", [False, True])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+@pytest.mark.parametrize("split", ["rows", "columns"])
+def test_a_split_call_computes_what_one_thread_computes(team, split, cell, layers, many_to_one,
+                                                        batch, parts, dtype):
+    lengths = np.arange(batch) % 6 + 1 if many_to_one else None
+    team(1)
+    alone = engine_grads(cell, layers, batch, dtype, many_to_one, lengths)
+    assert alone["parts"] == 1
+    team(parts, split)
+    split = engine_grads(cell, layers, batch, dtype, many_to_one, lengths)
+    assert split["parts"] == min(parts, batch)
+    tol = 1e-13 if dtype == np.float64 else 1e-6
+    for key in ("grads", "dh0", "h_final"):
+        np.testing.assert_allclose(split[key], alone[key], rtol=tol, atol=tol, err_msg=key)
+    assert split["loss"] == pytest.approx(alone["loss"], rel=tol)
+    assert split["sq_norm"] == pytest.approx(alone["sq_norm"], rel=10 * tol)
+    assert np.abs(split["grads"]).max() > 0
+
+
+@pytest.mark.parametrize("split", ["rows", "columns"])
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+def test_a_split_call_matches_the_numpy_reference(team, cell, split):
+    team(2, split)
+    got = engine_grads(cell, 2, 5, np.float64)
+    assert got["parts"] == 2
+    model = got["model"]
+    params = model.state_dict()
+    _, want = reference_loss_and_grad(
+        dict(params), got["X"], got["Y"], cell=cell, num_layers=2,
+        mode="many_to_many", loss="mse", h0=got["h0"])
+    flat = np.concatenate([np.ravel(want[name]) for name, _, _ in
+                           _engine.param_layout(cell, 2, 3, 10, 2)])
+    np.testing.assert_allclose(got["grads"], flat, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("split", ["rows", "columns"])
+@pytest.mark.parametrize("trainer", ["many-to-many", "many-to-one", "truncated"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_training_on_the_team_follows_the_same_path(team, trainer, dtype, split):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((6, 40, 4)).astype(dtype)
+    Y = rng.standard_normal((6, 4) if trainer == "many-to-one" else (6, 40, 4)).astype(dtype)
+    weights = []
+    for parts in (1, 2):
+        team(parts, split)
+        model = cbptt.RNN(4, 16, 4, cell="lstm", seed=0, dtype=dtype)
+        optimizer = cbptt.Adam(lr=1e-2)
+        if trainer == "many-to-many":
+            fit = cbptt.ManyToMany(model, optimizer=optimizer, clip_norm=1.0)
+        elif trainer == "many-to-one":
+            fit = cbptt.ManyToOne(model, optimizer=optimizer, clip_norm=1.0)
+        else:
+            fit = cbptt.Truncated(model, k1=7, k2=12, optimizer=optimizer, clip_norm=1.0)
+        for _ in range(5):
+            fit.step(X, Y)
+        weights.append(model.params.copy())
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(weights[1], weights[0], rtol=tol, atol=tol)
+    assert not np.array_equal(weights[0], cbptt.RNN(4, 16, 4, cell="lstm", seed=0,
+                                                    dtype=dtype).params)
+
+
+def test_prediction_on_the_team_equals_one_thread(team):
+    model = cbptt.RNN(3, 12, 2, cell="gru", num_layers=2, seed=1)
+    X = np.random.default_rng(0).standard_normal((7, 9, 3))
+    team(1)
+    alone = model.predict(X)
+    for split in ("rows", "columns"):
+        team(3, split)
+        np.testing.assert_allclose(model.predict(X), alone, rtol=1e-13, atol=1e-14)
+        assert model._predict_engine.last_parts == 3
+
+
+def test_recording_the_flow_runs_on_one_thread(team):
+    team(2)
+    model = cbptt.RNN(3, 12, 2, cell="tanh", seed=1)
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((6, 9, 3)), rng.standard_normal((6, 9, 2))
+    trainer = cbptt.ManyToMany(model)
+    trainer.loss_and_grad(X, Y, return_flow=True)
+    assert trainer._last_engine.last_parts == 1
+    trainer = cbptt.ManyToMany(cbptt.RNN(3, 12, 2, cell="tanh", seed=1))
+    trainer.step(X, Y)
+    assert trainer._last_engine.last_parts == 2
+
+
+def test_small_calls_and_the_default_settings_choose_one_thread():
+    previous = _engine.set_team()
+    try:
+        rng = np.random.default_rng(0)
+        model = cbptt.RNN(3, 8, 2, seed=0)                # per-step product: 2*16*8*8 FLOPs
+        trainer = cbptt.ManyToMany(model)
+        trainer.step(rng.standard_normal((16, 5, 3)), rng.standard_normal((16, 5, 2)))
+        assert trainer._last_engine.last_parts == 1
+        _engine.set_team(1)
+        model = cbptt.RNN(3, 128, 2, cell="lstm", seed=0)
+        trainer = cbptt.ManyToMany(model)
+        trainer.step(rng.standard_normal((16, 5, 3)), rng.standard_normal((16, 5, 2)))
+        assert trainer._last_engine.last_parts == 1
+    finally:
+        _engine.set_team(**previous)
+
+
+def test_a_busy_team_makes_the_second_caller_run_alone(team):
+    """Two trainers in two threads: one holds the team, the other runs on one thread; both
+    end where sequential runs end."""
+    team(2)
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((8, 50, 4)), rng.standard_normal((8, 50, 3))
+
+    def make(seed):
+        return cbptt.ManyToMany(cbptt.RNN(4, 32, 3, cell="lstm", seed=seed))
+
+    sequential = [make(0), make(1)]
+    for trainer in sequential:
+        for _ in range(30):
+            trainer.step(X, Y)
+    threaded = [make(0), make(1)]
+    parts_seen = [set(), set()]
+
+    def run(index):
+        for _ in range(30):
+            threaded[index].step(X, Y)
+            parts_seen[index].add(threaded[index]._last_engine.last_parts)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(sequential, threaded):
+        np.testing.assert_allclose(b.model.params, a.model.params, rtol=1e-13, atol=1e-15)
+    assert parts_seen[0] | parts_seen[1] <= {1, 2}
+
+
+def _step_in_child(queue):
+    try:
+        got = engine_grads("lstm", 1, 6, np.float64)
+        queue.put((got["parts"], got["grads"]))
+    except BaseException as error:      # pragma: no cover - reported to the parent
+        queue.put((None, repr(error)))
+
+
+def test_the_team_works_in_a_forked_child(team):
+    team(2)
+    parent = engine_grads("lstm", 1, 6, np.float64)      # the parent's helpers exist now
+    assert parent["parts"] == 2
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_step_in_child, args=(queue,))
+    child.start()
+    parts, grads = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert parts == 2, grads
+    np.testing.assert_allclose(grads, parent["grads"], rtol=1e-13)
