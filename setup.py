@@ -4,6 +4,7 @@ BLAS is not linked here: the modules cimport scipy.linalg.cython_blas and take t
 pointers SciPy exports at import time. CBPTT_CYTHON_DEBUG=1 turns Cython's safety checks back on.
 """
 import os
+import sys
 
 import numpy as np
 from Cython.Build import cythonize
@@ -24,7 +25,8 @@ directives = {
 }
 # -fno-trapping-math lets the compiler vectorise the selects of _vmath.h (no FP traps are used)
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math", "-fno-math-errno"]
-compile_args.append("-pthread")   # _team.h
+if sys.platform != "win32":
+    compile_args.append("-pthread")   # _team.h
 
 extensions = [
     Extension(
@@ -33,7 +35,7 @@ extensions = [
         include_dirs=[np.get_include(), "src/cbptt"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
-        extra_link_args=["-pthread"],
+        extra_link_args=[] if sys.platform == "win32" else ["-pthread"],
         depends=[f"src/cbptt/{h}" for h in HEADERS],
     )
     for name in MODULES

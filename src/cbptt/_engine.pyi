@@ -18,6 +18,7 @@ def _use_local_thread_control(set_address: int, get_address: int = ...) -> None:
 def set_team(parts: int = ..., min_flops: float = ..., min_batch: int = ...,
              exact: bool = ...) -> dict[str, object]: ...
 def team_available() -> bool: ...
+def set_chunking(rows: int = ..., min_steps: int = ...) -> tuple[int, int]: ...
 
 class Engine:
     dtype: np.dtype
@@ -28,6 +29,7 @@ class Engine:
     batch: int
     steps: int
     workspace_bytes: int
+    chunk_steps: int
     def __init__(self, cell: str, num_layers: int, input_size: int, hidden_size: int,
                  output_size: int, batch: int, steps: int, dtype: object,
                  many_to_one: bool = ..., loss: str = ..., loss_start: int = ...,

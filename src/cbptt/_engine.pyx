@@ -60,6 +60,22 @@ cdef double team_column_flops = 8_000_000
 cdef int max_parts = CBPTT_TEAM_MAX
 cdef bint exact_parts = False
 
+# The backward pass runs in chunks of at least chunk_min_steps steps and chunk_rows rows
+# (steps x batch), fixed when an Engine is made (see backward).
+cdef Py_ssize_t chunk_rows = 256
+cdef Py_ssize_t chunk_min_steps = 8
+
+
+def set_chunking(Py_ssize_t rows=256, Py_ssize_t min_steps=8):
+    """Set the chunk size of Engines made from now on (chunk_steps = max(min_steps,
+    ceil(rows / batch)), at most the sequence's length); returns the previous (rows,
+    min_steps). For tests: the results do not depend on it beyond rounding."""
+    global chunk_rows, chunk_min_steps
+    previous = (chunk_rows, chunk_min_steps)
+    chunk_rows = max(1, rows)
+    chunk_min_steps = max(1, min_steps)
+    return previous
+
 
 def _use_local_thread_control(size_t set_address, size_t get_address=0):
     """Install OpenBLAS's openblas_set_num_threads_local and openblas_get_num_threads (their
@@ -137,6 +153,7 @@ cdef struct Shape:
     int loss
     Py_ssize_t loss_start     # many-to-many: first step that has an output and a loss
     bint step_threads_one     # run the per-step products on one BLAS thread
+    Py_ssize_t chunk_steps    # steps per chunk of the backward pass (see backward)
 
 
 cdef struct Work:
@@ -151,9 +168,11 @@ cdef struct Work:
     void* w_hh_t       # (H, G*H) W_hh^T of the layer being run forward (a no-transpose B)
     void* pred         # (T_out, B, O) head outputs, time-major
     void* dpred        # (T_out, B, O) loss gradient w.r.t. pred
-    void* dA           # (T, B, H) Elman: pre-activation gradients of one layer (LSTM and GRU
-                       # write theirs over the layer's gates, which BPTT has just consumed)
-    void* inject       # (T, B, H) gradient reaching a layer's h_t from above
+    void* chunk        # (chunk_steps, B, H) many-to-many: the gradient reaching the top layer's
+                       # h_t from the head, one chunk of steps at a time; Elman: its
+                       # pre-activation gradients, written over it (LSTM and GRU write theirs
+                       # over the layer's gates, which BPTT has just consumed)
+    void* inject       # (T, B, H) below the top layer: the gradient reaching h_t from above
     void* dh           # (B, H) gradient carried back through time
     void* dc           # (B, H) LSTM: cell-state gradient carried back through time
     void* scratch      # (B, H) LSTM: tanh(c_t) in the backward step
@@ -222,6 +241,7 @@ cdef int _fill_shape(Shape* s, str cell, Py_ssize_t num_layers, Py_ssize_t input
     s.loss = LOSS_MSE
     s.loss_start = 0
     s.step_threads_one = False
+    s.chunk_steps = steps
     return 0
 
 
@@ -299,11 +319,11 @@ cdef inline void part_gemm(int part, int parts, bint trans_a, bint trans_b, Py_s
 
 cdef inline void part_column_sums(int part, int parts, Py_ssize_t rows, Py_ssize_t cols,
                                   const floating* a, Py_ssize_t lda, const floating* ones,
-                                  floating* y) noexcept nogil:
-    """part's block of y (cols,) = column sums of A (rows, cols)."""
+                                  floating beta, floating* y) noexcept nogil:
+    """part's block of y (cols,) = column sums of A (rows, cols) + beta y."""
     cdef Py_ssize_t start, count
     part_range(cols, part, parts, 16, &start, &count)
-    gemv(True, rows, count, 1, a + start, lda, ones, 0, y + start)
+    gemv(True, rows, count, 1, a + start, lda, ones, beta, y + start)
 
 
 cdef inline void step_product(bint columns, int part, int parts, Py_ssize_t row0,
@@ -496,15 +516,15 @@ cdef double loss_value(const Shape* s, Work* w, const floating* pred, const void
 
 cdef void head_backward(const Shape* s, Work* w, const floating* params,
                         floating* grads, int part, int parts) noexcept nogil:
-    """Head gradients, and the gradient reaching the top layer's states (inject or dh_last)."""
+    """Head gradients, and for many-to-one the gradient reaching the top layer's last states
+    (dh_last); many-to-many's reaches the top layer chunk by chunk (inject_chunk)."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
     cdef Py_ssize_t rows = output_steps(s) * B
     cdef floating* dpred = <floating*>w.dpred
-    cdef floating* inject = <floating*>w.inject
     cdef const floating* weight = params + layer_offset(s, s.num_layers)
     cdef floating* dweight = grads + layer_offset(s, s.num_layers)
     cdef floating* top = <floating*>w.hs + (s.num_layers - 1) * (T + 1) * B * H
-    # dW = dpred^T @ h_out ; db = column sums of dpred ; dh_out = dpred @ W
+    # dW = dpred^T @ h_out ; db = column sums of dpred ; dh_last = dpred @ W
     if s.many_to_one:
         part_gemm(part, parts, True, False, O, H, rows, 1, dpred, O, <floating*>w.h_last, H, 0,
                   dweight, H)
@@ -513,24 +533,44 @@ cdef void head_backward(const Shape* s, Work* w, const floating* params,
     else:
         part_gemm(part, parts, True, False, O, H, rows, 1, dpred, O,
                   top + (1 + s.loss_start) * B * H, H, 0, dweight, H)
-        if part == 0:
-            memset(inject, 0, s.loss_start * B * H * sizeof(floating))
-        part_gemm(part, parts, False, False, rows, H, O, 1, dpred, O, weight, H, 0,
-                  inject + s.loss_start * B * H, H)
-    part_column_sums(part, parts, rows, O, dpred, O, <floating*>w.ones, dweight + O * H)
+    part_column_sums(part, parts, rows, O, dpred, O, <floating*>w.ones, 0, dweight + O * H)
+    barrier(parts)
+
+
+cdef void inject_chunk(const Shape* s, Work* w, const floating* params, Py_ssize_t first,
+                       Py_ssize_t last, floating* out, int part, int parts) noexcept nogil:
+    """Many-to-many: out (last - first, B, H) = dpred_t @ W_head for the steps
+    [first, last), zero before loss_start. Ends with a barrier."""
+    cdef Py_ssize_t B = s.batch, H = s.hidden_size, O = s.output_size
+    cdef Py_ssize_t output_first = max(first, s.loss_start)
+    cdef const floating* weight = params + layer_offset(s, s.num_layers)
+    if part == 0 and output_first > first:
+        memset(out, 0, (min(output_first, last) - first) * B * H * sizeof(floating))
+    if output_first < last:
+        part_gemm(part, parts, False, False, (last - output_first) * B, H, O, 1,
+                  <floating*>w.dpred + (output_first - s.loss_start) * B * O, O, weight, H, 0,
+                  out + (output_first - first) * B * H, H)
     barrier(parts)
 
 
 cdef void backward(const Shape* s, Work* w, const floating* params, floating* grads,
                    const States* st, int part, int parts) noexcept nogil:
     """BPTT from dpred down through every layer into grads (flat, overwritten). st.flow needs
-    parts == 1."""
+    parts == 1.
+
+    Each layer runs back in chunks of s.chunk_steps steps, so that what only one chunk needs
+    lives in a chunk-sized buffer (w.chunk): the top layer's incoming gradient (many-to-many:
+    dpred_t @ W_head, computed per chunk) and Elman's pre-activation gradients, written over
+    it, whose weight-gradient GEMMs run per chunk (accumulating). LSTM and GRU write theirs
+    over the layer's gates, and run their weight-gradient GEMMs over all steps at the end."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size
     cdef Py_ssize_t GH = s.gates * H, BH = s.batch * s.hidden_size
-    cdef Py_ssize_t layer, t, b, j, in_size, row0, rows
+    cdef Py_ssize_t layer, t, b, j, in_size, row0, rows, first, last, n_rows
     cdef int threads
-    cdef floating* inject = <floating*>w.inject
-    cdef floating* dA = <floating*>w.dA
+    cdef bint elman = s.cell == CELL_TANH or s.cell == CELL_RELU
+    cdef floating* chunk = <floating*>w.chunk
+    cdef floating* inject = NULL   # indexed by step: inject + t * BH
+    cdef floating* dA = NULL       # indexed by step: dA + t * B * GH
     cdef floating* da_n = NULL
     cdef floating* dh = <floating*>w.dh
     cdef floating* dc = <floating*>w.dc
@@ -540,7 +580,7 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
     cdef floating* cs = NULL
     cdef floating* gates = NULL
     cdef floating* hn = NULL
-    cdef const floating* inject_t
+    cdef floating* inject_t
     cdef const floating* inputs
     cdef floating* w_ih
     cdef floating* w_hh
@@ -550,7 +590,8 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
     cdef floating* dw_hh
     cdef floating* db_ih
     cdef floating* db_hh
-    cdef bint top_many_to_one
+    cdef floating beta
+    cdef bint top, top_many_to_one
 
     cdef bint columns = split_columns(s, parts)
     head_backward(s, w, params, grads, part, parts)
@@ -565,69 +606,101 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
         if s.cell == CELL_LSTM:
             cs = <floating*>w.cs + layer * (T + 1) * BH
             memset(dc + row0 * H, 0, rows * H * sizeof(floating))
-        if s.cell == CELL_LSTM or s.cell == CELL_GRU:
+        if not elman:
             # step t's gradients overwrite step t's gates (and GRU's hn), read just before
             gates = <floating*>w.gates + layer * T * B * GH
             dA = gates
         if s.cell == CELL_GRU:
             hn = <floating*>w.hn + layer * T * BH
             da_n = hn
-        top_many_to_one = s.many_to_one and layer == s.num_layers - 1
+        top = layer == s.num_layers - 1
+        top_many_to_one = s.many_to_one and top
+        # below the top, the gradient from the layer above fills w.inject (all steps)
+        inject = NULL if top_many_to_one else <floating*>w.inject
 
         memset(dh + row0 * H, 0, rows * H * sizeof(floating))
-        threads = enter_step_loop(s)
-        for t in range(T - 1, -1, -1):     # row split: no barrier
-            if top_many_to_one:
-                inject_t = NULL
-                for b in range(row0, row0 + rows):
-                    if w.last_step[b] == t:
-                        for j in range(H):
-                            dh[b * H + j] += dh_last[b * H + j]
-            else:
-                inject_t = inject + (t * B + row0) * H
-            if st.flow != NULL:
-                st.flow[layer * T + t] = mean_row_norm(dh, inject_t, B, H)
-            if s.cell == CELL_GRU:
-                # dA_t = (dar, daz, dhn); dh <- dh z, then dh_{t-1} = dh z + dA_t @ W_hh
-                gru_backward(gates + (t * B + row0) * GH, hn + t * BH + row0 * H,
-                             hs + t * BH + row0 * H, dh + row0 * H, inject_t,
-                             dA + (t * B + row0) * GH, da_n + t * BH + row0 * H, rows, H)
-            elif s.cell == CELL_LSTM:
-                lstm_backward(gates + (t * B + row0) * GH, cs + t * BH + row0 * H,
-                              cs + (t + 1) * BH + row0 * H, dh + row0 * H, inject_t,
-                              dc + row0 * H, dA + (t * B + row0) * GH,
-                              <floating*>w.scratch + row0 * H, rows, H)
-            else:
-                elman_backward(s.cell == CELL_RELU, hs + (t + 1) * BH + row0 * H,
-                               dh + row0 * H, inject_t, dA + (t * B + row0) * H, rows * H)
-            if columns:
-                barrier(parts)   # dA_t complete: every part's product reads all of it
-            # dh_{t-1} = dA_t @ W_hh (GRU: += onto dh z)
-            step_product(columns, part, parts, row0, rows, B, H, GH, dA + t * B * GH, GH, w_hh,
-                         H, 1 if s.cell == CELL_GRU else 0, dh, H)
-        leave_step_loop(threads)
-        barrier(parts)         # dA (every row, every step) complete for the hoisted GEMMs
-        if part == 0:
-            if st.dh0 != NULL:
-                memcpy(<floating*>st.dh0 + layer * BH, dh, BH * sizeof(floating))
-            if st.dc0 != NULL and s.cell == CELL_LSTM:
-                memcpy(<floating*>st.dc0 + layer * BH, dc, BH * sizeof(floating))
+        last = T
+        while last > 0:
+            first = max(0, last - s.chunk_steps)
+            if top and not s.many_to_one:
+                inject_chunk(s, w, params, first, last, chunk, part, parts)
+                inject = chunk - first * BH
+            if elman:
+                dA = chunk - first * BH        # over the chunk's inject, consumed in place
+            threads = enter_step_loop(s)
+            for t in range(last - 1, first - 1, -1):     # row split: no barrier
+                inject_t = NULL if inject == NULL else inject + (t * B + row0) * H
+                if top_many_to_one:
+                    for b in range(row0, row0 + rows):
+                        if w.last_step[b] == t:
+                            for j in range(H):
+                                dh[b * H + j] += dh_last[b * H + j]
+                if st.flow != NULL:
+                    st.flow[layer * T + t] = mean_row_norm(dh, inject_t, B, H)
+                if s.cell == CELL_GRU:
+                    # dA_t = (dar, daz, dhn); dh <- dh z, then dh_{t-1} = dh z + dA_t @ W_hh
+                    gru_backward(gates + (t * B + row0) * GH, hn + t * BH + row0 * H,
+                                 hs + t * BH + row0 * H, dh + row0 * H, inject_t,
+                                 dA + (t * B + row0) * GH, da_n + t * BH + row0 * H, rows, H)
+                elif s.cell == CELL_LSTM:
+                    lstm_backward(gates + (t * B + row0) * GH, cs + t * BH + row0 * H,
+                                  cs + (t + 1) * BH + row0 * H, dh + row0 * H, inject_t,
+                                  dc + row0 * H, dA + (t * B + row0) * GH,
+                                  <floating*>w.scratch + row0 * H, rows, H)
+                else:
+                    elman_backward(s.cell == CELL_RELU, hs + (t + 1) * BH + row0 * H,
+                                   dh + row0 * H, inject_t, dA + (t * B + row0) * H, rows * H)
+                if columns:
+                    barrier(parts)   # dA_t complete: every part's product reads all of it
+                # dh_{t-1} = dA_t @ W_hh (GRU: += onto dh z)
+                step_product(columns, part, parts, row0, rows, B, H, GH, dA + t * B * GH, GH,
+                             w_hh, H, 1 if s.cell == CELL_GRU else 0, dh, H)
+            leave_step_loop(threads)
+            barrier(parts)     # the chunk's dA complete (every row)
+            if elman:
+                # this chunk's share of dW_hh = dA^T @ h_{t-1}, db_hh = column sums of dA,
+                # dW_ih = dA^T @ inputs, and the layer below's gradient dA @ W_ih
+                beta = 0 if last == T else 1
+                n_rows = (last - first) * B
+                part_gemm(part, parts, True, False, GH, H, n_rows, 1, dA + first * BH, GH,
+                          hs + first * BH, H, beta, dw_hh, H)
+                part_column_sums(part, parts, n_rows, GH, dA + first * BH, GH, ones, beta,
+                                 db_hh)
+                part_gemm(part, parts, True, False, GH, in_size, n_rows, 1, dA + first * BH, GH,
+                          inputs + first * B * in_size, in_size, beta, dw_ih, in_size)
+                if layer > 0:
+                    # over the inject of these steps, which this layer has consumed
+                    part_gemm(part, parts, False, False, n_rows, H, GH, 1, dA + first * BH, GH,
+                              w_ih, in_size, 0, <floating*>w.inject + first * BH, H)
+                barrier(parts)     # before the next chunk overwrites the chunk buffer
+            last = first
+        # every part its own rows: the next layer starts by zeroing them
+        if st.dh0 != NULL:
+            memcpy(<floating*>st.dh0 + layer * BH + row0 * H, dh + row0 * H,
+                   rows * H * sizeof(floating))
+        if st.dc0 != NULL and s.cell == CELL_LSTM:
+            memcpy(<floating*>st.dc0 + layer * BH + row0 * H, dc + row0 * H,
+                   rows * H * sizeof(floating))
+        if part == 0 and elman:
+            memcpy(db_ih, db_hh, GH * sizeof(floating))
+        if elman:
+            continue
 
         # dW_hh = dA^T @ h_{0..T-1} ; db_hh = column sums of dA
         part_gemm(part, parts, True, False, GH, H, T * B, 1, dA, GH, hs, H, 0, dw_hh, H)
-        part_column_sums(part, parts, T * B, GH, dA, GH, ones, db_hh)
+        part_column_sums(part, parts, T * B, GH, dA, GH, ones, 0, db_hh)
         if s.cell == CELL_GRU:
             # the input side differs in the n block: rows r, z from dA, row n from da_n
             part_gemm(part, parts, True, False, 2 * H, in_size, T * B, 1, dA, GH, inputs,
                       in_size, 0, dw_ih, in_size)
             part_gemm(part, parts, True, False, H, in_size, T * B, 1, da_n, H, inputs, in_size,
                       0, dw_ih + 2 * H * in_size, in_size)
-            part_column_sums(part, parts, T * B, H, da_n, H, ones, db_ih + 2 * H)
+            part_column_sums(part, parts, T * B, H, da_n, H, ones, 0, db_ih + 2 * H)
             if layer > 0:
                 part_gemm(part, parts, False, False, T * B, H, 2 * H, 1, dA, GH, w_ih, in_size,
-                          0, inject, H)
+                          0, <floating*>w.inject, H)
                 part_gemm(part, parts, False, False, T * B, H, H, 1, da_n, H,
-                          w_ih + 2 * H * in_size, in_size, 1, inject, H)
+                          w_ih + 2 * H * in_size, in_size, 1, <floating*>w.inject, H)
             barrier(parts)     # db_hh complete; inject complete for the layer below
             if part == 0:
                 memcpy(db_ih, db_hh, 2 * H * sizeof(floating))
@@ -638,7 +711,7 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
         if layer > 0:
             # the layer below receives dA @ W_ih at every step
             part_gemm(part, parts, False, False, T * B, H, GH, 1, dA, GH, w_ih, in_size, 0,
-                      inject, H)
+                      <floating*>w.inject, H)
         barrier(parts)         # db_hh complete; inject complete for the layer below
         if part == 0:
             memcpy(db_ih, db_hh, GH * sizeof(floating))
@@ -842,6 +915,12 @@ cdef class Engine:
         cdef Py_ssize_t GH = self.shape.gates * H
         cdef Py_ssize_t out_rows = output_steps(&self.shape) * B
         cdef int c = self.shape.cell
+        # Chunks of the backward pass: enough rows (steps x batch) for the per-chunk GEMMs;
+        # for LSTM and GRU, whose chunk holds a sixth or a fifth of what one step keeps, at
+        # least an eighth of the steps (fewer, larger chunks).
+        self.shape.chunk_steps = min(T, max(chunk_min_steps, -(-chunk_rows // B)))
+        if c == CELL_LSTM or c == CELL_GRU:
+            self.shape.chunk_steps = min(T, max(self.shape.chunk_steps, -(-T // 8)))
         sizes = {"x_tm": T * B * input_size, "hs": L * (T + 1) * B * H, "bias_sum": L * GH,
                  "w_hh_t": H * GH,
                  "pred": out_rows * output_size, "h_last": B * H}
@@ -852,12 +931,14 @@ cdef class Engine:
         if c == CELL_GRU:
             sizes.update({"hn": L * T * B * H, "rec": B * GH})
         if training:
-            sizes.update({"dpred": out_rows * output_size,
-                          "inject": T * B * H, "dh": B * H, "ones": T * B, "dh_last": B * H})
+            sizes.update({"dpred": out_rows * output_size, "dh": B * H, "ones": T * B,
+                          "dh_last": B * H})
+            if L > 1:
+                sizes["inject"] = T * B * H
+            if not many_to_one or c == CELL_TANH or c == CELL_RELU:
+                sizes["chunk"] = self.shape.chunk_steps * B * H
             if c == CELL_LSTM:
                 sizes.update({"dc": B * H, "scratch": B * H})
-            if c == CELL_TANH or c == CELL_RELU:
-                sizes["dA"] = T * B * H
         self.buffers = {name: np.zeros(size, dtype=self.dtype) for name, size in sizes.items()}
         self.buffers["last_step"] = np.full(B, T - 1, dtype=np.int64)
         if training:
@@ -875,7 +956,7 @@ cdef class Engine:
         w.w_hh_t = self._ptr("w_hh_t")
         w.pred = self._ptr("pred")
         w.dpred = self._ptr("dpred")
-        w.dA = self._ptr("dA")
+        w.chunk = self._ptr("chunk")
         w.inject = self._ptr("inject")
         w.dh = self._ptr("dh")
         w.dc = self._ptr("dc")
@@ -896,6 +977,11 @@ cdef class Engine:
     @property
     def steps(self):
         return self.shape.steps
+
+    @property
+    def chunk_steps(self):
+        """Steps per chunk of the backward pass."""
+        return self.shape.chunk_steps
 
     @property
     def workspace_bytes(self):
