@@ -13,7 +13,7 @@ STEPS, INPUTS, HIDDEN, OUTPUTS = 7, 3, 5, 4
 @pytest.fixture
 def chunking():
     previous = _engine.set_chunking()
-    yield lambda steps: _engine.set_chunking(rows=1, min_steps=steps)
+    yield lambda steps: _engine.set_chunking(rows=1, min_steps=steps, whole_gated_input=False)
     _engine.set_chunking(*previous)
 
 

@@ -64,16 +64,19 @@ cdef bint exact_parts = False
 # (steps x batch), fixed when an Engine is made (see backward).
 cdef Py_ssize_t chunk_rows = 256
 cdef Py_ssize_t chunk_min_steps = 8
+cdef bint gated_input_whole = True
 
 
-def set_chunking(Py_ssize_t rows=256, Py_ssize_t min_steps=8):
+def set_chunking(Py_ssize_t rows=256, Py_ssize_t min_steps=8, bint whole_gated_input=True):
     """Set the chunk size of Engines made from now on (chunk_steps = max(min_steps,
-    ceil(rows / batch)), at most the sequence's length); returns the previous (rows,
-    min_steps). For tests: the results do not depend on it beyond rounding."""
-    global chunk_rows, chunk_min_steps
-    previous = (chunk_rows, chunk_min_steps)
+    ceil(rows / batch)), at most the sequence's length; LSTM and GRU copy their input in one
+    chunk unless whole_gated_input is False); returns the previous settings. For tests: the
+    results do not depend on it beyond rounding."""
+    global chunk_rows, chunk_min_steps, gated_input_whole
+    previous = (chunk_rows, chunk_min_steps, gated_input_whole)
     chunk_rows = max(1, rows)
     chunk_min_steps = max(1, min_steps)
+    gated_input_whole = whole_gated_input
     return previous
 
 
@@ -154,11 +157,12 @@ cdef struct Shape:
     Py_ssize_t loss_start     # many-to-many: first step that has an output and a loss
     bint step_threads_one     # run the per-step products on one BLAS thread
     Py_ssize_t chunk_steps    # steps per chunk of the backward pass (see backward)
+    Py_ssize_t input_steps    # steps per chunk of the first layer's input (w.x_chunk)
 
 
 cdef struct Work:
     # Raw pointers into the Engine's NumPy buffers; void because they hold float or double.
-    void* x_tm         # (T, B, I) the input, time-major
+    void* x_chunk      # (input_steps, B, I) input_steps steps of the input, time-major
     void* hs           # (L, T+1, B, H) h_0 .. h_T of every layer
     void* gates        # (L, T, B, G*H) gate activations (LSTM: i, f, g, o; GRU: r, z, n)
     void* cs           # (L, T+1, B, H) LSTM: c_0 .. c_T
@@ -242,6 +246,7 @@ cdef int _fill_shape(Shape* s, str cell, Py_ssize_t num_layers, Py_ssize_t input
     s.loss_start = 0
     s.step_threads_one = False
     s.chunk_steps = steps
+    s.input_steps = steps
     return 0
 
 
@@ -364,6 +369,17 @@ cdef void transpose_rows(const floating* source, floating* target, Py_ssize_t ro
             target[c * rows + r] = source[r * cols + c]
 
 
+cdef void copy_input_steps(const Shape* s, const floating* x, Py_ssize_t first,
+                           Py_ssize_t last, floating* out, int part, int parts) noexcept nogil:
+    """out (last - first, B, I) = x[:, first:last] for x (B, T, I) batch-first: part's share of
+    the steps (no barrier)."""
+    cdef Py_ssize_t B = s.batch, T = s.steps, I = s.input_size, t, b, start, count
+    part_range(last - first, part, parts, 1, &start, &count)
+    for t in range(first + start, first + start + count):
+        for b in range(B):
+            memcpy(out + ((t - first) * B + b) * I, x + (b * T + t) * I, I * sizeof(floating))
+
+
 cdef void forward(const Shape* s, Work* w, const floating* x, const floating* params,
                   const States* st, int part, int parts) noexcept nogil:
     """All layers over all steps, then the head. x (B, T, I) batch-first."""
@@ -371,7 +387,7 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
     cdef Py_ssize_t GH = s.gates * H, BH = s.batch * s.hidden_size
     cdef Py_ssize_t layer, t, b, in_size, j, first, count, row0, rows
     cdef int threads
-    cdef floating* x_tm = <floating*>w.x_tm
+    cdef floating* x_chunk = <floating*>w.x_chunk
     cdef floating* w_hh_t = <floating*>w.w_hh_t
     cdef floating* hs
     cdef floating* cs = NULL
@@ -385,19 +401,15 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
     cdef floating* b_ih
     cdef floating* b_hh
 
+    cdef Py_ssize_t last
     cdef bint columns = split_columns(s, parts)
     part_range(B, part, parts, 1, &row0, &rows)     # this part's batch rows, every step
-    part_range(T, part, parts, 1, &first, &count)
-    for t in range(first, first + count):           # (B, T, I) -> (T, B, I)
-        for b in range(B):
-            memcpy(x_tm + (t * B + b) * s.input_size, x + (b * T + t) * s.input_size,
-                   s.input_size * sizeof(floating))
 
     for layer in range(s.num_layers):
         in_size = layer_input_size(s, layer)
         layer_slices(s, <floating*>params, layer, &w_ih, &w_hh, &b_ih, &b_hh)
         hs = <floating*>w.hs + layer * (T + 1) * BH
-        inputs = x_tm if layer == 0 else hs - (T + 1) * BH + BH
+        inputs = hs - (T + 1) * BH + BH     # the layer below's h_1 .. h_T
         bias_sum = <floating*>w.bias_sum + layer * GH
         # Elman keeps no gates: its pre-activations go where h_1..h_T live, activated in place.
         if s.cell == CELL_TANH or s.cell == CELL_RELU:
@@ -422,11 +434,23 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
                     memset(cs, 0, BH * sizeof(floating))
         part_range(GH, part, parts, 1, &first, &count)
         transpose_rows(w_hh, w_hh_t, GH, H, first, count)
-        barrier(parts)   # x_tm (or the layer below) complete before the projection
-        # input projection of all steps: gates = inputs @ W_ih^T
-        part_gemm(part, parts, False, True, T * B, GH, in_size, 1, inputs, in_size, w_ih,
-                  in_size, 0, gates, GH)
-        barrier(parts)
+        barrier(parts)   # the layer below complete before the projection
+        # input projection of all steps: gates = inputs @ W_ih^T; the first layer's input,
+        # batch-first, goes through a time-major chunk buffer
+        if layer == 0:
+            last = 0
+            while last < T:
+                first = last
+                last = min(T, first + s.input_steps)
+                copy_input_steps(s, x, first, last, x_chunk, part, parts)
+                barrier(parts)
+                part_gemm(part, parts, False, True, (last - first) * B, GH, in_size, 1, x_chunk,
+                          in_size, w_ih, in_size, 0, gates + first * B * GH, GH)
+                barrier(parts)   # before the next chunk overwrites x_chunk
+        else:
+            part_gemm(part, parts, False, True, T * B, GH, in_size, 1, inputs, in_size, w_ih,
+                      in_size, 0, gates, GH)
+            barrier(parts)
         threads = enter_step_loop(s)
         for t in range(T):       # row split: independent sequences, no barrier
             if s.cell == CELL_GRU:
@@ -553,8 +577,8 @@ cdef void inject_chunk(const Shape* s, Work* w, const floating* params, Py_ssize
     barrier(parts)
 
 
-cdef void backward(const Shape* s, Work* w, const floating* params, floating* grads,
-                   const States* st, int part, int parts) noexcept nogil:
+cdef void backward(const Shape* s, Work* w, const floating* x, const floating* params,
+                   floating* grads, const States* st, int part, int parts) noexcept nogil:
     """BPTT from dpred down through every layer into grads (flat, overwritten). st.flow needs
     parts == 1.
 
@@ -602,7 +626,8 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
         layer_slices(s, <floating*>params, layer, &w_ih, &w_hh, &unused_b_ih, &unused_b_hh)
         layer_slices(s, grads, layer, &dw_ih, &dw_hh, &db_ih, &db_hh)
         hs = <floating*>w.hs + layer * (T + 1) * BH
-        inputs = <floating*>w.x_tm if layer == 0 else hs - (T + 1) * BH + BH
+        # the layer below's h_1 .. h_T; the first layer reads x through w.x_chunk, chunk by chunk
+        inputs = NULL if layer == 0 else hs - (T + 1) * BH + BH
         if s.cell == CELL_LSTM:
             cs = <floating*>w.cs + layer * (T + 1) * BH
             memset(dc + row0 * H, 0, rows * H * sizeof(floating))
@@ -627,6 +652,8 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
                 inject = chunk - first * BH
             if elman:
                 dA = chunk - first * BH        # over the chunk's inject, consumed in place
+                if layer == 0:
+                    copy_input_steps(s, x, first, last, <floating*>w.x_chunk, part, parts)
             threads = enter_step_loop(s)
             for t in range(last - 1, first - 1, -1):     # row split: no barrier
                 inject_t = NULL if inject == NULL else inject + (t * B + row0) * H
@@ -667,7 +694,8 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
                 part_column_sums(part, parts, n_rows, GH, dA + first * BH, GH, ones, beta,
                                  db_hh)
                 part_gemm(part, parts, True, False, GH, in_size, n_rows, 1, dA + first * BH, GH,
-                          inputs + first * B * in_size, in_size, beta, dw_ih, in_size)
+                          <floating*>w.x_chunk if layer == 0 else inputs + first * B * in_size,
+                          in_size, beta, dw_ih, in_size)
                 if layer > 0:
                     # over the inject of these steps, which this layer has consumed
                     part_gemm(part, parts, False, False, n_rows, H, GH, 1, dA + first * BH, GH,
@@ -690,31 +718,53 @@ cdef void backward(const Shape* s, Work* w, const floating* params, floating* gr
         part_gemm(part, parts, True, False, GH, H, T * B, 1, dA, GH, hs, H, 0, dw_hh, H)
         part_column_sums(part, parts, T * B, GH, dA, GH, ones, 0, db_hh)
         if s.cell == CELL_GRU:
-            # the input side differs in the n block: rows r, z from dA, row n from da_n
-            part_gemm(part, parts, True, False, 2 * H, in_size, T * B, 1, dA, GH, inputs,
-                      in_size, 0, dw_ih, in_size)
-            part_gemm(part, parts, True, False, H, in_size, T * B, 1, da_n, H, inputs, in_size,
-                      0, dw_ih + 2 * H * in_size, in_size)
             part_column_sums(part, parts, T * B, H, da_n, H, ones, 0, db_ih + 2 * H)
-            if layer > 0:
+        # dW_ih = dA^T @ inputs (the first layer: chunk by chunk of x)
+        if layer > 0:
+            input_weight_grads(s, dA, da_n, inputs, in_size, T * B, 0, dw_ih, part, parts)
+        else:
+            last = T
+            while last > 0:
+                first = max(0, last - s.input_steps)
+                copy_input_steps(s, x, first, last, <floating*>w.x_chunk, part, parts)
+                barrier(parts)
+                input_weight_grads(s, dA + first * B * GH,
+                                   NULL if da_n == NULL else da_n + first * BH,
+                                   <floating*>w.x_chunk, in_size, (last - first) * B,
+                                   0 if last == T else 1, dw_ih, part, parts)
+                barrier(parts)   # before the next chunk overwrites x_chunk
+                last = first
+        if layer > 0:
+            # the layer below receives dA @ W_ih at every step (GRU: its n rows from da_n)
+            if s.cell == CELL_GRU:
                 part_gemm(part, parts, False, False, T * B, H, 2 * H, 1, dA, GH, w_ih, in_size,
                           0, <floating*>w.inject, H)
                 part_gemm(part, parts, False, False, T * B, H, H, 1, da_n, H,
                           w_ih + 2 * H * in_size, in_size, 1, <floating*>w.inject, H)
-            barrier(parts)     # db_hh complete; inject complete for the layer below
-            if part == 0:
-                memcpy(db_ih, db_hh, 2 * H * sizeof(floating))
-            continue
-        # dW_ih = dA^T @ inputs ; db_ih = db_hh
-        part_gemm(part, parts, True, False, GH, in_size, T * B, 1, dA, GH, inputs, in_size, 0,
-                  dw_ih, in_size)
-        if layer > 0:
-            # the layer below receives dA @ W_ih at every step
-            part_gemm(part, parts, False, False, T * B, H, GH, 1, dA, GH, w_ih, in_size, 0,
-                      <floating*>w.inject, H)
+            else:
+                part_gemm(part, parts, False, False, T * B, H, GH, 1, dA, GH, w_ih, in_size, 0,
+                          <floating*>w.inject, H)
         barrier(parts)         # db_hh complete; inject complete for the layer below
         if part == 0:
-            memcpy(db_ih, db_hh, GH * sizeof(floating))
+            # db_ih = db_hh (GRU: the r, z blocks; its n block is the column sums of da_n)
+            memcpy(db_ih, db_hh, (2 * H if s.cell == CELL_GRU else GH) * sizeof(floating))
+
+
+cdef void input_weight_grads(const Shape* s, const floating* dA, const floating* da_n,
+                             const floating* inputs, Py_ssize_t in_size, Py_ssize_t n_rows,
+                             floating beta, floating* dw_ih, int part, int parts) noexcept nogil:
+    """dW_ih (G*H, in) = dA^T @ inputs + beta dW_ih over n_rows rows, for LSTM and GRU:
+    dA (n_rows, G*H), inputs (n_rows, in). GRU's input side differs in the n block: its rows
+    r, z come from dA, its rows n from da_n (n_rows, H)."""
+    cdef Py_ssize_t H = s.hidden_size, GH = s.gates * s.hidden_size
+    if s.cell == CELL_GRU:
+        part_gemm(part, parts, True, False, 2 * H, in_size, n_rows, 1, dA, GH, inputs, in_size,
+                  beta, dw_ih, in_size)
+        part_gemm(part, parts, True, False, H, in_size, n_rows, 1, da_n, H, inputs, in_size,
+                  beta, dw_ih + 2 * H * in_size, in_size)
+    else:
+        part_gemm(part, parts, True, False, GH, in_size, n_rows, 1, dA, GH, inputs, in_size,
+                  beta, dw_ih, in_size)
 
 
 cdef void copy_final_state(const Shape* s, Work* w, const States* st,
@@ -782,7 +832,8 @@ cdef void train_step(Job* job, const floating* kind, int part, int parts) noexce
         job.loss = loss_value(s, job.w, <floating*>job.w.pred, job.target,
                               <const floating*>job.weight, &job.terms)
     barrier(parts)
-    backward(s, job.w, <const floating*>job.params, grads, job.st, part, parts)
+    backward(s, job.w, <const floating*>job.x, <const floating*>job.params, grads, job.st, part,
+             parts)
     barrier(parts)
     if part == 0:
         copy_final_state(s, job.w, job.st, grads)
@@ -919,11 +970,16 @@ cdef class Engine:
         # for LSTM and GRU, whose chunk holds a sixth or a fifth of what one step keeps, at
         # least an eighth of the steps (fewer, larger chunks).
         self.shape.chunk_steps = min(T, max(chunk_min_steps, -(-chunk_rows // B)))
+        # The first layer's input is copied time-major a chunk at a time for Elman, whose
+        # backward floor is small; at once for LSTM and GRU (measured: chunks cost more time
+        # than the 1-4 % of memory they save there).
+        self.shape.input_steps = self.shape.chunk_steps
         if c == CELL_LSTM or c == CELL_GRU:
             self.shape.chunk_steps = min(T, max(self.shape.chunk_steps, -(-T // 8)))
-        sizes = {"x_tm": T * B * input_size, "hs": L * (T + 1) * B * H, "bias_sum": L * GH,
-                 "w_hh_t": H * GH,
-                 "pred": out_rows * output_size, "h_last": B * H}
+            self.shape.input_steps = T if gated_input_whole else self.shape.chunk_steps
+        sizes = {"x_chunk": self.shape.input_steps * B * input_size, "hs": L * (T + 1) * B * H,
+                 "bias_sum": L * GH, "w_hh_t": H * GH, "pred": out_rows * output_size,
+                 "h_last": B * H}
         if c == CELL_LSTM or c == CELL_GRU:
             sizes["gates"] = L * T * B * GH
         if c == CELL_LSTM:
@@ -946,7 +1002,7 @@ cdef class Engine:
         memset(&self.work, 0, sizeof(Work))
         cdef Work* w
         w = &self.work
-        w.x_tm = self._ptr("x_tm")
+        w.x_chunk = self._ptr("x_chunk")
         w.hs = self._ptr("hs")
         w.gates = self._ptr("gates")
         w.cs = self._ptr("cs")
