@@ -362,11 +362,17 @@ cdef inline bint split_columns(const Shape* s, int parts) noexcept nogil:
 
 cdef void transpose_rows(const floating* source, floating* target, Py_ssize_t rows,
                          Py_ssize_t cols, Py_ssize_t first, Py_ssize_t count) noexcept nogil:
-    """target (cols, rows) = source (rows, cols)^T, for source rows [first, first + count)."""
-    cdef Py_ssize_t r, c
-    for r in range(first, first + count):
-        for c in range(cols):
-            target[c * rows + r] = source[r * cols + c]
+    """target (cols, rows) = source (rows, cols)^T, for source rows [first, first + count), in
+    32 x 32 tiles (a plain loop writes every element to another cache line: 6 ms for the large
+    shape's 2048 x 512 W_hh, 4% of a step)."""
+    cdef Py_ssize_t r, c, r0, c0, r_end, c_end
+    for r0 in range(first, first + count, 32):
+        r_end = min(r0 + 32, first + count)
+        for c0 in range(0, cols, 32):
+            c_end = min(c0 + 32, cols)
+            for r in range(r0, r_end):
+                for c in range(c0, c_end):
+                    target[c * rows + r] = source[r * cols + c]
 
 
 cdef void copy_input_steps(const Shape* s, const floating* x, Py_ssize_t first,
