@@ -63,7 +63,7 @@ def test_chunked_backward_equals_one_chunk_and_the_reference(chunking, cell, lay
     assert whole["chunk_steps"] == STEPS
     chunking(chunk)
     chunked = run(cell, layers, 4, mode, loss, loss_start)
-    assert chunked["chunk_steps"] == chunk
+    assert chunked["chunk_steps"] == (chunk if cell in ("tanh", "relu") else 2 * chunk)
     assert chunked["value"] == pytest.approx(whole["value"], rel=1e-14)
     for key in ("grads", "dh0", "dc0"):
         if whole[key] is not None:
@@ -107,9 +107,35 @@ def test_chunk_size_follows_the_batch():
     try:
         def chunk_steps(batch, steps):
             return _engine.Engine("tanh", 1, 2, 3, 1, batch, steps, np.float64).chunk_steps
-        assert chunk_steps(1, 100) == 100          # 256 rows would need 256 steps
-        assert chunk_steps(16, 100) == 16
-        assert chunk_steps(64, 50) == 8            # at least 8 steps
+        assert chunk_steps(1, 100) == 100          # 128 rows would need 128 steps
+        assert chunk_steps(16, 100) == 8
+        assert chunk_steps(64, 50) == 4            # at least 4 steps
         assert chunk_steps(16, 5) == 5
+        lstm = _engine.Engine("lstm", 1, 2, 3, 1, 16, 100, np.float64).chunk_steps
+        assert lstm == 16                          # twice Elman's, at least T / 8
     finally:
         _engine.set_chunking(*previous)
+
+
+@pytest.mark.parametrize("split", ["alone", "rows", "columns"])
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+def test_w_hh_used_transposed_in_blas_gives_the_same_gradients(cell, split):
+    """Large per-step products multiply by W_hh transposed in BLAS instead of a copy of W_hh^T
+    (set_transposed_limit); forced here on a small shape."""
+    previous_team = _engine.set_team()
+    previous_limit = _engine.set_transposed_limit()
+    try:
+        if split == "alone":
+            _engine.set_team(1)
+        else:
+            _engine.set_team(2, min_flops=0, min_batch=2, exact=True,
+                             column_flops=0 if split == "columns" else float("inf"))
+        copy = run(cell, 2, 5, "many_to_many", "mse", 1)
+        _engine.set_transposed_limit(0)
+        blas = run(cell, 2, 5, "many_to_many", "mse", 1)
+    finally:
+        _engine.set_team(**previous_team)
+        _engine.set_transposed_limit(previous_limit)
+    assert blas["value"] == pytest.approx(copy["value"], rel=1e-13)
+    for key in ("grads", "dh0"):
+        np.testing.assert_allclose(blas[key], copy[key], rtol=1e-12, atol=1e-14)

@@ -22,7 +22,7 @@ from libc.stdint cimport int64_t
 from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
-from ._blas cimport gemm, gemv, step_gemm
+from ._blas cimport MAX_STEP_SLICES, SMALL_GEMM_MNK, gemm, gemv, step_gemm
 from ._cells cimport (elman_backward, elman_forward, gru_backward, gru_forward,
                       lstm_backward, lstm_forward)
 from ._losses cimport cross_entropy_loss, mse_loss
@@ -61,16 +61,28 @@ cdef int max_parts = CBPTT_TEAM_MAX
 cdef bint exact_parts = False
 
 # The backward pass runs in chunks of at least chunk_min_steps steps and chunk_rows rows
-# (steps x batch), fixed when an Engine is made (see backward).
-cdef Py_ssize_t chunk_rows = 256
-cdef Py_ssize_t chunk_min_steps = 8
+# (steps x batch), fixed when an Engine is made (see Engine.__init__ and backward).
+cdef Py_ssize_t chunk_rows = 128
+cdef Py_ssize_t chunk_min_steps = 4
 cdef bint gated_input_whole = True
 
+# Engines keep W_hh^T (for OpenBLAS's small-matrix path) while B * H * G*H is at most this.
+cdef double transposed_limit = <double>SMALL_GEMM_MNK * MAX_STEP_SLICES
 
-def set_chunking(Py_ssize_t rows=256, Py_ssize_t min_steps=8, bint whole_gated_input=True):
+
+def set_transposed_limit(double mnk=<double>SMALL_GEMM_MNK * MAX_STEP_SLICES):
+    """Engines made from now on keep a transposed copy of W_hh while B * H * G*H <= mnk, else
+    multiply by W_hh transposed in BLAS; returns the previous limit. For tests."""
+    global transposed_limit
+    previous = transposed_limit
+    transposed_limit = mnk
+    return previous
+
+
+def set_chunking(Py_ssize_t rows=128, Py_ssize_t min_steps=4, bint whole_gated_input=True):
     """Set the chunk size of Engines made from now on (chunk_steps = max(min_steps,
-    ceil(rows / batch)), at most the sequence's length; LSTM and GRU copy their input in one
-    chunk unless whole_gated_input is False); returns the previous settings. For tests: the
+    ceil(rows / batch)), at most the sequence's length; LSTM and GRU take twice that, at least
+    T/8, and copy their input in one chunk unless whole_gated_input is False); returns the previous settings. For tests: the
     results do not depend on it beyond rounding."""
     global chunk_rows, chunk_min_steps, gated_input_whole
     previous = (chunk_rows, chunk_min_steps, gated_input_whole)
@@ -169,9 +181,12 @@ cdef struct Work:
     void* hn           # (L, T, B, H) GRU: W_hn h_{t-1} + b_hn
     void* rec          # (B, G*H) GRU: h_{t-1} @ W_hh^T of the current step
     void* bias_sum     # (L, G*H) b_ih + b_hh
-    void* w_hh_t       # (H, G*H) W_hh^T of the layer being run forward (a no-transpose B)
-    void* pred         # (T_out, B, O) head outputs, time-major
-    void* dpred        # (T_out, B, O) loss gradient w.r.t. pred
+    void* w_hh_t       # (H, G*H) W_hh^T of the layer being run forward (a no-transpose B, for
+                       # OpenBLAS's small-matrix path); NULL when the per-step product is too
+                       # big for that path anyway: W_hh is then used transposed
+    void* pred         # (T_out, B, O) head outputs, time-major (many-to-many training: those
+                       # of one chunk of steps, (chunk_steps, B, O))
+    void* dpred        # the loss gradient w.r.t. pred, shaped as pred
     void* chunk        # (chunk_steps, B, H) many-to-many: the gradient reaching the top layer's
                        # h_t from the head, one chunk of steps at a time; Elman: its
                        # pre-activation gradients, written over it (LSTM and GRU write theirs
@@ -334,18 +349,26 @@ cdef inline void part_column_sums(int part, int parts, Py_ssize_t rows, Py_ssize
 cdef inline void step_product(bint columns, int part, int parts, Py_ssize_t row0,
                               Py_ssize_t rows, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                               const floating* a, Py_ssize_t lda, const floating* b,
-                              Py_ssize_t ldb, floating beta, floating* c,
+                              Py_ssize_t ldb, bint trans_b, floating beta, floating* c,
                               Py_ssize_t ldc) noexcept nogil:
-    """part's share of a per-step product C (m, n) = A (m, k) @ B (k, n) + beta C: its rows
-    [row0, row0 + rows), or, with columns, its block of columns of every row, then a barrier
-    (every part's elementwise kernel reads all the columns of its rows)."""
+    """part's share of a per-step product C (m, n) = A (m, k) @ op(B) + beta C, op(B) = B (k, n)
+    or, with trans_b, B^T for B (n, k): its rows [row0, row0 + rows), or, with columns, its
+    block of columns of every row, then a barrier (every part's elementwise kernel reads all
+    the columns of its rows). Without trans_b it stays on OpenBLAS's small-matrix path."""
     cdef Py_ssize_t start, count
     if not columns:
-        step_gemm(rows, n, k, a + row0 * lda, lda, b, ldb, beta, c + row0 * ldc, ldc)
+        if trans_b:
+            gemm(False, True, rows, n, k, 1, a + row0 * lda, lda, b, ldb, beta, c + row0 * ldc,
+                 ldc)
+        else:
+            step_gemm(rows, n, k, a + row0 * lda, lda, b, ldb, beta, c + row0 * ldc, ldc)
         return
     part_range(n, part, parts, 16, &start, &count)
     if count > 0:
-        step_gemm(m, count, k, a, lda, b + start, ldb, beta, c + start, ldc)
+        if trans_b:
+            gemm(False, True, m, count, k, 1, a, lda, b + start * ldb, ldb, beta, c + start, ldc)
+        else:
+            step_gemm(m, count, k, a, lda, b + start, ldb, beta, c + start, ldc)
     barrier(parts)
 
 
@@ -387,8 +410,8 @@ cdef void copy_input_steps(const Shape* s, const floating* x, Py_ssize_t first,
 
 
 cdef void forward(const Shape* s, Work* w, const floating* x, const floating* params,
-                  const States* st, int part, int parts) noexcept nogil:
-    """All layers over all steps, then the head. x (B, T, I) batch-first."""
+                  const States* st, bint head, int part, int parts) noexcept nogil:
+    """All layers over all steps, then the head if asked. x (B, T, I) batch-first."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size
     cdef Py_ssize_t GH = s.gates * H, BH = s.batch * s.hidden_size
     cdef Py_ssize_t layer, t, b, in_size, j, first, count, row0, rows
@@ -438,8 +461,9 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
                     memcpy(cs, <floating*>st.c0 + layer * BH, BH * sizeof(floating))
                 else:
                     memset(cs, 0, BH * sizeof(floating))
-        part_range(GH, part, parts, 1, &first, &count)
-        transpose_rows(w_hh, w_hh_t, GH, H, first, count)
+        if w_hh_t != NULL:
+            part_range(GH, part, parts, 1, &first, &count)
+            transpose_rows(w_hh, w_hh_t, GH, H, first, count)
         barrier(parts)   # the layer below complete before the projection
         # input projection of all steps: gates = inputs @ W_ih^T; the first layer's input,
         # batch-first, goes through a time-major chunk buffer
@@ -462,14 +486,16 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
             if s.cell == CELL_GRU:
                 # rec = h_{t-1} @ W_hh^T, kept apart: its n block is scaled by r
                 step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H,
-                             w_hh_t, GH, 0, rec, GH)
+                             w_hh_t if w_hh_t != NULL else w_hh, GH if w_hh_t != NULL else H,
+                             w_hh_t == NULL, 0, rec, GH)
                 gru_forward(gates + (t * B + row0) * GH, rec + row0 * GH, b_ih, b_hh,
                             hs + t * BH + row0 * H, hs + (t + 1) * BH + row0 * H,
                             hn + t * BH + row0 * H, rows, H)
             else:
                 # gates_t += h_{t-1} @ W_hh^T
                 step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H,
-                             w_hh_t, GH, 1, gates + t * B * GH, GH)
+                             w_hh_t if w_hh_t != NULL else w_hh, GH if w_hh_t != NULL else H,
+                             w_hh_t == NULL, 1, gates + t * B * GH, GH)
                 if s.cell == CELL_LSTM:
                     lstm_forward(gates + (t * B + row0) * GH, bias_sum, cs + t * BH + row0 * H,
                                  cs + (t + 1) * BH + row0 * H, hs + (t + 1) * BH + row0 * H,
@@ -482,7 +508,8 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
         leave_step_loop(threads)
         barrier(parts)   # every row's states complete: the next layer's input, the head's
 
-    head_forward(s, w, params, part, parts)
+    if head:
+        head_forward(s, w, params, part, parts)
 
 
 cdef void head_forward(const Shape* s, Work* w, const floating* params, int part,
@@ -519,80 +546,106 @@ cdef void head_forward(const Shape* s, Work* w, const floating* params, int part
 # ---------------------------------------------------------------------------------------------
 # loss and backward
 
-cdef double loss_value(const Shape* s, Work* w, const floating* pred, const void* target,
-                       const floating* weight, double* terms) noexcept nogil:
-    """The loss of pred (w.pred) against target, with its gradient in dpred.
-
-    target: (B, T_out, O) floats for mse, (B, T_out) class ids for cross_entropy, where T_out
-    is the number of output steps; weight (B, T_out) or NULL. The mean runs over all output
-    elements (mse) or targets (cross_entropy), weighted by weight when given; a zero total
-    weight gives a zero loss and zero gradients. terms receives the number of terms (the
-    total weight, times O for mse): the mean's denominator.
-    """
-    cdef Py_ssize_t B = s.batch, O = s.output_size, steps = output_steps(s), i
-    cdef double total_weight = steps * B
+cdef double loss_scale(const Shape* s, const floating* weight, double* terms) noexcept nogil:
+    """The factor that makes the loss PyTorch's 'mean': 1 / (number of terms), over the output
+    elements (mse) or targets (cross_entropy), weighted by weight (B, T_out) when given (a zero
+    total weight gives a zero loss and zero gradients). terms receives that number."""
+    cdef Py_ssize_t O = s.output_size, count = output_steps(s) * s.batch, i
+    cdef double total_weight = count
     if weight != NULL:
         total_weight = 0
-        for i in range(steps * B):
+        for i in range(count):
             total_weight += weight[i]
-    cdef double scale = 0 if total_weight == 0 else 1.0 / total_weight
     terms[0] = total_weight * (O if s.loss == LOSS_MSE else 1)
+    return 0 if terms[0] == 0 else 1.0 / terms[0]
+
+
+cdef double chunk_loss(const Shape* s, const floating* pred, const void* target,
+                       const floating* weight, double scale, Py_ssize_t first,
+                       Py_ssize_t count, floating* dpred) noexcept nogil:
+    """scale times the summed loss of the output steps [first, first + count) (counted from
+    the first output step), pred and dpred (count, B, O) time-major; target (B, T_out, O)
+    floats for mse, (B, T_out) class ids for cross_entropy; weight (B, T_out) or NULL."""
     if s.loss == LOSS_MSE:
-        return mse_loss(pred, <const floating*>target, weight, steps, B, O, scale / O,
-                        <floating*>w.dpred)
-    return cross_entropy_loss(pred, <const int64_t*>target, weight, steps, B, O, scale,
-                              <floating*>w.dpred)
+        return mse_loss(pred, <const floating*>target, weight, output_steps(s), first, count,
+                        s.batch, s.output_size, scale, dpred)
+    return cross_entropy_loss(pred, <const int64_t*>target, weight, output_steps(s), first,
+                              count, s.batch, s.output_size, scale, dpred)
 
 
 cdef void head_backward(const Shape* s, Work* w, const floating* params,
                         floating* grads, int part, int parts) noexcept nogil:
-    """Head gradients, and for many-to-one the gradient reaching the top layer's last states
-    (dh_last); many-to-many's reaches the top layer chunk by chunk (inject_chunk)."""
-    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
-    cdef Py_ssize_t rows = output_steps(s) * B
+    """Many-to-one: the head's gradients, and the gradient reaching each row's last state
+    (dh_last). (Many-to-many does this chunk by chunk: head_chunk.)"""
+    cdef Py_ssize_t B = s.batch, H = s.hidden_size, O = s.output_size
     cdef floating* dpred = <floating*>w.dpred
     cdef const floating* weight = params + layer_offset(s, s.num_layers)
     cdef floating* dweight = grads + layer_offset(s, s.num_layers)
-    cdef floating* top = <floating*>w.hs + (s.num_layers - 1) * (T + 1) * B * H
-    # dW = dpred^T @ h_out ; db = column sums of dpred ; dh_last = dpred @ W
-    if s.many_to_one:
-        part_gemm(part, parts, True, False, O, H, rows, 1, dpred, O, <floating*>w.h_last, H, 0,
-                  dweight, H)
-        part_gemm(part, parts, False, False, B, H, O, 1, dpred, O, weight, H, 0,
-                  <floating*>w.dh_last, H)
-    else:
-        part_gemm(part, parts, True, False, O, H, rows, 1, dpred, O,
-                  top + (1 + s.loss_start) * B * H, H, 0, dweight, H)
-    part_column_sums(part, parts, rows, O, dpred, O, <floating*>w.ones, 0, dweight + O * H)
+    # dW = dpred^T @ h_last ; db = column sums of dpred ; dh_last = dpred @ W
+    part_gemm(part, parts, True, False, O, H, B, 1, dpred, O, <floating*>w.h_last, H, 0,
+              dweight, H)
+    part_gemm(part, parts, False, False, B, H, O, 1, dpred, O, weight, H, 0,
+              <floating*>w.dh_last, H)
+    part_column_sums(part, parts, B, O, dpred, O, <floating*>w.ones, 0, dweight + O * H)
     barrier(parts)
 
 
-cdef void inject_chunk(const Shape* s, Work* w, const floating* params, Py_ssize_t first,
-                       Py_ssize_t last, floating* out, int part, int parts) noexcept nogil:
-    """Many-to-many: out (last - first, B, H) = dpred_t @ W_head for the steps
-    [first, last), zero before loss_start. Ends with a barrier."""
-    cdef Py_ssize_t B = s.batch, H = s.hidden_size, O = s.output_size
-    cdef Py_ssize_t output_first = max(first, s.loss_start)
-    cdef const floating* weight = params + layer_offset(s, s.num_layers)
+cdef double head_chunk(const Shape* s, Work* w, const floating* params, floating* grads,
+                       const void* target, const floating* weight, double scale,
+                       Py_ssize_t first, Py_ssize_t last, floating* out, int part,
+                       int parts) noexcept nogil:
+    """Many-to-many training, the steps [first, last): the head's outputs (w.pred) and their
+    loss (returned by part 0; 0 by the others) with its gradient (w.dpred), the head's
+    gradients (added to grads), and out (last - first, B, H) = the gradient reaching the top
+    layer's h_t from the head (zero before loss_start). Ends with a barrier."""
+    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
+    cdef Py_ssize_t output_first = max(first, s.loss_start), rows, r, k
+    cdef const floating* weight_head = params + layer_offset(s, s.num_layers)
+    cdef const floating* bias = weight_head + O * H
+    cdef floating* dweight = grads + layer_offset(s, s.num_layers)
+    cdef floating* pred = <floating*>w.pred
+    cdef floating* dpred = <floating*>w.dpred
+    cdef const floating* h_out = <floating*>w.hs + ((s.num_layers - 1) * (T + 1) + 1 +
+                                                     output_first) * B * H
+    cdef double loss = 0
     if part == 0 and output_first > first:
         memset(out, 0, (min(output_first, last) - first) * B * H * sizeof(floating))
     if output_first < last:
-        part_gemm(part, parts, False, False, (last - output_first) * B, H, O, 1,
-                  <floating*>w.dpred + (output_first - s.loss_start) * B * O, O, weight, H, 0,
+        rows = (last - output_first) * B
+        # pred = h_t @ W^T + b ; the loss and dpred ; dW += dpred^T @ h_t ; db += column sums
+        # of dpred ; dL/dh_t = dpred @ W
+        part_gemm(part, parts, False, True, rows, O, H, 1, h_out, H, weight_head, H, 0, pred, O)
+        barrier(parts)
+        if part == 0:
+            for r in range(rows):
+                for k in range(O):
+                    pred[r * O + k] += bias[k]
+            loss = chunk_loss(s, pred, target, weight, scale, output_first - s.loss_start,
+                              last - output_first, dpred)
+        barrier(parts)
+        part_gemm(part, parts, True, False, O, H, rows, 1, dpred, O, h_out, H, 1, dweight, H)
+        part_column_sums(part, parts, rows, O, dpred, O, <floating*>w.ones, 1, dweight + O * H)
+        part_gemm(part, parts, False, False, rows, H, O, 1, dpred, O, weight_head, H, 0,
                   out + (output_first - first) * B * H, H)
     barrier(parts)
+    return loss
 
 
-cdef void backward(const Shape* s, Work* w, const floating* x, const floating* params,
-                   floating* grads, const States* st, int part, int parts) noexcept nogil:
-    """BPTT from dpred down through every layer into grads (flat, overwritten). st.flow needs
-    parts == 1.
+cdef double backward(const Shape* s, Work* w, const floating* x, const floating* params,
+                     floating* grads, const States* st, const void* target,
+                     const floating* weight, double scale, int part,
+                     int parts) noexcept nogil:
+    """BPTT down through every layer into grads (flat, overwritten; many-to-many: the head's
+    entries zeroed before). Many-to-one starts from dpred (head_forward, chunk_loss); many-to-
+    many computes the head, its loss and dpred chunk by chunk here, and part 0 returns that
+    loss (target, weight and scale as for chunk_loss). st.flow needs parts == 1.
 
     Each layer runs back in chunks of s.chunk_steps steps, so that what only one chunk needs
-    lives in a chunk-sized buffer (w.chunk): the top layer's incoming gradient (many-to-many:
-    dpred_t @ W_head, computed per chunk) and Elman's pre-activation gradients, written over
-    it, whose weight-gradient GEMMs run per chunk (accumulating). LSTM and GRU write theirs
-    over the layer's gates, and run their weight-gradient GEMMs over all steps at the end."""
+    lives in chunk-sized buffers: the top layer's incoming gradient (many-to-many: the head's
+    outputs and their gradients, then dL/dh_t in w.chunk) and Elman's pre-activation gradients,
+    written over it, whose weight-gradient GEMMs run per chunk (accumulating). LSTM and GRU
+    write theirs over the layer's gates, and run their weight-gradient GEMMs over all steps at
+    the end."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size
     cdef Py_ssize_t GH = s.gates * H, BH = s.batch * s.hidden_size
     cdef Py_ssize_t layer, t, b, j, in_size, row0, rows, first, last, n_rows
@@ -622,9 +675,11 @@ cdef void backward(const Shape* s, Work* w, const floating* x, const floating* p
     cdef floating* db_hh
     cdef floating beta
     cdef bint top, top_many_to_one
+    cdef double loss = 0
 
     cdef bint columns = split_columns(s, parts)
-    head_backward(s, w, params, grads, part, parts)
+    if s.many_to_one:
+        head_backward(s, w, params, grads, part, parts)
     part_range(B, part, parts, 1, &row0, &rows)     # this part's batch rows, every step
 
     for layer in range(s.num_layers - 1, -1, -1):
@@ -654,7 +709,8 @@ cdef void backward(const Shape* s, Work* w, const floating* x, const floating* p
         while last > 0:
             first = max(0, last - s.chunk_steps)
             if top and not s.many_to_one:
-                inject_chunk(s, w, params, first, last, chunk, part, parts)
+                loss += head_chunk(s, w, params, grads, target, weight, scale, first, last,
+                                   chunk, part, parts)
                 inject = chunk - first * BH
             if elman:
                 dA = chunk - first * BH        # over the chunk's inject, consumed in place
@@ -687,7 +743,7 @@ cdef void backward(const Shape* s, Work* w, const floating* x, const floating* p
                     barrier(parts)   # dA_t complete: every part's product reads all of it
                 # dh_{t-1} = dA_t @ W_hh (GRU: += onto dh z)
                 step_product(columns, part, parts, row0, rows, B, H, GH, dA + t * B * GH, GH,
-                             w_hh, H, 1 if s.cell == CELL_GRU else 0, dh, H)
+                             w_hh, H, False, 1 if s.cell == CELL_GRU else 0, dh, H)
             leave_step_loop(threads)
             barrier(parts)     # the chunk's dA complete (every row)
             if elman:
@@ -754,6 +810,7 @@ cdef void backward(const Shape* s, Work* w, const floating* x, const floating* p
         if part == 0:
             # db_ih = db_hh (GRU: the r, z blocks; its n block is the column sums of da_n)
             memcpy(db_ih, db_hh, (2 * H if s.cell == CELL_GRU else GH) * sizeof(floating))
+    return loss
 
 
 cdef void input_weight_grads(const Shape* s, const floating* dA, const floating* da_n,
@@ -826,20 +883,32 @@ cdef struct Job:
     bint training
     double loss
     double terms
+    double scale         # what the summed loss is multiplied by (see loss_scale)
     double sq_norm_parts[CBPTT_TEAM_MAX]   # each part's share of the gradient's squared norm
 
 
 cdef void train_step(Job* job, const floating* kind, int part, int parts) noexcept nogil:
     cdef const Shape* s = job.s
     cdef floating* grads = <floating*>job.grads
+    cdef const floating* weight = <const floating*>job.weight
     cdef Py_ssize_t first, count
-    forward(s, job.w, <const floating*>job.x, <const floating*>job.params, job.st, part, parts)
+    cdef double loss
+    forward(s, job.w, <const floating*>job.x, <const floating*>job.params, job.st,
+            s.many_to_one, part, parts)
     if part == 0:
-        job.loss = loss_value(s, job.w, <floating*>job.w.pred, job.target,
-                              <const floating*>job.weight, &job.terms)
+        job.scale = loss_scale(s, weight, &job.terms)
+        if s.many_to_one:
+            job.loss = chunk_loss(s, <floating*>job.w.pred, job.target, weight, job.scale, 0, 1,
+                                  <floating*>job.w.dpred)
+        else:
+            job.loss = 0   # the head's gradients accumulate chunk by chunk
+            memset(grads + layer_offset(s, s.num_layers), 0,
+                   s.output_size * (s.hidden_size + 1) * sizeof(floating))
     barrier(parts)
-    backward(s, job.w, <const floating*>job.x, <const floating*>job.params, grads, job.st, part,
-             parts)
+    loss = backward(s, job.w, <const floating*>job.x, <const floating*>job.params, grads,
+                    job.st, job.target, weight, job.scale, part, parts)
+    if part == 0 and not s.many_to_one:
+        job.loss = loss
     barrier(parts)
     if part == 0:
         copy_final_state(s, job.w, job.st, grads)
@@ -852,7 +921,8 @@ cdef void predict_into(Job* job, const floating* kind, int part, int parts) noex
     cdef const Shape* s = job.s
     cdef Py_ssize_t B = s.batch, O = s.output_size, steps = output_steps(s), t, b
     cdef floating* out = <floating*>job.grads
-    forward(s, job.w, <const floating*>job.x, <const floating*>job.params, job.st, part, parts)
+    forward(s, job.w, <const floating*>job.x, <const floating*>job.params, job.st, True, part,
+            parts)
     if part != 0:
         return
     for t in range(steps):
@@ -972,20 +1042,24 @@ cdef class Engine:
         cdef Py_ssize_t GH = self.shape.gates * H
         cdef Py_ssize_t out_rows = output_steps(&self.shape) * B
         cdef int c = self.shape.cell
-        # Chunks of the backward pass: enough rows (steps x batch) for the per-chunk GEMMs;
-        # for LSTM and GRU, whose chunk holds a sixth or a fifth of what one step keeps, at
-        # least an eighth of the steps (fewer, larger chunks).
+        # Chunks of the backward pass: enough rows (steps x batch) for the per-chunk GEMMs
+        # (Elman: 128 rows, at least 4 steps; its chunk buffers are what it keeps beyond its
+        # one T*B*H tensor); for LSTM and GRU, whose chunk holds a sixth or a fifth of what one
+        # step keeps, twice that and at least an eighth of the steps (fewer, larger chunks).
         self.shape.chunk_steps = min(T, max(chunk_min_steps, -(-chunk_rows // B)))
         # The first layer's input is copied time-major a chunk at a time for Elman, whose
         # backward floor is small; at once for LSTM and GRU (measured: chunks cost more time
         # than the 1-4 % of memory they save there).
         self.shape.input_steps = self.shape.chunk_steps
         if c == CELL_LSTM or c == CELL_GRU:
-            self.shape.chunk_steps = min(T, max(self.shape.chunk_steps, -(-T // 8)))
+            self.shape.chunk_steps = min(T, max(2 * self.shape.chunk_steps, -(-T // 8)))
             self.shape.input_steps = T if gated_input_whole else self.shape.chunk_steps
+        # many-to-many training computes the head a chunk of steps at a time (backward)
+        pred_rows = self.shape.chunk_steps * B if training and not many_to_one else out_rows
         sizes = {"x_chunk": self.shape.input_steps * B * input_size, "hs": L * (T + 1) * B * H,
-                 "bias_sum": L * GH, "w_hh_t": H * GH, "pred": out_rows * output_size,
-                 "h_last": B * H}
+                 "bias_sum": L * GH, "pred": pred_rows * output_size, "h_last": B * H}
+        if <double>B * H * GH <= transposed_limit:
+            sizes["w_hh_t"] = H * GH      # see step_gemm
         if c == CELL_LSTM or c == CELL_GRU:
             sizes["gates"] = L * T * B * GH
         if c == CELL_LSTM:
@@ -993,7 +1067,7 @@ cdef class Engine:
         if c == CELL_GRU:
             sizes.update({"hn": L * T * B * H, "rec": B * GH})
         if training:
-            sizes.update({"dpred": out_rows * output_size, "dh": B * H, "ones": T * B,
+            sizes.update({"dpred": pred_rows * output_size, "dh": B * H, "ones": T * B,
                           "dh_last": B * H})
             if L > 1:
                 sizes["inject"] = T * B * H
@@ -1135,6 +1209,9 @@ cdef class Engine:
     def predict(self, x, params, out, h0=None, h_final=None, c0=None, c_final=None,
                 lengths=None):
         """Forward only: out (B, T - loss_start, O), or (B, O) for many-to-one."""
+        if self.training and not self.shape.many_to_one:
+            raise RuntimeError("a many-to-many Engine built for training keeps the head's "
+                               "outputs of one chunk of steps only; predict with training=False")
         cdef const Shape* s = &self.shape
         cdef void* px = data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
         cdef void* pp = data_of(params, self.dtype, self.n_params, "params")

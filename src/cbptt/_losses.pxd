@@ -1,8 +1,9 @@
 # Loss kernels: value and gradient w.r.t. the head's outputs in one pass.
 #
-# Predictions are time-major, row (t, b) at pred[(t * batch + b) * width]. Targets and the
-# optional per-row weights keep the caller's batch-first layout: row (t, b) of a (batch, steps)
-# grid is at index b * steps + t. The value is scale * sum (weighted), and the gradient carries
+# The kernels cover the steps [first, first + count) of a (batch, steps) grid. Predictions are
+# time-major and hold those steps only: row (t, b) at pred[((t - first) * batch + b) * width].
+# Targets and the optional per-row weights keep the caller's batch-first layout over all the
+# steps: row (t, b) at index b * steps + t. The value is scale * sum (weighted), and the gradient carries
 # the same scale; the engine picks scale so that the value is PyTorch's 'mean' reduction (over
 # unmasked rows when weights are given).
 
@@ -12,8 +13,9 @@ from libc.stdint cimport int64_t
 
 
 cdef inline double mse_loss(const floating* pred, const floating* target,
-                            const floating* weight, Py_ssize_t steps, Py_ssize_t batch,
-                            Py_ssize_t width, double scale, floating* dpred) noexcept nogil:
+                            const floating* weight, Py_ssize_t steps, Py_ssize_t first,
+                            Py_ssize_t count, Py_ssize_t batch, Py_ssize_t width, double scale,
+                            floating* dpred) noexcept nogil:
     """scale * sum w (pred - target)^2; dpred = 2 * scale * w * (pred - target). weight may be
     NULL (all ones)."""
     cdef Py_ssize_t t, b, k
@@ -21,10 +23,10 @@ cdef inline double mse_loss(const floating* pred, const floating* target,
     cdef const floating* y
     cdef floating* g
     cdef double diff, row_weight, row_total, total = 0
-    for t in range(steps):
+    for t in range(first, first + count):
         for b in range(batch):
-            p = pred + (t * batch + b) * width
-            g = dpred + (t * batch + b) * width
+            p = pred + ((t - first) * batch + b) * width
+            g = dpred + ((t - first) * batch + b) * width
             y = target + (b * steps + t) * width
             row_weight = 1 if weight == NULL else weight[b * steps + t]
             row_total = 0
@@ -38,7 +40,8 @@ cdef inline double mse_loss(const floating* pred, const floating* target,
 
 cdef inline double cross_entropy_loss(const floating* logits, const int64_t* target,
                                       const floating* weight, Py_ssize_t steps,
-                                      Py_ssize_t batch, Py_ssize_t classes, double scale,
+                                      Py_ssize_t first, Py_ssize_t count, Py_ssize_t batch,
+                                      Py_ssize_t classes, double scale,
                                       floating* dlogits) noexcept nogil:
     """scale * sum w (-log softmax(logits)[target]); dlogits = scale * w * (softmax - onehot).
     Log-sum-exp with the row maximum subtracted, in double. weight may be NULL (all ones)."""
@@ -47,9 +50,9 @@ cdef inline double cross_entropy_loss(const floating* logits, const int64_t* tar
     cdef floating* g
     cdef double zmax, norm, row_weight, total = 0
     cdef int64_t label
-    for t in range(steps):
+    for t in range(first, first + count):
         for b in range(batch):
-            row = t * batch + b
+            row = (t - first) * batch + b
             z = logits + row * classes
             g = dlogits + row * classes
             label = target[b * steps + t]
