@@ -61,6 +61,22 @@ static int cbptt_team_run(int parts, cbptt_team_task task, void *ctx)
 #include <stdint.h>
 #include <time.h>
 
+/* Linked against glibc >= 2.34, these five functions bind to versions that older glibc lacks,
+ * which would make a wheel need glibc 2.34. glibc exports each of them under its original
+ * version too (the same code), so bind to that: the wheel stays manylinux2014 (glibc 2.17). */
+#if defined(__GLIBC__) && (defined(__x86_64__) || defined(__aarch64__))
+#if defined(__x86_64__)
+#define CBPTT_GLIBC_BASE "GLIBC_2.2.5"
+#else
+#define CBPTT_GLIBC_BASE "GLIBC_2.17"
+#endif
+__asm__(".symver pthread_create,pthread_create@" CBPTT_GLIBC_BASE);
+__asm__(".symver pthread_once,pthread_once@" CBPTT_GLIBC_BASE);
+__asm__(".symver pthread_mutex_trylock,pthread_mutex_trylock@" CBPTT_GLIBC_BASE);
+__asm__(".symver pthread_attr_setstacksize,pthread_attr_setstacksize@" CBPTT_GLIBC_BASE);
+__asm__(".symver pthread_sigmask,pthread_sigmask@" CBPTT_GLIBC_BASE);
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define CBPTT_PAUSE() _mm_pause()
