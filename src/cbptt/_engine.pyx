@@ -1155,6 +1155,27 @@ cdef class Engine:
         np.subtract(lengths, 1, out=last_step, casting="unsafe")
         return 0
 
+    cdef void _job(self, Job* job, const States* st, void* x, void* params, void* out,
+                   bint training):
+        """A call's job: training (out: the gradients) or prediction (out: the outputs)."""
+        memset(job, 0, sizeof(Job))
+        job.s = &self.shape
+        job.w = &self.work
+        job.st = st
+        job.x = x
+        job.params = params
+        job.grads = out
+        job.n_params = self.n_params
+        job.is_double = self.dtype == np.float64
+        job.training = training
+
+    cdef int _run(self, Job* job, bint flow):
+        """Run the job on as many threads as team_parts allows; returns how many it used."""
+        cdef int parts = team_parts(&self.shape, flow)
+        with nogil:
+            parts = run_job(job, parts)
+        return parts
+
     def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
                       c0=None, dc0=None, c_final=None, weight=None, lengths=None, flow=None):
         """Forward, loss and BPTT. Writes grads (and dh0/dc0, h_final/c_final, flow); returns
@@ -1186,22 +1207,10 @@ cdef class Engine:
         st.flow = <double*>optional_data_of(flow, np.float64, s.num_layers * s.steps, "flow")
         self._set_lengths(lengths)
         cdef Job job
-        job.s = s
-        job.w = &self.work
-        job.st = &st
-        job.x = px
+        self._job(&job, &st, px, pp, pg, True)
         job.target = pt
         job.weight = pw
-        job.params = pp
-        job.grads = pg
-        job.n_params = self.n_params
-        job.is_double = self.dtype == np.float64
-        job.training = True
-        job.loss = job.terms = 0
-        cdef int parts = team_parts(s, st.flow != NULL)
-        with nogil:
-            parts = run_job(&job, parts)
-        self.last_parts = parts
+        self.last_parts = self._run(&job, st.flow != NULL)
         self.grad_sq_norm = job.sq_norm_parts[0]
         self.loss_terms = job.terms
         return job.loss
@@ -1220,18 +1229,8 @@ cdef class Engine:
         self._states(&st, h0, c0, None, None, h_final, c_final)
         self._set_lengths(lengths)
         cdef Job job
-        job.s = s
-        job.w = &self.work
-        job.st = &st
-        job.x = px
-        job.params = pp
-        job.grads = po
-        job.is_double = self.dtype == np.float64
-        job.training = False
-        cdef int parts = team_parts(s, False)
-        with nogil:
-            parts = run_job(&job, parts)
-        self.last_parts = parts
+        self._job(&job, &st, px, pp, po, False)
+        self.last_parts = self._run(&job, False)
 
     def states(self):
         """Views of the hidden states of the last call: h (L, T+1, B, H) with h[:, 0] the

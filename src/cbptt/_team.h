@@ -26,25 +26,6 @@ typedef int (*cbptt_blas_threads_fn)(int);
 
 static void cbptt_team_set_blas_local(cbptt_blas_threads_fn setter) { (void)setter; }
 static void cbptt_team_barrier(int parts) { (void)parts; }
-/* In a child after fork() the parent's helpers do not exist, and a lock may have been held by
- * a thread that is gone: start afresh. */
-static void cbptt_team_after_fork(void)
-{
-    pthread_mutex_init(&cbptt_team.run_lock, NULL);
-    pthread_mutex_init(&cbptt_team.sleep_lock, NULL);
-    pthread_cond_init(&cbptt_team.wake, NULL);
-    atomic_store(&cbptt_team.sleepers, 0);
-    atomic_store(&cbptt_team.barrier_count, 0);
-    cbptt_team.helpers = 0;
-}
-
-static pthread_once_t cbptt_team_once = PTHREAD_ONCE_INIT;
-
-static void cbptt_team_register_fork(void)
-{
-    pthread_atfork(NULL, NULL, cbptt_team_after_fork);
-}
-
 static int cbptt_team_run(int parts, cbptt_team_task task, void *ctx)
 {
     (void)parts;
