@@ -61,6 +61,11 @@ class Cbptt(Contender):
     def workspace_bytes(self):
         return sum(engine.workspace_bytes for engine in self.trainer._engines.values())
 
+    def row_info(self):
+        """How many threads cbptt's engines ran the warm-up's last step on (its own team: 1 when
+        the shape is too small to share, or at 1 BLAS thread)."""
+        return {"threads_used": max(engine.last_parts for engine in self.trainer._engines.values())}
+
 
 class Reference(Contender):
     """tests/reference.loss_and_grad (textbook BPTT: a Python loop over steps, small GEMMs) plus SGD in NumPy.

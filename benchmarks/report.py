@@ -79,6 +79,12 @@ class StepTable:
             for name, r in row["contenders"].items():
                 if "thread_setting" in r:
                     settings.setdefault(name, set()).add(r["thread_setting"])
+        used = {}                           # cbptt's own threads (Engine.last_parts) -> rows
+        for row in rows:
+            r = row["contenders"].get("cbptt", {})
+            if "threads_used" in r:
+                used.setdefault(r["threads_used"], []).append(
+                    f"{row['shape']} {row['trainer']} {row['cell']} ({row['threads']} thr)")
         notes = [
             f"Median ms per training step, dtype {opts.dtype_name}: forward, BPTT and one SGD update (lr {LR}, no "
             f"momentum) per sequence batch; loss {LOSS}; {NUM_LAYERS} layer. Truncated: cbptt.Truncated(k1=k2="
@@ -105,6 +111,9 @@ class StepTable:
             ("LOSS MISMATCH during warm-up (marked (!)): " + "; ".join(bad) + ".") if bad else
             (f"Warm-up losses of {', '.join(checked)} agree with {self.base}'s in every row (relative tolerance "
              f"{'1e-4' if opts.dtype_name == 'float32' else '1e-9'})." if checked else ""),
+            ("cbptt's own threads (Engine.last_parts, see 'The team of threads'): " + "; ".join(
+                f"{n} at {len(where)} row(s)" + (f" ({', '.join(where)})" if len(used) > 1 and n > 1 else "")
+                for n, where in sorted(used.items())) + ".") if used else "",
             ("Left out: " + "; ".join(left) + ".") if left else "",
             ("Not run: " + "; ".join(f"{n} ({why})" for n, why in skipped_contenders.items()) + ".")
             if skipped_contenders else "",
