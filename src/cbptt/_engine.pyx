@@ -42,6 +42,20 @@ ctypedef int (*get_threads_fn)() noexcept nogil
 cdef set_threads_fn set_local_threads = NULL
 cdef get_threads_fn get_blas_threads = NULL
 
+cdef extern from "_panels.h" nogil:
+    enum: CBPTT_PANEL_F32, CBPTT_PANEL_F64
+    int cbptt_panels_supported()
+    void cbptt_pack_f32(const float* b, Py_ssize_t ldb, int trans, Py_ssize_t k,
+                        Py_ssize_t first, Py_ssize_t count, float* panels)
+    void cbptt_pack_f64(const double* b, Py_ssize_t ldb, int trans, Py_ssize_t k,
+                        Py_ssize_t first, Py_ssize_t count, double* panels)
+    void cbptt_panel_gemm_f32(Py_ssize_t m, Py_ssize_t k, const float* a, Py_ssize_t lda,
+                              const float* panels, Py_ssize_t first, Py_ssize_t count,
+                              float beta, float* c, Py_ssize_t ldc)
+    void cbptt_panel_gemm_f64(Py_ssize_t m, Py_ssize_t k, const double* a, Py_ssize_t lda,
+                              const double* panels, Py_ssize_t first, Py_ssize_t count,
+                              double beta, double* c, Py_ssize_t ldc)
+
 cdef extern from "_team.h" nogil:
     enum: CBPTT_TEAM_MAX
     ctypedef void (*cbptt_team_task)(void* ctx, int part, int parts) noexcept nogil
@@ -68,6 +82,52 @@ cdef bint gated_input_whole = True
 
 # Engines keep W_hh^T (for OpenBLAS's small-matrix path) while B * H * G*H is at most this.
 cdef double transposed_limit = <double>SMALL_GEMM_MNK * MAX_STEP_SLICES
+
+# Per-step products of more than panels_min_mnk (B * H * G*H) multiply by W_hh packed once per
+# pass (_panels.h) where the processor has AVX-512; smaller ones stay on OpenBLAS's
+# small-matrix path, as fast and needing no copy.
+cdef bint panels_enabled = True
+cdef double panels_min_mnk = 2.0 * SMALL_GEMM_MNK
+
+
+def set_panels(bint enabled=True, double min_mnk=2.0 * SMALL_GEMM_MNK):
+    """Engines made from now on multiply by packed W_hh panels when enabled, the processor
+    supports them and B * H * G*H > min_mnk; returns the previous (enabled, min_mnk). For
+    tests and benchmarks."""
+    global panels_enabled, panels_min_mnk
+    previous = (panels_enabled, panels_min_mnk)
+    panels_enabled = enabled
+    panels_min_mnk = min_mnk
+    return previous
+
+
+def panels_supported():
+    """Whether this processor runs the packed-panel products (AVX-512F)."""
+    return bool(cbptt_panels_supported())
+
+
+def _panel_product(a, b, bint trans, double beta, c, Py_ssize_t first, Py_ssize_t count):
+    """c[:, first:first+count] = a @ op(b)[:, first:first+count] + beta c[:, first:first+count]
+    through the packed-panel product (op(b) = b.T with trans), first a multiple of the panel
+    width: the kernel alone, for tests. a, b, c C-contiguous of one float dtype."""
+    if not cbptt_panels_supported():
+        raise RuntimeError("this processor has no AVX-512F")
+    cdef cnp.ndarray A = a, B = b, C = c
+    k = A.shape[1]
+    n = B.shape[0] if trans else B.shape[1]
+    dtype = C.dtype
+    width = CBPTT_PANEL_F32 if dtype == np.float32 else CBPTT_PANEL_F64
+    if first % width or not 0 <= first <= first + count <= n:
+        raise ValueError(f"first must be a multiple of {width} and the block inside {n} columns")
+    cdef cnp.ndarray panels = np.empty(k * (-(-n // width) * width), dtype=dtype)
+    if dtype == np.float32:
+        cbptt_pack_f32(<float*>B.data, B.shape[1], trans, k, first, count, <float*>panels.data)
+        cbptt_panel_gemm_f32(A.shape[0], k, <float*>A.data, k, <float*>panels.data, first,
+                             count, <float>beta, <float*>C.data, C.shape[1])
+    else:
+        cbptt_pack_f64(<double*>B.data, B.shape[1], trans, k, first, count, <double*>panels.data)
+        cbptt_panel_gemm_f64(A.shape[0], k, <double*>A.data, k, <double*>panels.data, first,
+                             count, beta, <double*>C.data, C.shape[1])
 
 
 def set_transposed_limit(double mnk=<double>SMALL_GEMM_MNK * MAX_STEP_SLICES):
@@ -170,6 +230,7 @@ cdef struct Shape:
     bint step_threads_one     # run the per-step products on one BLAS thread
     Py_ssize_t chunk_steps    # steps per chunk of the backward pass (see backward)
     Py_ssize_t input_steps    # steps per chunk of the first layer's input (w.x_chunk)
+    bint panels               # per-step products on packed W_hh (w.panels, _panels.h)
 
 
 cdef struct Work:
@@ -184,6 +245,8 @@ cdef struct Work:
     void* w_hh_t       # (H, G*H) W_hh^T of the layer being run forward (a no-transpose B, for
                        # OpenBLAS's small-matrix path); NULL when the per-step product is too
                        # big for that path anyway: W_hh is then used transposed
+    void* panels       # shape.panels: the layer's W_hh packed for the per-step products of
+                       # the pass running: W_hh^T (H, G*H) forward, W_hh (G*H, H) backward
     void* pred         # (T_out, B, O) head outputs, time-major (many-to-many training: those
                        # of one chunk of steps, (chunk_steps, B, O))
     void* dpred        # the loss gradient w.r.t. pred, shaped as pred
@@ -346,16 +409,55 @@ cdef inline void part_column_sums(int part, int parts, Py_ssize_t rows, Py_ssize
     gemv(True, rows, count, 1, a + start, lda, ones, beta, y + start)
 
 
+cdef inline Py_ssize_t panel_width(const floating* kind) noexcept nogil:
+    return CBPTT_PANEL_F32 if floating is float else CBPTT_PANEL_F64
+
+
+cdef inline void pack_panels(bint columns, int part, int parts, const floating* b,
+                             Py_ssize_t ldb, bint trans, Py_ssize_t k, Py_ssize_t n,
+                             floating* panels) noexcept nogil:
+    """Pack op(B) (k, n) (B (k, n), or B (n, k) with trans) into panels (_panels.h): part's
+    block of columns, the block its share of a column split multiplies by; split by rows,
+    every part reads every panel, so the parts meet at a barrier after."""
+    cdef Py_ssize_t start, count
+    part_range(n, part, parts, panel_width(panels), &start, &count)
+    if count > 0:
+        if floating is float:
+            cbptt_pack_f32(b, ldb, trans, k, start, count, panels)
+        else:
+            cbptt_pack_f64(b, ldb, trans, k, start, count, panels)
+    if not columns:
+        barrier(parts)
+
+
+cdef inline void panel_gemm(Py_ssize_t m, Py_ssize_t k, const floating* a, Py_ssize_t lda,
+                            const floating* panels, Py_ssize_t first, Py_ssize_t count,
+                            floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        cbptt_panel_gemm_f32(m, k, a, lda, panels, first, count, beta, c, ldc)
+    else:
+        cbptt_panel_gemm_f64(m, k, a, lda, panels, first, count, beta, c, ldc)
+
+
 cdef inline void step_product(bint columns, int part, int parts, Py_ssize_t row0,
                               Py_ssize_t rows, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                               const floating* a, Py_ssize_t lda, const floating* b,
-                              Py_ssize_t ldb, bint trans_b, floating beta, floating* c,
-                              Py_ssize_t ldc) noexcept nogil:
+                              Py_ssize_t ldb, bint trans_b, const floating* panels,
+                              floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
     """part's share of a per-step product C (m, n) = A (m, k) @ op(B) + beta C, op(B) = B (k, n)
     or, with trans_b, B^T for B (n, k): its rows [row0, row0 + rows), or, with columns, its
     block of columns of every row, then a barrier (every part's elementwise kernel reads all
-    the columns of its rows). Without trans_b it stays on OpenBLAS's small-matrix path."""
+    the columns of its rows). With panels (op(B) packed by pack_panels) the packed product
+    runs; else BLAS, which without trans_b stays on OpenBLAS's small-matrix path."""
     cdef Py_ssize_t start, count
+    if panels != NULL:
+        if not columns:
+            panel_gemm(rows, k, a + row0 * lda, lda, panels, 0, n, beta, c + row0 * ldc, ldc)
+            return
+        part_range(n, part, parts, panel_width(panels), &start, &count)
+        panel_gemm(m, k, a, lda, panels, start, count, beta, c, ldc)
+        barrier(parts)
+        return
     if not columns:
         if trans_b:
             gemm(False, True, rows, n, k, 1, a + row0 * lda, lda, b, ldb, beta, c + row0 * ldc,
@@ -418,6 +520,7 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
     cdef int threads
     cdef floating* x_chunk = <floating*>w.x_chunk
     cdef floating* w_hh_t = <floating*>w.w_hh_t
+    cdef floating* panels = <floating*>w.panels
     cdef floating* hs
     cdef floating* cs = NULL
     cdef floating* gates
@@ -464,7 +567,9 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
         if w_hh_t != NULL:
             part_range(GH, part, parts, 1, &first, &count)
             transpose_rows(w_hh, w_hh_t, GH, H, first, count)
-        barrier(parts)   # the layer below complete before the projection
+        if panels != NULL:
+            pack_panels(True, part, parts, w_hh, H, True, H, GH, panels)
+        barrier(parts)   # the layer below complete before the projection; W_hh packed
         # input projection of all steps: gates = inputs @ W_ih^T; the first layer's input,
         # batch-first, goes through a time-major chunk buffer
         if layer == 0:
@@ -487,7 +592,7 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
                 # rec = h_{t-1} @ W_hh^T, kept apart: its n block is scaled by r
                 step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H,
                              w_hh_t if w_hh_t != NULL else w_hh, GH if w_hh_t != NULL else H,
-                             w_hh_t == NULL, 0, rec, GH)
+                             w_hh_t == NULL, panels, 0, rec, GH)
                 gru_forward(gates + (t * B + row0) * GH, rec + row0 * GH, b_ih, b_hh,
                             hs + t * BH + row0 * H, hs + (t + 1) * BH + row0 * H,
                             hn + t * BH + row0 * H, rows, H)
@@ -495,7 +600,7 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
                 # gates_t += h_{t-1} @ W_hh^T
                 step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H,
                              w_hh_t if w_hh_t != NULL else w_hh, GH if w_hh_t != NULL else H,
-                             w_hh_t == NULL, 1, gates + t * B * GH, GH)
+                             w_hh_t == NULL, panels, 1, gates + t * B * GH, GH)
                 if s.cell == CELL_LSTM:
                     lstm_forward(gates + (t * B + row0) * GH, bias_sum, cs + t * BH + row0 * H,
                                  cs + (t + 1) * BH + row0 * H, hs + (t + 1) * BH + row0 * H,
@@ -652,6 +757,7 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
     cdef int threads
     cdef bint elman = s.cell == CELL_TANH or s.cell == CELL_RELU
     cdef floating* chunk = <floating*>w.chunk
+    cdef floating* panels = <floating*>w.panels
     cdef floating* inject = NULL   # indexed by step: inject + t * BH
     cdef floating* dA = NULL       # indexed by step: dA + t * B * GH
     cdef floating* da_n = NULL
@@ -705,6 +811,9 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
         inject = NULL if top_many_to_one else <floating*>w.inject
 
         memset(dh + row0 * H, 0, rows * H * sizeof(floating))
+        if panels != NULL:
+            # every part is past the previous layer's (or the forward's) use of the panels
+            pack_panels(columns, part, parts, w_hh, H, False, GH, H, panels)
         last = T
         while last > 0:
             first = max(0, last - s.chunk_steps)
@@ -743,7 +852,7 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                     barrier(parts)   # dA_t complete: every part's product reads all of it
                 # dh_{t-1} = dA_t @ W_hh (GRU: += onto dh z)
                 step_product(columns, part, parts, row0, rows, B, H, GH, dA + t * B * GH, GH,
-                             w_hh, H, False, 1 if s.cell == CELL_GRU else 0, dh, H)
+                             w_hh, H, False, panels, 1 if s.cell == CELL_GRU else 0, dh, H)
             leave_step_loop(threads)
             barrier(parts)     # the chunk's dA complete (every row)
             if elman:
@@ -1058,7 +1167,12 @@ cdef class Engine:
         pred_rows = self.shape.chunk_steps * B if training and not many_to_one else out_rows
         sizes = {"x_chunk": self.shape.input_steps * B * input_size, "hs": L * (T + 1) * B * H,
                  "bias_sum": L * GH, "pred": pred_rows * output_size, "h_last": B * H}
-        if <double>B * H * GH <= transposed_limit:
+        self.shape.panels = (panels_enabled and cbptt_panels_supported() and
+                             <double>B * H * GH > panels_min_mnk)
+        if self.shape.panels:
+            width = CBPTT_PANEL_F32 if self.dtype == np.float32 else CBPTT_PANEL_F64
+            sizes["panels"] = max(H * -(-GH // width) * width, GH * -(-H // width) * width)
+        elif <double>B * H * GH <= transposed_limit:
             sizes["w_hh_t"] = H * GH      # see step_gemm
         if c == CELL_LSTM or c == CELL_GRU:
             sizes["gates"] = L * T * B * GH
@@ -1090,6 +1204,7 @@ cdef class Engine:
         w.rec = self._ptr("rec")
         w.bias_sum = self._ptr("bias_sum")
         w.w_hh_t = self._ptr("w_hh_t")
+        w.panels = self._ptr("panels")
         w.pred = self._ptr("pred")
         w.dpred = self._ptr("dpred")
         w.chunk = self._ptr("chunk")
@@ -1113,6 +1228,11 @@ cdef class Engine:
     @property
     def steps(self):
         return self.shape.steps
+
+    @property
+    def panels(self):
+        """Whether the per-step products multiply by packed W_hh panels (_panels.h)."""
+        return bool(self.shape.panels)
 
     @property
     def chunk_steps(self):

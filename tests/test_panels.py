@@ -1,0 +1,140 @@
+"""The packed-panel product of the per-step recurrent GEMMs (_panels.h): the kernel against
+NumPy on every edge (rows not a multiple of its six-row block, columns not a multiple of a
+panel, one column, beta 0 and 1, column blocks), and engines using it against the NumPy
+reference, against the same engine on OpenBLAS, and split over a team."""
+import numpy as np
+import pytest
+
+import cbptt
+from cbptt import _engine
+
+from reference import loss_and_grad as reference_loss_and_grad
+
+pytestmark = pytest.mark.skipif(not _engine.panels_supported(),
+                                reason="the processor has no AVX-512F (OpenBLAS is used)")
+
+WIDTH = {np.float32: 64, np.float64: 32}
+
+
+@pytest.fixture
+def panels():
+    """Set whether engines made in a test use panels (on: for every shape)."""
+    previous = _engine.set_panels()
+    yield lambda on: _engine.set_panels(on, 0.0)
+    _engine.set_panels(*previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("rows", [1, 5, 6, 7, 13])
+@pytest.mark.parametrize("depth, cols", [(1, 1), (3, 15), (16, 64), (37, 65), (70, 130)])
+def test_the_kernel_computes_a_product(dtype, trans, beta, rows, depth, cols):
+    rng = np.random.default_rng(rows * 1000 + depth + cols)
+    a = rng.standard_normal((rows, depth)).astype(dtype)
+    b = rng.standard_normal((cols, depth) if trans else (depth, cols)).astype(dtype)
+    c = rng.standard_normal((rows, cols)).astype(dtype)
+    want = a.astype(np.float64) @ (b.T if trans else b).astype(np.float64) + beta * c
+    _engine._panel_product(a, b, trans, beta, c, 0, cols)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_column_block_leaves_the_other_columns_alone(dtype):
+    rng = np.random.default_rng(0)
+    width = WIDTH[dtype]
+    cols = 3 * width + 5
+    a = rng.standard_normal((9, 20)).astype(dtype)
+    b = rng.standard_normal((20, cols)).astype(dtype)
+    c = rng.standard_normal((9, cols)).astype(dtype)
+    before = c.copy()
+    _engine._panel_product(a, b, False, 0.0, c, width, width + 5)
+    block = slice(width, 2 * width + 5)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(c[:, block], a @ b[:, block], rtol=tol, atol=tol)
+    np.testing.assert_array_equal(c[:, :width], before[:, :width])
+    np.testing.assert_array_equal(c[:, 2 * width + 5:], before[:, 2 * width + 5:])
+    with pytest.raises(ValueError, match="multiple of"):
+        _engine._panel_product(a, b, False, 0.0, c, 5, 10)
+
+
+def engine_run(cell, layers, batch, hidden, dtype, many_to_one, seed=0):
+    rng = np.random.default_rng(seed)
+    steps, inputs, outputs = 5, 3, 2
+    model = cbptt.RNN(inputs, hidden, outputs, cell=cell, num_layers=layers, seed=seed,
+                      dtype=dtype)
+    X = rng.standard_normal((batch, steps, inputs)).astype(dtype)
+    Y = rng.standard_normal((batch, outputs) if many_to_one else
+                            (batch, steps, outputs)).astype(dtype)
+    h0 = rng.standard_normal((layers, batch, hidden)).astype(dtype)
+    engine = _engine.Engine(cell, layers, inputs, hidden, outputs, batch, steps, dtype,
+                            many_to_one=many_to_one)
+    grads = np.zeros_like(model.params)
+    dh0 = np.zeros_like(h0)
+    loss = engine.loss_and_grad(X, Y, model.params, grads, h0=h0, dh0=dh0)
+    return dict(loss=loss, grads=grads, dh0=dh0, engine=engine, model=model, X=X, Y=Y, h0=h0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("many_to_one", [False, True])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+@pytest.mark.parametrize("batch, hidden", [(1, 9), (7, 40), (8, 70)])
+def test_an_engine_on_panels_computes_what_it_computes_on_openblas(
+        panels, cell, layers, many_to_one, dtype, batch, hidden):
+    panels(False)
+    blas = engine_run(cell, layers, batch, hidden, dtype, many_to_one)
+    assert not blas["engine"].panels
+    panels(True)
+    packed = engine_run(cell, layers, batch, hidden, dtype, many_to_one)
+    assert packed["engine"].panels
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for key in ("grads", "dh0"):
+        np.testing.assert_allclose(packed[key], blas[key], rtol=tol, atol=tol, err_msg=key)
+    assert packed["loss"] == pytest.approx(blas["loss"], rel=tol)
+    assert np.abs(packed["grads"]).max() > 0
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+def test_an_engine_on_panels_matches_the_numpy_reference(panels, cell, many_to_one):
+    panels(True)
+    got = engine_run(cell, 2, 7, 40, np.float64, many_to_one)
+    assert got["engine"].panels
+    _, want = reference_loss_and_grad(
+        dict(got["model"].state_dict()), got["X"], got["Y"], cell=cell, num_layers=2,
+        mode="many_to_one" if many_to_one else "many_to_many", loss="mse", h0=got["h0"])
+    flat = np.concatenate([np.ravel(want[name]) for name, _, _ in
+                           _engine.param_layout(cell, 2, 3, 40, 2)])
+    np.testing.assert_allclose(got["grads"], flat, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.skipif(not _engine.team_available(),
+                    reason="SciPy's BLAS has no per-thread thread control")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("split", ["rows", "columns"])
+def test_panels_split_over_a_team_compute_what_one_thread_computes(panels, split, parts, cell,
+                                                                   dtype):
+    previous = _engine.set_team()
+    panels(True)
+    try:
+        _engine.set_team(1)
+        alone = engine_run(cell, 2, 8, 70, dtype, False)
+        _engine.set_team(parts, min_flops=0, min_batch=2, exact=True,
+                         column_flops=0 if split == "columns" else float("inf"))
+        team = engine_run(cell, 2, 8, 70, dtype, False)
+    finally:
+        _engine.set_team(**previous)
+    assert team["engine"].last_parts == parts and team["engine"].panels
+    tol = 1e-13 if dtype == np.float64 else 1e-6
+    for key in ("grads", "dh0"):
+        np.testing.assert_allclose(team[key], alone[key], rtol=tol, atol=tol, err_msg=key)
+
+
+def test_large_products_use_panels_by_default_and_small_ones_do_not():
+    big = _engine.Engine("lstm", 1, 4, 256, 2, 8, 3, np.float32)     # 8 * 256 * 1024 > 2e6
+    small = _engine.Engine("lstm", 1, 4, 64, 2, 8, 3, np.float32)
+    assert big.panels and not small.panels
