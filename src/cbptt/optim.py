@@ -20,7 +20,7 @@ class Optimizer:
     def _bind(self, params):
         if self._size is None:
             self._size = params.size
-            self._scratch = np.zeros_like(params)   # every update works in place: no allocation
+            self._scratch = None
             self._init_state(params)
         elif params.size != self._size:
             raise ValueError(f"this optimiser holds state for {self._size} parameters, got "
@@ -28,6 +28,14 @@ class Optimizer:
 
     def _init_state(self, params):
         pass
+
+    def _work(self, params):
+        """A scratch array shaped like params, made on the first update that needs one: every
+        update then works in place, with no allocation (plain SGD needs none: it scales the
+        gradient buffer itself)."""
+        if self._scratch is None:
+            self._scratch = np.zeros_like(params)
+        return self._scratch
 
     def reset(self):
         """Forget all state (moments, step count)."""
@@ -103,23 +111,22 @@ class SGD(Optimizer):
 
     def step(self, params, grads):
         self._bind(params)
-        tmp = self._scratch
         if self.weight_decay:
-            grads += np.multiply(params, self.weight_decay, out=tmp)
+            grads += np.multiply(params, self.weight_decay, out=self._work(params))
         if self.momentum:
             if self.steps == 0:
                 self.buffer[...] = grads
             else:
                 self.buffer *= self.momentum
                 if self.dampening:
-                    self.buffer += np.multiply(grads, 1 - self.dampening, out=tmp)
-                else:
-                    self.buffer += grads
+                    grads *= 1 - self.dampening
+                self.buffer += grads
             if self.nesterov:
-                grads += np.multiply(self.buffer, self.momentum, out=tmp)
+                grads += np.multiply(self.buffer, self.momentum, out=self._work(params))
             else:
-                grads = self.buffer
-        params -= np.multiply(grads, self.lr, out=tmp)
+                grads[...] = self.buffer
+        grads *= self.lr
+        params -= grads
         self.steps += 1
 
 
@@ -156,7 +163,7 @@ class Adam(Optimizer):
         self._bind(params)
         beta1, beta2 = self.betas
         self.steps += 1
-        m, v, tmp = self.exp_avg, self.exp_avg_sq, self._scratch
+        m, v, tmp = self.exp_avg, self.exp_avg_sq, self._work(params)
         if self.weight_decay:
             grads += np.multiply(params, self.weight_decay, out=tmp)
         m *= beta1
