@@ -1,5 +1,5 @@
 /* The backward gate loops of the LSTM and GRU cells, in C so that they are compiled twice on
- * x86-64 (baseline and AVX2 + FMA, picked at run time, as in _vmath.h). The maths and the
+ * x86-64 (baseline, AVX2 + FMA and AVX-512, picked at run time, as in _vmath.h). The maths and the
  * argument conventions are those documented in _cells.pxd; each function handles one step's
  * block of rows * hidden entries. dh_inject (may be NULL) is first added into the carried
  * gradient, which the caller overwrites afterwards anyway, so the main loops are branch-free. */
@@ -64,9 +64,13 @@
 CBPTT_GATE_FUNCTIONS(float, f32_baseline, )
 CBPTT_GATE_FUNCTIONS(double, f64_baseline, )
 #ifdef CBPTT_DISPATCH
-CBPTT_GATE_FUNCTIONS(float, f32_avx2, __attribute__((target("avx2,fma"))))
-CBPTT_GATE_FUNCTIONS(double, f64_avx2, __attribute__((target("avx2,fma"))))
-#define CBPTT_PICK(name, T) (cbptt_has_avx2() ? name##_##T##_avx2 : name##_##T##_baseline)
+CBPTT_GATE_FUNCTIONS(float, f32_avx2, CBPTT_TARGET_AVX2)
+CBPTT_GATE_FUNCTIONS(double, f64_avx2, CBPTT_TARGET_AVX2)
+CBPTT_GATE_FUNCTIONS(float, f32_avx512, CBPTT_TARGET_AVX512)
+CBPTT_GATE_FUNCTIONS(double, f64_avx512, CBPTT_TARGET_AVX512)
+#define CBPTT_PICK(name, T)                                                                   \
+    (cbptt_has_avx512() ? name##_##T##_avx512                                                  \
+                        : cbptt_has_avx2() ? name##_##T##_avx2 : name##_##T##_baseline)
 #else
 #define CBPTT_PICK(name, T) name##_##T##_baseline
 #endif

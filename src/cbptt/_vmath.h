@@ -5,8 +5,8 @@
  * compiler vectorises the loops over a step's buffer; error within 2 ulp of libm's for exp.
  * float64 keeps libm's accuracy: the double versions call exp/tanh from libm.
  *
- * On x86-64 with GCC or Clang the float32 array functions also exist compiled for AVX2 + FMA,
- * picked at run time; CBPTT_NO_DISPATCH turns that off. Compile with -fno-trapping-math so
+ * On x86-64 with GCC or Clang the float32 array functions also exist compiled for AVX2 + FMA
+ * and for AVX-512 (16 lanes), picked at run time; CBPTT_NO_DISPATCH turns that off. Compile with -fno-trapping-math so
  * that the selects in these functions can be vectorised.
  */
 #ifndef CBPTT_VMATH_H
@@ -92,7 +92,22 @@ CBPTT_F32_ARRAY_FUNCTIONS(baseline, )
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(CBPTT_NO_DISPATCH)
 #define CBPTT_DISPATCH 1
-CBPTT_F32_ARRAY_FUNCTIONS(avx2, __attribute__((target("avx2,fma"))))
+#define CBPTT_TARGET_AVX2 __attribute__((target("avx2,fma")))
+/* GCC vectorises 256 bits wide unless told otherwise, even where AVX-512 is allowed */
+#define CBPTT_TARGET_AVX512 \
+    __attribute__((target("avx512f,avx512dq,avx2,fma,prefer-vector-width=512")))
+CBPTT_F32_ARRAY_FUNCTIONS(avx2, CBPTT_TARGET_AVX2)
+CBPTT_F32_ARRAY_FUNCTIONS(avx512, CBPTT_TARGET_AVX512)
+
+static int cbptt_has_avx512(void)
+{
+    static int cached = -1;          /* benign race: every thread writes the same value */
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    }
+    return cached;
+}
 
 static int cbptt_has_avx2(void)
 {
@@ -108,6 +123,10 @@ static int cbptt_has_avx2(void)
 static void cbptt_sigmoid_f32(const float *x, const float *bias, float *out, ptrdiff_t n)
 {
 #ifdef CBPTT_DISPATCH
+    if (cbptt_has_avx512()) {
+        cbptt_sigmoid_f32_avx512(x, bias, out, n);
+        return;
+    }
     if (cbptt_has_avx2()) {
         cbptt_sigmoid_f32_avx2(x, bias, out, n);
         return;
@@ -119,6 +138,10 @@ static void cbptt_sigmoid_f32(const float *x, const float *bias, float *out, ptr
 static void cbptt_tanh_f32(const float *x, const float *bias, float *out, ptrdiff_t n)
 {
 #ifdef CBPTT_DISPATCH
+    if (cbptt_has_avx512()) {
+        cbptt_tanh_f32_avx512(x, bias, out, n);
+        return;
+    }
     if (cbptt_has_avx2()) {
         cbptt_tanh_f32_avx2(x, bias, out, n);
         return;
