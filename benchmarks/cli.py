@@ -17,7 +17,7 @@ import numpy as np
 
 from . import memory
 from .contenders import CONTENDERS
-from .facts import RESULTS_DIR, ROOT, blas_threads, loadavg, machine_facts, machine_line, result_stem, \
+from .facts import RESULTS_DIR, ROOT, blas_threads, cores, loadavg, machine_facts, machine_line, result_stem, \
     threadpoolctl, warn_forced_env
 from .grid import CELLS, SHAPES, TRAINERS, cases
 from .report import StepTable
@@ -85,11 +85,12 @@ def _time_grid(opts, rows_of, contenders):
     print(table.header(), flush=True)
     rows, lines = [], []
     for threads in opts.threads:
-        with blas_threads(threads):
+        with blas_threads(threads), cores(threads) as pinned:
             for c in contenders:
                 c.set_threads(threads)
             for case in rows_of:
                 row = run_case(case, contenders, opts, threads)
+                row["pinned_cpus"] = pinned
                 rows.append(row)
                 lines.append(table.line(row))
                 print(lines[-1], flush=True)

@@ -172,8 +172,8 @@ class Jax(Contender):
 
     Threads: XLA's CPU thread pool is fixed when jax is first imported, through XLA_FLAGS. jax is imported at
     the first set_threads(n): n == 1 sets ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``
-    (which, measured with jax 0.10.2 here, does not actually keep XLA on one thread; the notes say so),
-    any other n keeps XLA's default (a pool over all cores: os.cpu_count()). Rows of a later thread count that
+    (which, measured with jax 0.10.2 here, does not by itself keep XLA on one thread: the suite pins the
+    whole process to one CPU for 1-thread rows, facts.cores), any other n keeps XLA's default (a pool over all cores: os.cpu_count()). Rows of a later thread count that
     needs another setting are n/a with the reason listed (run --threads 1 and --threads 2 as separate runs to
     get JAX at both). An XLA_FLAGS already set by the user is kept as is and reported."""
     name = "jax"
@@ -194,8 +194,8 @@ class Jax(Contender):
         elif n == 1:
             os.environ["XLA_FLAGS"] = self.SINGLE
             self.setting, self.setting_threads = (
-                f"XLA_FLAGS={self.SINGLE!r} asked for 1 thread, but with jax 0.10.2 here it does NOT limit XLA: "
-                f"a 1024x1024 matmul still used 1.95 CPUs (see README), so these jax rows ran on 2 cores", 1)
+                f"XLA_FLAGS={self.SINGLE!r} (with jax 0.10.2 it does not limit XLA's pool by itself; the "
+                f"process's pinning to one CPU in 1-thread rows does)", 1)
         else:
             self.setting = f"XLA default, a pool over all {os.cpu_count()} cores"
             self.setting_threads = os.cpu_count()

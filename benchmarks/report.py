@@ -8,6 +8,20 @@ COMPILED = ("jax",)     # contenders that compile ahead of the warm-up; their co
 BUSY = 0.2              # flag a row during which other processes used more than this many CPUs on average
 
 
+def _pinning_note(rows):
+    """Which thread counts ran with the whole process pinned to fewer CPUs (facts.cores)."""
+    pinned = {}
+    for row in rows:
+        if row.get("pinned_cpus"):
+            pinned.setdefault(row["threads"], tuple(row["pinned_cpus"]))
+    if not pinned:
+        return ""
+    return ("Pinned: " + "; ".join(
+        f"the {threads}-thread rows ran with every thread of the process (every contender's, XLA's pool "
+        f"included) on CPU{'s' if len(cpus) > 1 else ''} {', '.join(map(str, cpus))} (sched_setaffinity)"
+        for threads, cpus in sorted(pinned.items())) + ".")
+
+
 def _listing(items, limit=10):
     """'a; b; c.' with at most `limit` items, then how many more."""
     more = len(items) - limit
@@ -114,6 +128,7 @@ class StepTable:
             ("cbptt's own threads (Engine.last_parts, see 'The team of threads'): " + "; ".join(
                 f"{n} at {len(where)} row(s)" + (f" ({', '.join(where)})" if len(used) > 1 and n > 1 else "")
                 for n, where in sorted(used.items())) + ".") if used else "",
+            _pinning_note(rows),
             ("Left out: " + "; ".join(left) + ".") if left else "",
             ("Not run: " + "; ".join(f"{n} ({why})" for n, why in skipped_contenders.items()) + ".")
             if skipped_contenders else "",
