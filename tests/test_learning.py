@@ -13,7 +13,9 @@ def test_many_to_one_tanh_learns_the_adding_problem():
     rng = np.random.default_rng(0)
     guess_mean = float(np.mean((y_test - 1.0) ** 2))
     assert 0.14 < guess_mean < 0.19
-    for _ in range(2500):
+    # 4000 steps: every seed 0-4 ends below 0.023 on one thread and on two (after 2500 steps
+    # seed 0 ended at 0.031 or 0.072 depending on the split's rounding: too close to the line)
+    for _ in range(4000):
         rows = rng.integers(0, len(X_train), size=32)
         trainer.step(X_train[rows], y_train[rows])
     test_mse = float(np.mean((trainer.predict(X_test) - y_test) ** 2))

@@ -208,3 +208,38 @@ def test_the_team_works_in_a_forked_child(team):
     assert child.exitcode == 0
     assert parts == 2, grads
     np.testing.assert_allclose(grads, parent["grads"], rtol=1e-13)
+
+
+def scipy_blas_threads():
+    """SciPy's OpenBLAS thread count, read through the getter the engine uses."""
+    import ctypes
+    from cbptt._threads import find_thread_control
+    getter = find_thread_control()[1]
+    return ctypes.CFUNCTYPE(ctypes.c_int)(getter)()
+
+
+def test_concurrent_trainers_leave_the_blas_thread_count_as_they_found_it(team):
+    """openblas_set_num_threads_local sets the count of the whole process in SciPy's OpenBLAS:
+    two trainers saving and restoring it around their calls in two threads used to leave it
+    at 1 now and then, and every later call then ran alone (a different split, so different
+    rounding: a fixed-seed training run gave another result after it)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 30, 8))
+    Y = rng.normal(size=(16, 30, 4))
+    before = scipy_blas_threads()
+    if before < 2:
+        pytest.skip("BLAS runs on one thread here: nothing to lose")
+    _engine.set_team(2, min_flops=0, min_batch=2)     # BLAS's count decides the parts
+    for _ in range(15):
+        trainers = [cbptt.ManyToMany(cbptt.RNN(8, 32, 4, cell="lstm", seed=s))
+                    for s in range(3)]
+        threads = [threading.Thread(target=lambda t=t: [t.step(X, Y) for _ in range(5)])
+                   for t in trainers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert scipy_blas_threads() == before
+    probe = cbptt.ManyToMany(cbptt.RNN(8, 32, 4, cell="lstm", seed=0))
+    probe.step(X, Y)
+    assert probe._last_engine.last_parts == 2

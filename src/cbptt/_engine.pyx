@@ -24,19 +24,20 @@ from libc.string cimport memcpy, memset
 
 from ._blas cimport MAX_STEP_SLICES, SMALL_GEMM_MNK, gemm, gemv, step_gemm
 from ._cells cimport (elman_backward, elman_forward, gru_backward, gru_forward,
-                      lstm_backward, lstm_forward)
+                      lstm_backward, lstm_forward, v_sigmoid, v_tanh)
 from ._losses cimport cross_entropy_loss, mse_loss
 
 cnp.import_array()
 
 # BLAS threads. The recurrent products inside the time loop are small, and waking BLAS worker
 # threads for each of them costs more than it saves (measured in benchmarks/). OpenBLAS >= 0.3.27
-# sets a thread count for the calling thread only; its address, and that of its thread-count
-# getter, are found once, at import (see _threads.py). With them, a call whose per-step product
-# is big enough runs on a team of our own threads (_team.h), as many as BLAS's thread count,
-# each calling BLAS on one thread; smaller calls run in the calling thread, with the per-step
-# products on one BLAS thread and the hoisted GEMMs on BLAS's own threads. Without them the
-# loop runs with the library's setting.
+# has openblas_set_num_threads_local (which in SciPy's pthreads build sets the count of the
+# whole process: _blas_threads.h holds it safely across threads); its address, and that of the
+# thread-count getter, are found once, at import (see _threads.py). With them, a call whose
+# per-step product is big enough runs on a team of our own threads (_team.h), as many as BLAS's
+# thread count, each calling BLAS on one thread; smaller calls run in the calling thread, with
+# the per-step products on one BLAS thread and the hoisted GEMMs on BLAS's own threads. Without
+# them the loop runs with the library's setting.
 ctypedef int (*set_threads_fn)(int) noexcept nogil
 ctypedef int (*get_threads_fn)() noexcept nogil
 cdef set_threads_fn set_local_threads = NULL
@@ -56,12 +57,17 @@ cdef extern from "_panels.h" nogil:
                               const double* panels, Py_ssize_t first, Py_ssize_t count,
                               double beta, double* c, Py_ssize_t ldc)
 
+cdef extern from "_blas_threads.h" nogil:
+    void cbptt_blas_control(set_threads_fn set, get_threads_fn get)
+    void cbptt_blas_hold()
+    void cbptt_blas_release()
+    int cbptt_blas_threads()
+
 cdef extern from "_team.h" nogil:
     enum: CBPTT_TEAM_MAX
     ctypedef void (*cbptt_team_task)(void* ctx, int part, int parts) noexcept nogil
     int cbptt_team_run(int parts, cbptt_team_task task, void* ctx)
     void cbptt_team_barrier(int parts)
-    void cbptt_team_set_blas_local(set_threads_fn setter)
 
 # Per-step products below this many FLOPs (2 B H G H) run on one BLAS thread.
 STEP_THREADS_FLOPS = 1_000_000
@@ -158,7 +164,7 @@ def _use_local_thread_control(size_t set_address, size_t get_address=0):
     global set_local_threads, get_blas_threads
     set_local_threads = <set_threads_fn>set_address
     get_blas_threads = <get_threads_fn>get_address
-    cbptt_team_set_blas_local(set_local_threads)
+    cbptt_blas_control(set_local_threads, get_blas_threads)
 
 
 def local_thread_control():
@@ -194,16 +200,17 @@ def team_available():
 
 
 cdef inline int enter_step_loop(const Shape* s) noexcept nogil:
-    """Run the coming per-step products on one thread if they are small; returns what to
-    restore (or -1: nothing changed)."""
+    """Run the coming per-step products on one thread if they are small; returns whether BLAS
+    is held for that (pass it to leave_step_loop)."""
     if set_local_threads == NULL or s.step_threads_one == 0:
-        return -1
-    return set_local_threads(1)
+        return 0
+    cbptt_blas_hold()
+    return 1
 
 
-cdef inline void leave_step_loop(int previous) noexcept nogil:
-    if previous >= 0:
-        set_local_threads(previous)
+cdef inline void leave_step_loop(int held) noexcept nogil:
+    if held:
+        cbptt_blas_release()
 
 cdef enum:
     CELL_TANH = 0
@@ -1058,11 +1065,11 @@ cdef void job_task(void* context, int part, int parts) noexcept nogil:
 cdef int run_job(Job* job, int parts) noexcept nogil:
     """Run the job on `parts` threads (the caller and parts - 1 helpers) or alone if the team
     is busy; returns the number of parts that ran. BLAS runs one thread per part meanwhile."""
-    cdef int previous, i
+    cdef int i
     if parts > 1:
-        previous = set_local_threads(1)
+        cbptt_blas_hold()
         parts = cbptt_team_run(parts, job_task, job)
-        set_local_threads(previous)
+        cbptt_blas_release()
     else:
         job_task(job, 0, 1)
         parts = 1
@@ -1082,7 +1089,7 @@ cdef int team_parts(const Shape* s, bint flow) noexcept nogil:
             s.batch < team_min_batch or
             2.0 * s.batch * s.hidden_size * s.gates * s.hidden_size < team_min_flops):
         return 1
-    threads = max_parts if exact_parts else min(get_blas_threads(), max_parts)
+    threads = max_parts if exact_parts else min(cbptt_blas_threads(), max_parts)
     return max(1, min(threads, s.batch))
 
 
@@ -1403,3 +1410,24 @@ def squared_norm_of(array):
         else:
             result = squared_norm(<float*>data, count)
     return result
+
+
+def _activation(str name, array):
+    """sigmoid or tanh of a C-contiguous float32/float64 array, in place, through the cell
+    kernels' vectorised functions (_vmath.h): for tests."""
+    cdef void* data
+    cdef Py_ssize_t count
+    cdef bint is_double = float_buffer(array, "_activation", &data, &count)
+    if name not in ("sigmoid", "tanh"):
+        raise ValueError(f"name must be 'sigmoid' or 'tanh', got {name!r}")
+    with nogil:
+        if is_double:
+            if name == "sigmoid":
+                v_sigmoid(<double*>data, <double*>NULL, <double*>data, count)
+            else:
+                v_tanh(<double*>data, <double*>NULL, <double*>data, count)
+        elif name == "sigmoid":
+            v_sigmoid(<float*>data, <float*>NULL, <float*>data, count)
+        else:
+            v_tanh(<float*>data, <float*>NULL, <float*>data, count)
+    return array

@@ -11,20 +11,20 @@
  * between two training steps is shorter) and then sleeps on a condition variable; the
  * sleepers counter and the job word are sequentially consistent atomics, so a job posted while
  * a helper goes to sleep is never missed. After fork() the child starts a fresh team.
- * Helpers block every signal (Python handles them in the main thread) and set the BLAS thread
- * count of their own thread to 1 when given a setter (cbptt_team_set_blas_local).
- * Without pthreads (Windows builds) every run is part 0 of 1. */
+ * Helpers block every signal (Python handles them in the main thread) and ask for one BLAS
+ * thread at the start of each task (_blas_threads.h; the caller holds BLAS at one thread for
+ * the whole job). Without pthreads (Windows builds) every run is part 0 of 1. */
 #ifndef CBPTT_TEAM_H
 #define CBPTT_TEAM_H
 
+#include "_blas_threads.h"
+
 typedef void (*cbptt_team_task)(void *ctx, int part, int parts);
-typedef int (*cbptt_blas_threads_fn)(int);
 
 #define CBPTT_TEAM_MAX 16
 
 #if defined(_WIN32)
 
-static void cbptt_team_set_blas_local(cbptt_blas_threads_fn setter) { (void)setter; }
 static void cbptt_team_barrier(int parts) { (void)parts; }
 static int cbptt_team_run(int parts, cbptt_team_task task, void *ctx)
 {
@@ -80,13 +80,7 @@ static struct {
     cbptt_team_task task;                 /* the job's task and context: written before */
     void *ctx;                            /* the job word, read after it */
     int helpers;                          /* helpers started in this process */
-    cbptt_blas_threads_fn blas_local;
 } cbptt_team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
-
-static void cbptt_team_set_blas_local(cbptt_blas_threads_fn setter)
-{
-    cbptt_team.blas_local = setter;
-}
 
 static void cbptt_team_barrier(int parts)
 {
@@ -129,8 +123,6 @@ static void *cbptt_team_helper(void *arg)
     unsigned long spins;
     struct timespec began;
 
-    if (cbptt_team.blas_local != NULL)
-        cbptt_team.blas_local(1);
     for (;;) {
         spins = 0;
         clock_gettime(CLOCK_MONOTONIC, &began);
@@ -149,6 +141,7 @@ static void *cbptt_team_helper(void *arg)
         seen = job;
         parts = (int)(job & 0xff);
         if (part < parts) {
+            cbptt_blas_one_here();
             cbptt_team.task(cbptt_team.ctx, part, parts);
             cbptt_team_barrier(parts);   /* the caller returns after this */
         }
