@@ -15,13 +15,16 @@ cdef extern from "_vmath.h" nogil:
 
 
 cdef extern from "_gates.h" nogil:
-    void cbptt_lstm_backward_f32(const float* gates, const float* c_prev, const float* tanh_c,
+    void cbptt_lstm_forward_f32(float* gates, const float* bias, const float* c_prev, float* c,
+                                float* h, Py_ssize_t rows, Py_ssize_t hidden)
+    void cbptt_lstm_forward_f64(double* gates, const double* bias, const double* c_prev,
+                                double* c, double* h, Py_ssize_t rows, Py_ssize_t hidden)
+    void cbptt_lstm_backward_f32(const float* gates, const float* c_prev, const float* c,
                                  float* dh_carry, const float* dh_inject, float* dc, float* da,
                                  Py_ssize_t rows, Py_ssize_t hidden)
-    void cbptt_lstm_backward_f64(const double* gates, const double* c_prev,
-                                 const double* tanh_c, double* dh_carry,
-                                 const double* dh_inject, double* dc, double* da,
-                                 Py_ssize_t rows, Py_ssize_t hidden)
+    void cbptt_lstm_backward_f64(const double* gates, const double* c_prev, const double* c,
+                                 double* dh_carry, const double* dh_inject, double* dc,
+                                 double* da, Py_ssize_t rows, Py_ssize_t hidden)
     void cbptt_gru_backward_f32(const float* gates, const float* hn, const float* h_prev,
                                 float* dh, const float* dh_inject, float* da_hh, float* da_n,
                                 Py_ssize_t rows, Py_ssize_t hidden)
@@ -91,46 +94,30 @@ cdef inline void elman_backward(bint relu, const floating* h, const floating* dh
 cdef inline void lstm_forward(floating* gates, const floating* bias, const floating* c_prev,
                               floating* c, floating* h, Py_ssize_t rows,
                               Py_ssize_t hidden) noexcept nogil:
-    """One LSTM step from pre-activations: gates (rows, 4H) in z order i, f, g, o (without
-    bias) become the activations i, f, g, o in place; c = f c_prev + i g; h = o tanh(c)."""
-    cdef Py_ssize_t r, j, H = hidden
-    cdef floating* z
-    cdef floating* c_row
-    cdef floating* h_row
-    cdef const floating* c_prev_row
-    for r in range(rows):
-        z = gates + r * 4 * H
-        c_row = c + r * H
-        h_row = h + r * H
-        c_prev_row = c_prev + r * H
-        v_sigmoid(z, bias, z, 2 * H)                    # i, f
-        v_tanh(z + 2 * H, bias + 2 * H, z + 2 * H, H)   # g
-        v_sigmoid(z + 3 * H, bias + 3 * H, z + 3 * H, H)  # o
-        for j in range(H):
-            c_row[j] = z[H + j] * c_prev_row[j] + z[j] * z[2 * H + j]
-        v_tanh(c_row, NULL, h_row, H)
-        for j in range(H):
-            h_row[j] = z[3 * H + j] * h_row[j]
+    """One LSTM step from pre-activations (one pass, in _gates.h): gates (rows, 4H) in z order
+    i, f, g, o (without bias) become the activations i, f, g, o in place; c = f c_prev + i g;
+    h = o tanh(c)."""
+    if floating is float:
+        cbptt_lstm_forward_f32(gates, bias, c_prev, c, h, rows, hidden)
+    else:
+        cbptt_lstm_forward_f64(gates, bias, c_prev, c, h, rows, hidden)
 
 
 cdef inline void lstm_backward(const floating* gates, const floating* c_prev, const floating* c,
                                floating* dh_carry, const floating* dh_inject, floating* dc,
-                               floating* da, floating* scratch, Py_ssize_t rows,
-                               Py_ssize_t hidden) noexcept nogil:
-    """Pre-activation gradients da (rows, 4H) of one LSTM step (the loop is in _gates.h);
-    dh_inject may be NULL and is added into dh_carry; scratch holds rows * H entries.
+                               floating* da, Py_ssize_t rows, Py_ssize_t hidden) noexcept nogil:
+    """Pre-activation gradients da (rows, 4H) of one LSTM step (the loop is in _gates.h; it
+    recomputes tanh(c_t) rather than storing it); dh_inject may be NULL and is added into
+    dh_carry.
 
     dc enters as dL/dc_t from step t+1 and leaves as dL/dc_{t-1} = dc f.
     do = dh tanh(c); dc += dh o (1 - tanh(c)^2); di = dc g; dg = dc i; df = dc c_prev;
     da = (di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)).
     """
-    v_tanh(c, NULL, scratch, rows * hidden)             # tanh(c_t), recomputed
     if floating is float:
-        cbptt_lstm_backward_f32(gates, c_prev, scratch, dh_carry, dh_inject, dc, da, rows,
-                                hidden)
+        cbptt_lstm_backward_f32(gates, c_prev, c, dh_carry, dh_inject, dc, da, rows, hidden)
     else:
-        cbptt_lstm_backward_f64(gates, c_prev, scratch, dh_carry, dh_inject, dc, da, rows,
-                                hidden)
+        cbptt_lstm_backward_f64(gates, c_prev, c, dh_carry, dh_inject, dc, da, rows, hidden)
 
 
 cdef inline void gru_forward(floating* gates, const floating* rec, const floating* b_ih,

@@ -264,7 +264,6 @@ cdef struct Work:
     void* inject       # (T, B, H) below the top layer: the gradient reaching h_t from above
     void* dh           # (B, H) gradient carried back through time
     void* dc           # (B, H) LSTM: cell-state gradient carried back through time
-    void* scratch      # (B, H) LSTM: tanh(c_t) in the backward step
     void* ones         # (T*B,) ones, for bias gradients as one GEMV
     void* h_last       # (B, H) many-to-one: the top state each row's output reads
     void* dh_last      # (B, H) many-to-one: the loss gradient w.r.t. h_last
@@ -850,8 +849,7 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                 elif s.cell == CELL_LSTM:
                     lstm_backward(gates + (t * B + row0) * GH, cs + t * BH + row0 * H,
                                   cs + (t + 1) * BH + row0 * H, dh + row0 * H, inject_t,
-                                  dc + row0 * H, dA + (t * B + row0) * GH,
-                                  <floating*>w.scratch + row0 * H, rows, H)
+                                  dc + row0 * H, dA + (t * B + row0) * GH, rows, H)
                 else:
                     elman_backward(s.cell == CELL_RELU, hs + (t + 1) * BH + row0 * H,
                                    dh + row0 * H, inject_t, dA + (t * B + row0) * H, rows * H)
@@ -1195,7 +1193,7 @@ cdef class Engine:
             if not many_to_one or c == CELL_TANH or c == CELL_RELU:
                 sizes["chunk"] = self.shape.chunk_steps * B * H
             if c == CELL_LSTM:
-                sizes.update({"dc": B * H, "scratch": B * H})
+                sizes["dc"] = B * H
         self.buffers = {name: np.zeros(size, dtype=self.dtype) for name, size in sizes.items()}
         self.buffers["last_step"] = np.full(B, T - 1, dtype=np.int64)
         if training:
@@ -1218,7 +1216,6 @@ cdef class Engine:
         w.inject = self._ptr("inject")
         w.dh = self._ptr("dh")
         w.dc = self._ptr("dc")
-        w.scratch = self._ptr("scratch")
         w.ones = self._ptr("ones")
         w.h_last = self._ptr("h_last")
         w.dh_last = self._ptr("dh_last")

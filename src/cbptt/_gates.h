@@ -1,17 +1,51 @@
-/* The backward gate loops of the LSTM and GRU cells, in C so that they are compiled twice on
- * x86-64 (baseline, AVX2 + FMA and AVX-512, picked at run time, as in _vmath.h). The maths and the
- * argument conventions are those documented in _cells.pxd; each function handles one step's
- * block of rows * hidden entries. dh_inject (may be NULL) is first added into the carried
- * gradient, which the caller overwrites afterwards anyway, so the main loops are branch-free. */
+/* The LSTM step (forward and backward) and the GRU backward gate loop, in C so that they are
+ * compiled three times on x86-64 (baseline, AVX2 + FMA and AVX-512, picked at run time, as in
+ * _vmath.h), each one pass over the step's values with the gate functions inlined. The maths
+ * and the argument conventions are those documented in _cells.pxd; each function handles one
+ * step's block of rows * hidden entries. dh_inject (may be NULL) is first added into the
+ * carried gradient, which the caller overwrites afterwards anyway, so the main loops are
+ * branch-free. */
 #ifndef CBPTT_GATES_H
 #define CBPTT_GATES_H
 
 #include <stddef.h>
 #include "_vmath.h"
 
-#define CBPTT_GATE_FUNCTIONS(T, suffix, attributes)                                           \
+/* Within a row the four gate blocks are disjoint and iteration j touches index j of each, so
+ * the loops carry no dependence; GCC cannot prove it for a run-time H (in-place gates). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CBPTT_IVDEP _Pragma("GCC ivdep")
+#else
+#define CBPTT_IVDEP
+#endif
+
+#define CBPTT_GATE_FUNCTIONS(T, suffix, attributes, SIGMOID, TANH)                            \
+    attributes static void cbptt_lstm_forward_##suffix(T *gates, const T *bias,              \
+                                                       const T *c_prev, T *c, T *h,           \
+                                                       ptrdiff_t rows, ptrdiff_t H)           \
+    {                                                                                         \
+        ptrdiff_t r, j;                                                                       \
+        for (r = 0; r < rows; r++) {                                                          \
+            T *z = gates + r * 4 * H;                                                         \
+            const T *cp = c_prev + r * H;                                                     \
+            T *cr = c + r * H, *hr = h + r * H;                                               \
+            CBPTT_IVDEP                                                                       \
+            for (j = 0; j < H; j++) {                                                         \
+                T i_g = SIGMOID(z[j] + bias[j]), f_g = SIGMOID(z[H + j] + bias[H + j]);       \
+                T g_g = TANH(z[2 * H + j] + bias[2 * H + j]);                                 \
+                T o_g = SIGMOID(z[3 * H + j] + bias[3 * H + j]);                              \
+                T cell = f_g * cp[j] + i_g * g_g;                                             \
+                z[j] = i_g;                                                                   \
+                z[H + j] = f_g;                                                               \
+                z[2 * H + j] = g_g;                                                           \
+                z[3 * H + j] = o_g;                                                           \
+                cr[j] = cell;                                                                 \
+                hr[j] = o_g * TANH(cell);                                                     \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
     attributes static void cbptt_lstm_backward_##suffix(                                      \
-        const T *gates, const T *c_prev, const T *tanh_c, T *dh_carry, const T *dh_inject,    \
+        const T *gates, const T *c_prev, const T *c, T *dh_carry, const T *dh_inject,         \
         T *dc, T *da, ptrdiff_t rows, ptrdiff_t H)                                            \
     {                                                                                         \
         ptrdiff_t r, j;                                                                       \
@@ -21,16 +55,18 @@
             const T *act = gates + r * 4 * H;                                                 \
             T *d = da + r * 4 * H;                                                            \
             const T *carry = dh_carry + r * H;                                                \
-            const T *cp = c_prev + r * H, *tc = tanh_c + r * H;                               \
+            const T *cp = c_prev + r * H, *cr = c + r * H;                                    \
             T *dcr = dc + r * H;                                                              \
+            CBPTT_IVDEP                                                                       \
             for (j = 0; j < H; j++) {                                                         \
                 T i_g = act[j], f_g = act[H + j], g_g = act[2 * H + j], o_g = act[3 * H + j]; \
                 T dh = carry[j];                                                              \
-                T dcell = dcr[j] + dh * o_g * (1 - tc[j] * tc[j]);                            \
+                T tc = TANH(cr[j]);                  /* tanh(c_t), recomputed, not stored */  \
+                T dcell = dcr[j] + dh * o_g * (1 - tc * tc);                                  \
                 d[j] = dcell * g_g * i_g * (1 - i_g);                                         \
                 d[H + j] = dcell * cp[j] * f_g * (1 - f_g);                                   \
                 d[2 * H + j] = dcell * i_g * (1 - g_g * g_g);                                 \
-                d[3 * H + j] = dh * tc[j] * o_g * (1 - o_g);                                  \
+                d[3 * H + j] = dh * tc * o_g * (1 - o_g);                                     \
                 dcr[j] = dcell * f_g;                                                         \
             }                                                                                 \
         }                                                                                     \
@@ -61,13 +97,13 @@
         }                                                                                     \
     }
 
-CBPTT_GATE_FUNCTIONS(float, f32_baseline, )
-CBPTT_GATE_FUNCTIONS(double, f64_baseline, )
+CBPTT_GATE_FUNCTIONS(float, f32_baseline, , cbptt_sigmoidf, cbptt_tanhf)
+CBPTT_GATE_FUNCTIONS(double, f64_baseline, , cbptt_sigmoid, cbptt_tanh)
 #ifdef CBPTT_DISPATCH
-CBPTT_GATE_FUNCTIONS(float, f32_avx2, CBPTT_TARGET_AVX2)
-CBPTT_GATE_FUNCTIONS(double, f64_avx2, CBPTT_TARGET_AVX2)
-CBPTT_GATE_FUNCTIONS(float, f32_avx512, CBPTT_TARGET_AVX512)
-CBPTT_GATE_FUNCTIONS(double, f64_avx512, CBPTT_TARGET_AVX512)
+CBPTT_GATE_FUNCTIONS(float, f32_avx2, CBPTT_TARGET_AVX2, cbptt_sigmoidf, cbptt_tanhf)
+CBPTT_GATE_FUNCTIONS(double, f64_avx2, CBPTT_TARGET_AVX2, cbptt_sigmoid, cbptt_tanh)
+CBPTT_GATE_FUNCTIONS(float, f32_avx512, CBPTT_TARGET_AVX512, cbptt_sigmoidf, cbptt_tanhf)
+CBPTT_GATE_FUNCTIONS(double, f64_avx512, CBPTT_TARGET_AVX512, cbptt_sigmoid, cbptt_tanh)
 #define CBPTT_PICK(name, T)                                                                   \
     (cbptt_has_avx512() ? name##_##T##_avx512                                                  \
                         : cbptt_has_avx2() ? name##_##T##_avx2 : name##_##T##_baseline)
@@ -75,21 +111,33 @@ CBPTT_GATE_FUNCTIONS(double, f64_avx512, CBPTT_TARGET_AVX512)
 #define CBPTT_PICK(name, T) name##_##T##_baseline
 #endif
 
-static void cbptt_lstm_backward_f32(const float *gates, const float *c_prev, const float *tanh_c,
+static void cbptt_lstm_forward_f32(float *gates, const float *bias, const float *c_prev,
+                                   float *c, float *h, ptrdiff_t rows, ptrdiff_t H)
+{
+    CBPTT_PICK(cbptt_lstm_forward, f32)(gates, bias, c_prev, c, h, rows, H);
+}
+
+static void cbptt_lstm_forward_f64(double *gates, const double *bias, const double *c_prev,
+                                   double *c, double *h, ptrdiff_t rows, ptrdiff_t H)
+{
+    CBPTT_PICK(cbptt_lstm_forward, f64)(gates, bias, c_prev, c, h, rows, H);
+}
+
+static void cbptt_lstm_backward_f32(const float *gates, const float *c_prev, const float *c,
                                     float *dh_carry, const float *dh_inject, float *dc,
                                     float *da, ptrdiff_t rows, ptrdiff_t H)
 {
-    CBPTT_PICK(cbptt_lstm_backward, f32)(gates, c_prev, tanh_c, dh_carry, dh_inject, dc, da,
-                                         rows, H);
+    CBPTT_PICK(cbptt_lstm_backward, f32)(gates, c_prev, c, dh_carry, dh_inject, dc, da, rows,
+                                         H);
 }
 
 static void cbptt_lstm_backward_f64(const double *gates, const double *c_prev,
-                                    const double *tanh_c, double *dh_carry,
+                                    const double *c, double *dh_carry,
                                     const double *dh_inject, double *dc, double *da,
                                     ptrdiff_t rows, ptrdiff_t H)
 {
-    CBPTT_PICK(cbptt_lstm_backward, f64)(gates, c_prev, tanh_c, dh_carry, dh_inject, dc, da,
-                                         rows, H);
+    CBPTT_PICK(cbptt_lstm_backward, f64)(gates, c_prev, c, dh_carry, dh_inject, dc, da, rows,
+                                         H);
 }
 
 static void cbptt_gru_backward_f32(const float *gates, const float *hn, const float *h_prev,
