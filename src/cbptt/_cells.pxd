@@ -19,6 +19,12 @@ cdef extern from "_gates.h" nogil:
                                 float* h, Py_ssize_t rows, Py_ssize_t hidden)
     void cbptt_lstm_forward_f64(double* gates, const double* bias, const double* c_prev,
                                 double* c, double* h, Py_ssize_t rows, Py_ssize_t hidden)
+    void cbptt_gru_forward_f32(float* gates, const float* rec, const float* b_ih,
+                               const float* b_hh, const float* h_prev, float* h, float* hn,
+                               Py_ssize_t rows, Py_ssize_t hidden)
+    void cbptt_gru_forward_f64(double* gates, const double* rec, const double* b_ih,
+                               const double* b_hh, const double* h_prev, double* h, double* hn,
+                               Py_ssize_t rows, Py_ssize_t hidden)
     void cbptt_lstm_backward_f32(const float* gates, const float* c_prev, const float* c,
                                  float* dh_carry, const float* dh_inject, float* dc, float* da,
                                  Py_ssize_t rows, Py_ssize_t hidden)
@@ -123,28 +129,14 @@ cdef inline void lstm_backward(const floating* gates, const floating* c_prev, co
 cdef inline void gru_forward(floating* gates, const floating* rec, const floating* b_ih,
                              const floating* b_hh, const floating* h_prev, floating* h,
                              floating* hn, Py_ssize_t rows, Py_ssize_t hidden) noexcept nogil:
-    """One GRU step. gates (rows, 3H) holds x W_ih^T (order r, z, n, without bias) and becomes
-    the activations r, z, n in place; rec (rows, 3H) = h_prev W_hh^T (without bias).
-    r = s(xr + hr), z = s(xz + hz), hn = W_hn h + b_hn (kept), n = tanh(xn + r hn),
-    h = (1 - z) n + z h_prev."""
-    cdef Py_ssize_t r, j, k, H = hidden
-    cdef floating* g
-    cdef const floating* q
-    cdef floating z_g
-    for r in range(rows):
-        g = gates + r * 3 * H
-        q = rec + r * 3 * H
-        for j in range(2 * H):
-            g[j] += q[j] + b_hh[j]
-        v_sigmoid(g, b_ih, g, 2 * H)                    # r, z
-        for j in range(H):
-            hn[r * H + j] = q[2 * H + j] + b_hh[2 * H + j]
-            g[2 * H + j] += g[j] * hn[r * H + j]
-        v_tanh(g + 2 * H, b_ih + 2 * H, g + 2 * H, H)   # n
-        for j in range(H):
-            k = r * H + j
-            z_g = g[H + j]
-            h[k] = (1 - z_g) * g[2 * H + j] + z_g * h_prev[k]
+    """One GRU step (one pass, in _gates.h). gates (rows, 3H) holds x W_ih^T (order r, z, n,
+    without bias) and becomes the activations r, z, n in place; rec (rows, 3H) = h_prev W_hh^T
+    (without bias). r = s(xr + hr), z = s(xz + hz), hn = W_hn h + b_hn (kept),
+    n = tanh(xn + r hn), h = (1 - z) n + z h_prev."""
+    if floating is float:
+        cbptt_gru_forward_f32(gates, rec, b_ih, b_hh, h_prev, h, hn, rows, hidden)
+    else:
+        cbptt_gru_forward_f64(gates, rec, b_ih, b_hh, h_prev, h, hn, rows, hidden)
 
 
 cdef inline void gru_backward(const floating* gates, const floating* hn, const floating* h_prev,

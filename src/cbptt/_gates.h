@@ -1,4 +1,4 @@
-/* The LSTM step (forward and backward) and the GRU backward gate loop, in C so that they are
+/* The LSTM and GRU steps (forward and backward), in C so that they are
  * compiled three times on x86-64 (baseline, AVX2 + FMA and AVX-512, picked at run time, as in
  * _vmath.h), each one pass over the step's values with the gate functions inlined. The maths
  * and the argument conventions are those documented in _cells.pxd; each function handles one
@@ -71,6 +71,29 @@
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
+    attributes static void cbptt_gru_forward_##suffix(                                       \
+        T *gates, const T *rec, const T *b_ih, const T *b_hh, const T *h_prev, T *h, T *hn,   \
+        ptrdiff_t rows, ptrdiff_t H)                                                          \
+    {                                                                                         \
+        ptrdiff_t r, j;                                                                       \
+        for (r = 0; r < rows; r++) {                                                          \
+            T *g = gates + r * 3 * H;                                                         \
+            const T *q = rec + r * 3 * H, *hp = h_prev + r * H;                               \
+            T *hr = h + r * H, *hnr = hn + r * H;                                             \
+            CBPTT_IVDEP                                                                       \
+            for (j = 0; j < H; j++) {                                                         \
+                T r_g = SIGMOID(g[j] + (q[j] + b_hh[j]) + b_ih[j]);                           \
+                T z_g = SIGMOID(g[H + j] + (q[H + j] + b_hh[H + j]) + b_ih[H + j]);           \
+                T hn_v = q[2 * H + j] + b_hh[2 * H + j];                                      \
+                T n_g = TANH(g[2 * H + j] + r_g * hn_v + b_ih[2 * H + j]);                    \
+                g[j] = r_g;                                                                   \
+                g[H + j] = z_g;                                                               \
+                g[2 * H + j] = n_g;                                                           \
+                hnr[j] = hn_v;                                                                \
+                hr[j] = (1 - z_g) * n_g + z_g * hp[j];                                        \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
     attributes static void cbptt_gru_backward_##suffix(                                       \
         const T *gates, const T *hn, const T *h_prev, T *dh, const T *dh_inject, T *da_hh,    \
         T *da_n, ptrdiff_t rows, ptrdiff_t H)                                                 \
@@ -138,6 +161,20 @@ static void cbptt_lstm_backward_f64(const double *gates, const double *c_prev,
 {
     CBPTT_PICK(cbptt_lstm_backward, f64)(gates, c_prev, c, dh_carry, dh_inject, dc, da, rows,
                                          H);
+}
+
+static void cbptt_gru_forward_f32(float *gates, const float *rec, const float *b_ih,
+                                  const float *b_hh, const float *h_prev, float *h, float *hn,
+                                  ptrdiff_t rows, ptrdiff_t H)
+{
+    CBPTT_PICK(cbptt_gru_forward, f32)(gates, rec, b_ih, b_hh, h_prev, h, hn, rows, H);
+}
+
+static void cbptt_gru_forward_f64(double *gates, const double *rec, const double *b_ih,
+                                  const double *b_hh, const double *h_prev, double *h,
+                                  double *hn, ptrdiff_t rows, ptrdiff_t H)
+{
+    CBPTT_PICK(cbptt_gru_forward, f64)(gates, rec, b_ih, b_hh, h_prev, h, hn, rows, H);
 }
 
 static void cbptt_gru_backward_f32(const float *gates, const float *hn, const float *h_prev,
