@@ -121,9 +121,11 @@ def test_chunk_size_follows_the_batch():
 @pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
 def test_w_hh_used_transposed_in_blas_gives_the_same_gradients(cell, split):
     """Large per-step products multiply by W_hh transposed in BLAS instead of a copy of W_hh^T
-    (set_transposed_limit); forced here on a small shape."""
+    (set_transposed_limit); forced here on a small shape, with the packed panels off (the
+    path of processors without AVX-512)."""
     previous_team = _engine.set_team()
     previous_limit = _engine.set_transposed_limit()
+    previous_panels = _engine.set_panels(False)
     try:
         if split == "alone":
             _engine.set_team(1)
@@ -136,6 +138,7 @@ def test_w_hh_used_transposed_in_blas_gives_the_same_gradients(cell, split):
     finally:
         _engine.set_team(**previous_team)
         _engine.set_transposed_limit(previous_limit)
+        _engine.set_panels(*previous_panels)
     assert blas["value"] == pytest.approx(copy["value"], rel=1e-13)
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(blas[key], copy[key], rtol=1e-12, atol=1e-14)

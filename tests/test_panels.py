@@ -96,12 +96,14 @@ def test_an_engine_on_panels_computes_what_it_computes_on_openblas(
     assert np.abs(packed["grads"]).max() > 0
 
 
+@pytest.mark.parametrize("on", [True, False])
 @pytest.mark.parametrize("many_to_one", [False, True])
 @pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
-def test_an_engine_on_panels_matches_the_numpy_reference(panels, cell, many_to_one):
-    panels(True)
+def test_an_engine_matches_the_numpy_reference_on_panels_and_on_openblas(panels, cell,
+                                                                        many_to_one, on):
+    panels(on)
     got = engine_run(cell, 2, 7, 40, np.float64, many_to_one)
-    assert got["engine"].panels
+    assert got["engine"].panels == on
     _, want = reference_loss_and_grad(
         dict(got["model"].state_dict()), got["X"], got["Y"], cell=cell, num_layers=2,
         mode="many_to_one" if many_to_one else "many_to_many", loss="mse", h0=got["h0"])
@@ -116,10 +118,11 @@ def test_an_engine_on_panels_matches_the_numpy_reference(panels, cell, many_to_o
 @pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
 @pytest.mark.parametrize("parts", [2, 3])
 @pytest.mark.parametrize("split", ["rows", "columns"])
-def test_panels_split_over_a_team_compute_what_one_thread_computes(panels, split, parts, cell,
-                                                                   dtype):
+@pytest.mark.parametrize("on", [True, False])
+def test_a_team_computes_what_one_thread_computes_on_panels_and_on_openblas(
+        panels, on, split, parts, cell, dtype):
     previous = _engine.set_team()
-    panels(True)
+    panels(on)
     try:
         _engine.set_team(1)
         alone = engine_run(cell, 2, 8, 70, dtype, False)
@@ -128,13 +131,17 @@ def test_panels_split_over_a_team_compute_what_one_thread_computes(panels, split
         team = engine_run(cell, 2, 8, 70, dtype, False)
     finally:
         _engine.set_team(**previous)
-    assert team["engine"].last_parts == parts and team["engine"].panels
+    assert team["engine"].last_parts == parts and team["engine"].panels == on
     tol = 1e-13 if dtype == np.float64 else 1e-6
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(team[key], alone[key], rtol=tol, atol=tol, err_msg=key)
 
 
-def test_large_products_use_panels_by_default_and_small_ones_do_not():
-    big = _engine.Engine("lstm", 1, 4, 256, 2, 8, 3, np.float32)     # 8 * 256 * 1024 > 2e6
-    small = _engine.Engine("lstm", 1, 4, 64, 2, 8, 3, np.float32)
-    assert big.panels and not small.panels
+def test_engines_use_panels_by_default_unless_told_not_to(panels):
+    assert _engine.Engine("lstm", 1, 4, 256, 2, 8, 3, np.float32).panels
+    assert _engine.Engine("tanh", 1, 4, 8, 2, 1, 3, np.float64).panels
+    _engine.set_panels(True, 1e6)
+    assert not _engine.Engine("lstm", 1, 4, 64, 2, 8, 3, np.float32).panels   # 131k <= 1e6
+    assert _engine.Engine("lstm", 1, 4, 256, 2, 8, 3, np.float32).panels
+    panels(False)
+    assert not _engine.Engine("lstm", 1, 4, 256, 2, 8, 3, np.float32).panels

@@ -89,14 +89,14 @@ cdef bint gated_input_whole = True
 # Engines keep W_hh^T (for OpenBLAS's small-matrix path) while B * H * G*H is at most this.
 cdef double transposed_limit = <double>SMALL_GEMM_MNK * MAX_STEP_SLICES
 
-# Per-step products of more than panels_min_mnk (B * H * G*H) multiply by W_hh packed once per
-# pass (_panels.h) where the processor has AVX-512; smaller ones stay on OpenBLAS's
-# small-matrix path, as fast and needing no copy.
+# Per-step products multiply by W_hh packed once per pass (_panels.h) where the processor has
+# AVX-512 (and B * H * G*H > panels_min_mnk: 0, every shape, since the measured A/B in
+# docs/DEVELOPMENT.md); elsewhere they go to BLAS (OpenBLAS's small-matrix path when small).
 cdef bint panels_enabled = True
-cdef double panels_min_mnk = 2.0 * SMALL_GEMM_MNK
+cdef double panels_min_mnk = 0
 
 
-def set_panels(bint enabled=True, double min_mnk=2.0 * SMALL_GEMM_MNK):
+def set_panels(bint enabled=True, double min_mnk=0):
     """Engines made from now on multiply by packed W_hh panels when enabled, the processor
     supports them and B * H * G*H > min_mnk; returns the previous (enabled, min_mnk). For
     tests and benchmarks."""

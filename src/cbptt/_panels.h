@@ -117,25 +117,30 @@ static int cbptt_panels_supported(void)
         ptrdiff_t m, ptrdiff_t k, const type *a, ptrdiff_t lda, const type *panels,          \
         ptrdiff_t first, ptrdiff_t count, type beta, type *c, ptrdiff_t ldc)                 \
     {                                                                                         \
-        ptrdiff_t start, row, cols;                                                           \
+        ptrdiff_t start, row, cols, blocks = (m + CBPTT_PANEL_ROWS - 1) / CBPTT_PANEL_ROWS, b;  \
         for (start = first; start < first + count; start += 4 * lanes) {                     \
             const type *panel = panels + start * k;                                           \
             cols = first + count - start < 4 * lanes ? first + count - start : 4 * lanes;     \
-            for (row = 0; row + CBPTT_PANEL_ROWS <= m; row += CBPTT_PANEL_ROWS)               \
-                cbptt_panel_block_##suffix(CBPTT_PANEL_ROWS, k, a + row * lda, lda, panel,    \
-                                           beta, c + row * ldc + start, ldc, cols);           \
-            switch (m - row) {                                                                \
-            case 5: cbptt_panel_block_##suffix(5, k, a + row * lda, lda, panel, beta,         \
-                                               c + row * ldc + start, ldc, cols); break;      \
-            case 4: cbptt_panel_block_##suffix(4, k, a + row * lda, lda, panel, beta,         \
-                                               c + row * ldc + start, ldc, cols); break;      \
-            case 3: cbptt_panel_block_##suffix(3, k, a + row * lda, lda, panel, beta,         \
-                                               c + row * ldc + start, ldc, cols); break;      \
-            case 2: cbptt_panel_block_##suffix(2, k, a + row * lda, lda, panel, beta,         \
-                                               c + row * ldc + start, ldc, cols); break;      \
-            case 1: cbptt_panel_block_##suffix(1, k, a + row * lda, lda, panel, beta,         \
-                                               c + row * ldc + start, ldc, cols); break;      \
-            default: break;                                                                   \
+            /* blocks of as equal a size as possible (8 rows: 4 + 4, not 6 + 2) */            \
+            for (b = 0, row = 0; b < blocks; b++) {                                           \
+                ptrdiff_t rows = m / blocks + (b < m % blocks);                               \
+                const type *a_block = a + row * lda;                                          \
+                type *c_block = c + row * ldc + start;                                        \
+                switch (rows) {                                                               \
+                case 6: cbptt_panel_block_##suffix(6, k, a_block, lda, panel, beta, c_block,  \
+                                                   ldc, cols); break;                         \
+                case 5: cbptt_panel_block_##suffix(5, k, a_block, lda, panel, beta, c_block,  \
+                                                   ldc, cols); break;                         \
+                case 4: cbptt_panel_block_##suffix(4, k, a_block, lda, panel, beta, c_block,  \
+                                                   ldc, cols); break;                         \
+                case 3: cbptt_panel_block_##suffix(3, k, a_block, lda, panel, beta, c_block,  \
+                                                   ldc, cols); break;                         \
+                case 2: cbptt_panel_block_##suffix(2, k, a_block, lda, panel, beta, c_block,  \
+                                                   ldc, cols); break;                         \
+                default: cbptt_panel_block_##suffix(1, k, a_block, lda, panel, beta, c_block, \
+                                                    ldc, cols); break;                        \
+                }                                                                             \
+                row += rows;                                                                  \
             }                                                                                 \
         }                                                                                     \
     }
