@@ -1,11 +1,13 @@
-"""Find OpenBLAS's per-thread thread-count setter in the BLAS that SciPy ships.
+"""Find OpenBLAS's thread-count setter and getter in the BLAS that SciPy ships.
 
 cbptt calls BLAS through scipy.linalg.cython_blas. When that BLAS is OpenBLAS >= 0.3.27 it
-exports ``openblas_set_num_threads_local``, which sets the thread count of the calling thread
-only; the engine uses it to run the small per-step products of the time loop on one thread
-(other threads and the hoisted GEMMs are unaffected), and, with ``openblas_get_num_threads``,
-to split larger calls over its own team of threads with BLAS on one thread in each. Anything
-else (MKL, an older OpenBLAS, a library we cannot locate) leaves BLAS threading as it is.
+exports ``openblas_set_num_threads_local``. Despite the name, in SciPy's pthreads build it sets
+the thread count of the whole process (it calls ``openblas_set_num_threads``), so the engine
+holds it at one thread only for the duration of a call, under a lock shared by every caller
+(_blas_threads.h): to run the small per-step products of the time loop on one thread, and, with
+``openblas_get_num_threads``, to split larger calls over its own team of threads with BLAS on
+one thread in each. Anything else (MKL, an older OpenBLAS, a library we cannot locate) leaves
+BLAS threading as it is.
 """
 import ctypes
 import glob
@@ -29,7 +31,7 @@ def _scipy_blas_libraries():
 
 def find_thread_control():
     """Addresses of openblas_set_num_threads_local and openblas_get_num_threads in SciPy's
-    BLAS, or (0, 0) when it has no per-thread setter (CBPTT_NO_THREAD_CONTROL=1: always)."""
+    BLAS, or (0, 0) when it has no such setter (CBPTT_NO_THREAD_CONTROL=1: always)."""
     if os.environ.get("CBPTT_NO_THREAD_CONTROL"):
         return 0, 0
     for path in _scipy_blas_libraries():
