@@ -166,9 +166,14 @@ CBPTT_F64_ARRAY_FUNCTIONS(baseline, )
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(CBPTT_NO_DISPATCH)
 #define CBPTT_DISPATCH 1
 #define CBPTT_TARGET_AVX2 __attribute__((target("avx2,fma")))
-/* GCC vectorises 256 bits wide unless told otherwise, even where AVX-512 is allowed */
+/* GCC vectorises 256 bits wide unless told otherwise, even where AVX-512 is allowed (Clang
+ * does not take that option in a target attribute: it would ignore the whole attribute) */
+#if defined(__clang__)
+#define CBPTT_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma")))
+#else
 #define CBPTT_TARGET_AVX512 \
     __attribute__((target("avx512f,avx512dq,avx2,fma,prefer-vector-width=512")))
+#endif
 CBPTT_F32_ARRAY_FUNCTIONS(avx2, CBPTT_TARGET_AVX2)
 CBPTT_F32_ARRAY_FUNCTIONS(avx512, CBPTT_TARGET_AVX512)
 CBPTT_F64_ARRAY_FUNCTIONS(avx2, CBPTT_TARGET_AVX2)
