@@ -9,6 +9,7 @@ import cbptt
 from cbptt import _engine
 
 from reference import loss_and_grad as reference_loss_and_grad
+from test_team import engine_grads
 
 pytestmark = pytest.mark.skipif(not _engine.panels_supported(),
                                 reason="the processor has no AVX-512F (OpenBLAS is used)")
@@ -59,21 +60,8 @@ def test_a_column_block_leaves_the_other_columns_alone(dtype):
         _engine._panel_product(a, b, False, 0.0, c, 5, 10)
 
 
-def engine_run(cell, layers, batch, hidden, dtype, many_to_one, seed=0):
-    rng = np.random.default_rng(seed)
-    steps, inputs, outputs = 5, 3, 2
-    model = cbptt.RNN(inputs, hidden, outputs, cell=cell, num_layers=layers, seed=seed,
-                      dtype=dtype)
-    X = rng.standard_normal((batch, steps, inputs)).astype(dtype)
-    Y = rng.standard_normal((batch, outputs) if many_to_one else
-                            (batch, steps, outputs)).astype(dtype)
-    h0 = rng.standard_normal((layers, batch, hidden)).astype(dtype)
-    engine = _engine.Engine(cell, layers, inputs, hidden, outputs, batch, steps, dtype,
-                            many_to_one=many_to_one)
-    grads = np.zeros_like(model.params)
-    dh0 = np.zeros_like(h0)
-    loss = engine.loss_and_grad(X, Y, model.params, grads, h0=h0, dh0=dh0)
-    return dict(loss=loss, grads=grads, dh0=dh0, engine=engine, model=model, X=X, Y=Y, h0=h0)
+def engine_run(cell, layers, batch, hidden, dtype, many_to_one):
+    return engine_grads(cell, layers, batch, dtype, many_to_one, hidden=hidden)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

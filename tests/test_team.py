@@ -26,9 +26,11 @@ def team():
     _engine.set_team(**previous)
 
 
-def engine_grads(cell, layers, batch, dtype, many_to_one=False, lengths=None, seed=0):
+def engine_grads(cell, layers, batch, dtype, many_to_one=False, lengths=None, seed=0,
+                 hidden=10):
+    """One loss_and_grad call of a fresh Engine on random data (also used by test_panels)."""
     rng = np.random.default_rng(seed)
-    steps, inputs, hidden, outputs = 6, 3, 10, 2
+    steps, inputs, outputs = 6, 3, 2
     model = cbptt.RNN(inputs, hidden, outputs, cell=cell, num_layers=layers, seed=seed,
                       dtype=dtype)
     X = rng.standard_normal((batch, steps, inputs)).astype(dtype)
@@ -44,7 +46,7 @@ def engine_grads(cell, layers, batch, dtype, many_to_one=False, lengths=None, se
                                 lengths=lengths)
     return dict(loss=loss, grads=grads, dh0=dh0, h_final=h_final,
                 sq_norm=engine.grad_sq_norm, parts=engine.last_parts, model=model, X=X, Y=Y,
-                h0=h0)
+                h0=h0, engine=engine)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
