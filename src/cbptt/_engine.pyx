@@ -195,7 +195,7 @@ def set_team(int parts=CBPTT_TEAM_MAX, double min_flops=50_000, Py_ssize_t min_b
 
 
 def team_available():
-    """Whether calls can be split over a team of threads (per-thread BLAS control found)."""
+    """Whether calls can be split over a team of threads (BLAS thread control found)."""
     return set_local_threads != NULL and get_blas_threads != NULL
 
 
@@ -1080,7 +1080,7 @@ cdef int run_job(Job* job, int parts) noexcept nogil:
 cdef int team_parts(const Shape* s, bint flow) noexcept nogil:
     """How many parts to split a call into: BLAS's thread count, capped by max_parts and by
     the batch (parts split the batch rows), when the call qualifies (see set_team); 1 without
-    per-thread BLAS control (each part's BLAS calls would start threads of their own) or
+    BLAS thread control (each part's BLAS calls would start threads of their own) or
     when the flow is recorded."""
     cdef int threads
     if (set_local_threads == NULL or get_blas_threads == NULL or max_parts <= 1 or flow or
