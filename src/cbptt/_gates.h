@@ -127,11 +127,6 @@ CBPTT_GATE_FUNCTIONS(float, f32_avx2, CBPTT_TARGET_AVX2, cbptt_sigmoidf, cbptt_t
 CBPTT_GATE_FUNCTIONS(double, f64_avx2, CBPTT_TARGET_AVX2, cbptt_sigmoid, cbptt_tanh)
 CBPTT_GATE_FUNCTIONS(float, f32_avx512, CBPTT_TARGET_AVX512, cbptt_sigmoidf, cbptt_tanhf)
 CBPTT_GATE_FUNCTIONS(double, f64_avx512, CBPTT_TARGET_AVX512, cbptt_sigmoid, cbptt_tanh)
-#define CBPTT_PICK(name, T)                                                                   \
-    (cbptt_has_avx512() ? name##_##T##_avx512                                                  \
-                        : cbptt_has_avx2() ? name##_##T##_avx2 : name##_##T##_baseline)
-#else
-#define CBPTT_PICK(name, T) name##_##T##_baseline
 #endif
 
 static void cbptt_lstm_forward_f32(float *gates, const float *bias, const float *c_prev,

@@ -116,52 +116,27 @@ static inline double cbptt_tanh(double x)
     return ax < 0.625 ? small : large;
 }
 
-/* out[i] = sigmoid(x[i] + bias[i]) and out[i] = tanh(x[i] + bias[i]) over n entries; bias may
- * be NULL; out may be x. Defined twice on x86-64: for the baseline ISA and for AVX2 + FMA,
- * chosen at run time by what the processor supports. */
-#define CBPTT_F32_ARRAY_FUNCTIONS(suffix, attributes)                                          \
-    attributes static void cbptt_sigmoid_f32_##suffix(const float *x, const float *bias,      \
-                                                      float *out, ptrdiff_t n)               \
+/* out[i] = f(x[i] + bias[i]) over n entries for f = sigmoid and tanh, float32 and float64; bias
+ * may be NULL; out may be x. Defined three times on x86-64: for the baseline ISA, AVX2 + FMA and
+ * AVX-512, chosen at run time by what the processor supports (CBPTT_PICK). */
+#define CBPTT_ARRAY_FUNCTION(name, T, tag, suffix, attributes, f)                             \
+    attributes static void cbptt_##name##_##tag##_##suffix(const T *x, const T *bias, T *out, \
+                                                           ptrdiff_t n)                      \
     {                                                                                         \
         ptrdiff_t i;                                                                          \
         if (bias == NULL)                                                                     \
-            for (i = 0; i < n; i++) out[i] = cbptt_sigmoidf(x[i]);                            \
+            for (i = 0; i < n; i++) out[i] = f(x[i]);                                         \
         else                                                                                  \
-            for (i = 0; i < n; i++) out[i] = cbptt_sigmoidf(x[i] + bias[i]);                  \
-    }                                                                                         \
-    attributes static void cbptt_tanh_f32_##suffix(const float *x, const float *bias,         \
-                                                   float *out, ptrdiff_t n)                  \
-    {                                                                                         \
-        ptrdiff_t i;                                                                          \
-        if (bias == NULL)                                                                     \
-            for (i = 0; i < n; i++) out[i] = cbptt_tanhf(x[i]);                               \
-        else                                                                                  \
-            for (i = 0; i < n; i++) out[i] = cbptt_tanhf(x[i] + bias[i]);                     \
+            for (i = 0; i < n; i++) out[i] = f(x[i] + bias[i]);                               \
     }
 
-/* the same for float64 */
-#define CBPTT_F64_ARRAY_FUNCTIONS(suffix, attributes)                                          \
-    attributes static void cbptt_sigmoid_f64_##suffix(const double *x, const double *bias,    \
-                                                      double *out, ptrdiff_t n)              \
-    {                                                                                         \
-        ptrdiff_t i;                                                                          \
-        if (bias == NULL)                                                                     \
-            for (i = 0; i < n; i++) out[i] = cbptt_sigmoid(x[i]);                             \
-        else                                                                                  \
-            for (i = 0; i < n; i++) out[i] = cbptt_sigmoid(x[i] + bias[i]);                   \
-    }                                                                                         \
-    attributes static void cbptt_tanh_f64_##suffix(const double *x, const double *bias,       \
-                                                   double *out, ptrdiff_t n)                 \
-    {                                                                                         \
-        ptrdiff_t i;                                                                          \
-        if (bias == NULL)                                                                     \
-            for (i = 0; i < n; i++) out[i] = cbptt_tanh(x[i]);                                \
-        else                                                                                  \
-            for (i = 0; i < n; i++) out[i] = cbptt_tanh(x[i] + bias[i]);                      \
-    }
+#define CBPTT_ARRAY_FUNCTIONS(suffix, attributes)                                              \
+    CBPTT_ARRAY_FUNCTION(sigmoid, float, f32, suffix, attributes, cbptt_sigmoidf)             \
+    CBPTT_ARRAY_FUNCTION(tanh, float, f32, suffix, attributes, cbptt_tanhf)                   \
+    CBPTT_ARRAY_FUNCTION(sigmoid, double, f64, suffix, attributes, cbptt_sigmoid)             \
+    CBPTT_ARRAY_FUNCTION(tanh, double, f64, suffix, attributes, cbptt_tanh)
 
-CBPTT_F32_ARRAY_FUNCTIONS(baseline, )
-CBPTT_F64_ARRAY_FUNCTIONS(baseline, )
+CBPTT_ARRAY_FUNCTIONS(baseline, )
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(CBPTT_NO_DISPATCH)
 #define CBPTT_DISPATCH 1
@@ -174,10 +149,8 @@ CBPTT_F64_ARRAY_FUNCTIONS(baseline, )
 #define CBPTT_TARGET_AVX512 \
     __attribute__((target("avx512f,avx512dq,avx2,fma,prefer-vector-width=512")))
 #endif
-CBPTT_F32_ARRAY_FUNCTIONS(avx2, CBPTT_TARGET_AVX2)
-CBPTT_F32_ARRAY_FUNCTIONS(avx512, CBPTT_TARGET_AVX512)
-CBPTT_F64_ARRAY_FUNCTIONS(avx2, CBPTT_TARGET_AVX2)
-CBPTT_F64_ARRAY_FUNCTIONS(avx512, CBPTT_TARGET_AVX512)
+CBPTT_ARRAY_FUNCTIONS(avx2, CBPTT_TARGET_AVX2)
+CBPTT_ARRAY_FUNCTIONS(avx512, CBPTT_TARGET_AVX512)
 
 static int cbptt_has_avx512(void)
 {
@@ -198,37 +171,25 @@ static int cbptt_has_avx2(void)
     }
     return cached;
 }
+
+/* the best build of name_T (name_T_avx512, _avx2 or _baseline) for this processor */
+#define CBPTT_PICK(name, T)                                                                   \
+    (cbptt_has_avx512() ? name##_##T##_avx512                                                  \
+                        : cbptt_has_avx2() ? name##_##T##_avx2 : name##_##T##_baseline)
+#else
+#define CBPTT_PICK(name, T) name##_##T##_baseline
 #endif
 
-static void cbptt_sigmoid_f32(const float *x, const float *bias, float *out, ptrdiff_t n)
-{
-#ifdef CBPTT_DISPATCH
-    if (cbptt_has_avx512()) {
-        cbptt_sigmoid_f32_avx512(x, bias, out, n);
-        return;
+#define CBPTT_ARRAY_DISPATCH(name, T, tag)                                                    \
+    static void cbptt_##name##_##tag(const T *x, const T *bias, T *out, ptrdiff_t n)          \
+    {                                                                                         \
+        CBPTT_PICK(cbptt_##name, tag)(x, bias, out, n);                                        \
     }
-    if (cbptt_has_avx2()) {
-        cbptt_sigmoid_f32_avx2(x, bias, out, n);
-        return;
-    }
-#endif
-    cbptt_sigmoid_f32_baseline(x, bias, out, n);
-}
 
-static void cbptt_tanh_f32(const float *x, const float *bias, float *out, ptrdiff_t n)
-{
-#ifdef CBPTT_DISPATCH
-    if (cbptt_has_avx512()) {
-        cbptt_tanh_f32_avx512(x, bias, out, n);
-        return;
-    }
-    if (cbptt_has_avx2()) {
-        cbptt_tanh_f32_avx2(x, bias, out, n);
-        return;
-    }
-#endif
-    cbptt_tanh_f32_baseline(x, bias, out, n);
-}
+CBPTT_ARRAY_DISPATCH(sigmoid, float, f32)
+CBPTT_ARRAY_DISPATCH(tanh, float, f32)
+CBPTT_ARRAY_DISPATCH(sigmoid, double, f64)
+CBPTT_ARRAY_DISPATCH(tanh, double, f64)
 
 /* 1 if no entry of x is NaN or Inf: an exponent field of all ones marks both. Integer work
  * only, so it vectorises. */
@@ -252,36 +213,6 @@ static int cbptt_all_finite_f64(const double *x, ptrdiff_t n)
         bad |= (uint64_t)((bits & 0x7FF0000000000000ull) == 0x7FF0000000000000ull);
     }
     return bad == 0;
-}
-
-static void cbptt_sigmoid_f64(const double *x, const double *bias, double *out, ptrdiff_t n)
-{
-#ifdef CBPTT_DISPATCH
-    if (cbptt_has_avx512()) {
-        cbptt_sigmoid_f64_avx512(x, bias, out, n);
-        return;
-    }
-    if (cbptt_has_avx2()) {
-        cbptt_sigmoid_f64_avx2(x, bias, out, n);
-        return;
-    }
-#endif
-    cbptt_sigmoid_f64_baseline(x, bias, out, n);
-}
-
-static void cbptt_tanh_f64(const double *x, const double *bias, double *out, ptrdiff_t n)
-{
-#ifdef CBPTT_DISPATCH
-    if (cbptt_has_avx512()) {
-        cbptt_tanh_f64_avx512(x, bias, out, n);
-        return;
-    }
-    if (cbptt_has_avx2()) {
-        cbptt_tanh_f64_avx2(x, bias, out, n);
-        return;
-    }
-#endif
-    cbptt_tanh_f64_baseline(x, bias, out, n);
 }
 
 #endif
