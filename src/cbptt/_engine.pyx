@@ -419,12 +419,12 @@ cdef inline Py_ssize_t panel_width(const floating* kind) noexcept nogil:
     return CBPTT_PANEL_F32 if floating is float else CBPTT_PANEL_F64
 
 
-cdef inline void pack_panels(bint columns, int part, int parts, const floating* b,
-                             Py_ssize_t ldb, bint trans, Py_ssize_t k, Py_ssize_t n,
+cdef inline void pack_panels(int part, int parts, const floating* b, Py_ssize_t ldb,
+                             bint trans, Py_ssize_t k, Py_ssize_t n,
                              floating* panels) noexcept nogil:
     """Pack op(B) (k, n) (B (k, n), or B (n, k) with trans) into panels (_panels.h): part's
-    block of columns, the block its share of a column split multiplies by; split by rows,
-    every part reads every panel, so the parts meet at a barrier after."""
+    block of columns, the block its share of a column split multiplies by. Split by rows,
+    every part reads every panel: the caller meets the others at a barrier before using them."""
     cdef Py_ssize_t start, count
     part_range(n, part, parts, panel_width(panels), &start, &count)
     if count > 0:
@@ -432,8 +432,6 @@ cdef inline void pack_panels(bint columns, int part, int parts, const floating* 
             cbptt_pack_f32(b, ldb, trans, k, start, count, panels)
         else:
             cbptt_pack_f64(b, ldb, trans, k, start, count, panels)
-    if not columns:
-        barrier(parts)
 
 
 cdef inline void panel_gemm(Py_ssize_t m, Py_ssize_t k, const floating* a, Py_ssize_t lda,
@@ -574,7 +572,7 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
             part_range(GH, part, parts, 1, &first, &count)
             transpose_rows(w_hh, w_hh_t, GH, H, first, count)
         if panels != NULL:
-            pack_panels(True, part, parts, w_hh, H, True, H, GH, panels)
+            pack_panels(part, parts, w_hh, H, True, H, GH, panels)
         barrier(parts)   # the layer below complete before the projection; W_hh packed
         # input projection of all steps: gates = inputs @ W_ih^T; the first layer's input,
         # batch-first, goes through a time-major chunk buffer
@@ -819,7 +817,9 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
         memset(dh + row0 * H, 0, rows * H * sizeof(floating))
         if panels != NULL:
             # every part is past the previous layer's (or the forward's) use of the panels
-            pack_panels(columns, part, parts, w_hh, H, False, GH, H, panels)
+            pack_panels(part, parts, w_hh, H, False, GH, H, panels)
+            if not columns:
+                barrier(parts)   # a row split reads every part's panels
         last = T
         while last > 0:
             first = max(0, last - s.chunk_steps)
