@@ -15,6 +15,14 @@ cdef extern from "_vmath.h" nogil:
 
 
 cdef extern from "_gates.h" nogil:
+    void cbptt_elman_forward_f32(bint relu, float* pre, const float* bias, Py_ssize_t rows,
+                                 Py_ssize_t hidden)
+    void cbptt_elman_forward_f64(bint relu, double* pre, const double* bias, Py_ssize_t rows,
+                                 Py_ssize_t hidden)
+    void cbptt_elman_backward_f32(bint relu, const float* h, const float* dh_carry,
+                                  const float* dh_inject, float* da, Py_ssize_t count)
+    void cbptt_elman_backward_f64(bint relu, const double* h, const double* dh_carry,
+                                  const double* dh_inject, double* da, Py_ssize_t count)
     void cbptt_lstm_forward_f32(float* gates, const float* bias, const float* c_prev, float* c,
                                 float* h, Py_ssize_t rows, Py_ssize_t hidden)
     void cbptt_lstm_forward_f64(double* gates, const double* bias, const double* c_prev,
@@ -59,42 +67,26 @@ cdef inline void v_tanh(const floating* x, const floating* bias, floating* out,
 
 cdef inline void elman_forward(bint relu, floating* pre, const floating* bias,
                                Py_ssize_t rows, Py_ssize_t hidden) noexcept nogil:
-    """h = act(pre + bias) in place; pre (rows, hidden), bias (hidden,)."""
-    cdef Py_ssize_t r, j
-    cdef floating v
-    cdef floating* row
-    for r in range(rows):
-        row = pre + r * hidden
-        if relu:
-            for j in range(hidden):
-                v = row[j] + bias[j]
-                row[j] = v if v > 0 else 0
-        else:
-            v_tanh(row, bias, row, hidden)
+    """h = act(pre + bias) in place (the loop is in _gates.h); pre (rows, hidden), bias
+    (hidden,)."""
+    if floating is float:
+        cbptt_elman_forward_f32(relu, pre, bias, rows, hidden)
+    else:
+        cbptt_elman_forward_f64(relu, pre, bias, rows, hidden)
 
 
 cdef inline void elman_backward(bint relu, const floating* h, const floating* dh_carry,
                                 const floating* dh_inject, floating* da,
                                 Py_ssize_t count) noexcept nogil:
-    """da = (dh_carry + dh_inject) * act'(a), from the stored h = act(a); dh_inject may be NULL.
+    """da = (dh_carry + dh_inject) * act'(a), from the stored h = act(a), in the cell's own
+    precision (the loop is in _gates.h); dh_inject may be NULL.
 
     tanh' = 1 - h^2, relu' = [h > 0]. All arrays hold count elements.
     """
-    cdef Py_ssize_t j
-    if dh_inject == NULL:
-        if relu:
-            for j in range(count):
-                da[j] = dh_carry[j] if h[j] > 0 else 0
-        else:
-            for j in range(count):
-                da[j] = dh_carry[j] * (1 - h[j] * h[j])
+    if floating is float:
+        cbptt_elman_backward_f32(relu, h, dh_carry, dh_inject, da, count)
     else:
-        if relu:
-            for j in range(count):
-                da[j] = (dh_carry[j] + dh_inject[j]) if h[j] > 0 else 0
-        else:
-            for j in range(count):
-                da[j] = (dh_carry[j] + dh_inject[j]) * (1 - h[j] * h[j])
+        cbptt_elman_backward_f64(relu, h, dh_carry, dh_inject, da, count)
 
 
 cdef inline void lstm_forward(floating* gates, const floating* bias, const floating* c_prev,

@@ -1,4 +1,4 @@
-/* The LSTM and GRU steps (forward and backward), in C so that they are
+/* The Elman, LSTM and GRU steps (forward and backward), in C so that they are
  * compiled three times on x86-64 (baseline, AVX2 + FMA and AVX-512, picked at run time, as in
  * _vmath.h), each one pass over the step's values with the gate functions inlined. The maths
  * and the argument conventions are those documented in _cells.pxd; each function handles one
@@ -20,6 +20,43 @@
 #endif
 
 #define CBPTT_GATE_FUNCTIONS(T, suffix, attributes, SIGMOID, TANH)                            \
+    attributes static void cbptt_elman_forward_##suffix(int relu, T *pre, const T *bias,     \
+                                                        ptrdiff_t rows, ptrdiff_t H)          \
+    {                                                                                         \
+        ptrdiff_t r, j;                                                                       \
+        for (r = 0; r < rows; r++) {                                                          \
+            T *a = pre + r * H;                                                               \
+            if (relu)                                                                         \
+                for (j = 0; j < H; j++) {                                                     \
+                    T v = a[j] + bias[j];                                                     \
+                    a[j] = v > 0 ? v : 0;                                                     \
+                }                                                                             \
+            else {                                                                            \
+                CBPTT_IVDEP                                                                   \
+                for (j = 0; j < H; j++) a[j] = TANH(a[j] + bias[j]);                          \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    attributes static void cbptt_elman_backward_##suffix(int relu, const T *h,               \
+                                                         const T *dh_carry,                  \
+                                                         const T *dh_inject, T *da,           \
+                                                         ptrdiff_t count)                    \
+    {                                                                                         \
+        ptrdiff_t j;                                                                          \
+        if (relu) {                                                                           \
+            if (dh_inject == NULL)                                                            \
+                for (j = 0; j < count; j++) da[j] = h[j] > 0 ? dh_carry[j] : 0;               \
+            else                                                                              \
+                for (j = 0; j < count; j++)                                                   \
+                    da[j] = h[j] > 0 ? dh_carry[j] + dh_inject[j] : 0;                        \
+        } else {                                                                              \
+            if (dh_inject == NULL)                                                            \
+                for (j = 0; j < count; j++) da[j] = dh_carry[j] * (1 - h[j] * h[j]);          \
+            else                                                                              \
+                for (j = 0; j < count; j++)                                                   \
+                    da[j] = (dh_carry[j] + dh_inject[j]) * (1 - h[j] * h[j]);                 \
+        }                                                                                     \
+    }                                                                                         \
     attributes static void cbptt_lstm_forward_##suffix(T *gates, const T *bias,              \
                                                        const T *c_prev, T *c, T *h,           \
                                                        ptrdiff_t rows, ptrdiff_t H)           \
@@ -128,6 +165,30 @@ CBPTT_GATE_FUNCTIONS(double, f64_avx2, CBPTT_TARGET_AVX2, cbptt_sigmoid, cbptt_t
 CBPTT_GATE_FUNCTIONS(float, f32_avx512, CBPTT_TARGET_AVX512, cbptt_sigmoidf, cbptt_tanhf)
 CBPTT_GATE_FUNCTIONS(double, f64_avx512, CBPTT_TARGET_AVX512, cbptt_sigmoid, cbptt_tanh)
 #endif
+
+static void cbptt_elman_forward_f32(int relu, float *pre, const float *bias, ptrdiff_t rows,
+                                    ptrdiff_t H)
+{
+    CBPTT_PICK(cbptt_elman_forward, f32)(relu, pre, bias, rows, H);
+}
+
+static void cbptt_elman_forward_f64(int relu, double *pre, const double *bias, ptrdiff_t rows,
+                                    ptrdiff_t H)
+{
+    CBPTT_PICK(cbptt_elman_forward, f64)(relu, pre, bias, rows, H);
+}
+
+static void cbptt_elman_backward_f32(int relu, const float *h, const float *dh_carry,
+                                     const float *dh_inject, float *da, ptrdiff_t count)
+{
+    CBPTT_PICK(cbptt_elman_backward, f32)(relu, h, dh_carry, dh_inject, da, count);
+}
+
+static void cbptt_elman_backward_f64(int relu, const double *h, const double *dh_carry,
+                                     const double *dh_inject, double *da, ptrdiff_t count)
+{
+    CBPTT_PICK(cbptt_elman_backward, f64)(relu, h, dh_carry, dh_inject, da, count);
+}
 
 static void cbptt_lstm_forward_f32(float *gates, const float *bias, const float *c_prev,
                                    float *c, float *h, ptrdiff_t rows, ptrdiff_t H)
