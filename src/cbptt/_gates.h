@@ -143,6 +143,7 @@
             T *d = da_hh + r * 3 * H;                                                         \
             const T *hnr = hn + r * H, *hp = h_prev + r * H;                                  \
             T *dhr = dh + r * H, *dan_r = da_n + r * H;                                       \
+            CBPTT_IVDEP                                                                       \
             for (j = 0; j < H; j++) {                                                         \
                 T r_g = g[j], z_g = g[H + j], n_g = g[2 * H + j];                             \
                 T grad = dhr[j];                                                              \
