@@ -20,12 +20,12 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float cbptt_expf(float x)
+/* e^x for -87.3 <= x <= 88.3 (callers clamp) */
+static inline float cbptt_expf_in_range(float x)
 {
     const float magic = 12582912.0f;                 /* 1.5 * 2^23: rounds to an integer */
     float t, r, p, scale;
     int32_t bits, n;
-    x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
     t = x * 1.44269504088896341f + magic;            /* n = round(x / ln 2), in t's low bits */
     memcpy(&bits, &t, sizeof bits);
     n = bits - 0x4B400000;
@@ -44,6 +44,11 @@ static inline float cbptt_expf(float x)
     return p * scale;
 }
 
+static inline float cbptt_expf(float x)
+{
+    return cbptt_expf_in_range(x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x));
+}
+
 static inline float cbptt_sigmoidf(float x)
 {
     return 1.0f / (1.0f + cbptt_expf(-x));
@@ -51,15 +56,13 @@ static inline float cbptt_sigmoidf(float x)
 
 static inline float cbptt_tanhf(float x)
 {
-    /* |x| < 0.625: odd polynomial; else 1 - 2 / (e^{2|x|} + 1) with the sign of x */
-    float z = x * x;
+    /* on |x|, then x's sign (so tanh(-0) = -0): below 0.625 an odd polynomial; above,
+     * 1 - 2 / (e^{2|x|} + 1), with |x| capped at 9.5 (where that is 1 in float32) */
+    float ax = fabsf(x), z = x * x;
     float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
-                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
-    float ax = fabsf(x);
-    float large = 1.0f - 2.0f / (cbptt_expf(2.0f * ax) + 1.0f);
-    large = x < 0 ? -large : large;
-    small = x == 0 ? x : small;                      /* tanh(-0) = -0 */
-    return ax < 0.625f ? small : large;
+                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * ax + ax;
+    float large = 1.0f - 2.0f / (cbptt_expf_in_range(2.0f * (ax > 9.5f ? 9.5f : ax)) + 1.0f);
+    return copysignf(ax < 0.625f ? small : large, x);
 }
 
 /* e^x for x <= 709; below -708.39 (where e^x is subnormal) it returns 2^-1022 * e^r, not 0 */
