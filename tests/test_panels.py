@@ -133,3 +133,81 @@ def test_engines_use_panels_by_default_unless_told_not_to(panels):
     assert _engine.Engine("lstm", 1, 4, 256, 2, 8, 3, np.float32).panels
     panels(False)
     assert not _engine.Engine("lstm", 1, 4, 256, 2, 8, 3, np.float32).panels
+
+
+# The weight-gradient kernel: dW = dA^T @ inputs, read in place (cbptt_wgrad)
+
+@pytest.fixture
+def wgrad():
+    """Set when engines' weight gradients use the kernel (on: at every size it can take)."""
+    previous = _engine.set_wgrad()
+    yield lambda on: _engine.set_wgrad(on, 0.0, float("inf"))
+    _engine.set_wgrad(*previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+@pytest.mark.parametrize("rows", [1, 5, 6, 7, 13])
+@pytest.mark.parametrize("depth, cols", [(1, 1), (3, 15), (16, 64), (129, 65), (300, 130)])
+def test_the_weight_gradient_kernel_computes_a_transposed_product(dtype, beta, rows, depth,
+                                                                  cols):
+    # depth past 128 crosses the kernel's blocks of k (beta only on the first)
+    rng = np.random.default_rng(rows * 1000 + depth + cols)
+    a = rng.standard_normal((depth, rows)).astype(dtype)
+    b = rng.standard_normal((depth, cols)).astype(dtype)
+    c = rng.standard_normal((rows, cols)).astype(dtype)
+    want = a.T.astype(np.float64) @ b.astype(np.float64) + beta * c
+    _engine._weight_gradient(a, b, beta, c)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("many_to_one", [False, True])
+@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+def test_an_engine_computes_the_same_weight_gradients_on_the_kernel_and_on_openblas(
+        wgrad, cell, many_to_one, dtype):
+    wgrad(False)
+    blas = engine_run(cell, 2, 8, 70, dtype, many_to_one)
+    wgrad(True)
+    kernel = engine_run(cell, 2, 8, 70, dtype, many_to_one)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for key in ("grads", "dh0"):
+        np.testing.assert_allclose(kernel[key], blas[key], rtol=tol, atol=tol, err_msg=key)
+    assert np.abs(kernel["grads"]).max() > 0
+
+
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+def test_an_engine_on_the_weight_gradient_kernel_matches_the_numpy_reference(wgrad, cell):
+    wgrad(True)
+    got = engine_run(cell, 2, 7, 70, np.float64, False)
+    _, want = reference_loss_and_grad(
+        dict(got["model"].state_dict()), got["X"], got["Y"], cell=cell, num_layers=2,
+        mode="many_to_many", loss="mse", h0=got["h0"])
+    flat = np.concatenate([np.ravel(want[name]) for name, _, _ in
+                           _engine.param_layout(cell, 2, 3, 70, 2)])
+    np.testing.assert_allclose(got["grads"], flat, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.skipif(not _engine.team_available(),
+                    reason="SciPy's BLAS has no per-thread thread control")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell", ["tanh", "gru"])
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("hidden", [70, 130])
+def test_a_team_splits_the_weight_gradient_kernel_without_changing_results(wgrad, hidden,
+                                                                          parts, cell, dtype):
+    # H = 70: one panel of columns, split by rows of dW; H = 130: three panels, by columns
+    previous = _engine.set_team()
+    wgrad(True)
+    try:
+        _engine.set_team(1)
+        alone = engine_run(cell, 2, 8, hidden, dtype, False)
+        _engine.set_team(parts, min_flops=0, min_batch=2, exact=True)
+        team = engine_run(cell, 2, 8, hidden, dtype, False)
+    finally:
+        _engine.set_team(**previous)
+    assert team["engine"].last_parts == parts
+    tol = 1e-13 if dtype == np.float64 else 1e-6
+    for key in ("grads", "dh0"):
+        np.testing.assert_allclose(team[key], alone[key], rtol=tol, atol=tol, err_msg=key)

@@ -56,6 +56,12 @@ cdef extern from "_panels.h" nogil:
     void cbptt_panel_gemm_f64(Py_ssize_t m, Py_ssize_t k, const double* a, Py_ssize_t lda,
                               const double* panels, Py_ssize_t first, Py_ssize_t count,
                               double beta, double* c, Py_ssize_t ldc)
+    void cbptt_wgrad_f32(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a,
+                         Py_ssize_t lda, const float* b, Py_ssize_t ldb, float beta, float* c,
+                         Py_ssize_t ldc)
+    void cbptt_wgrad_f64(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a,
+                         Py_ssize_t lda, const double* b, Py_ssize_t ldb, double beta,
+                         double* c, Py_ssize_t ldc)
 
 cdef extern from "_blas_threads.h" nogil:
     void cbptt_blas_control(set_threads_fn set, get_threads_fn get)
@@ -94,6 +100,12 @@ cdef double transposed_limit = <double>SMALL_GEMM_MNK * MAX_STEP_SLICES
 # docs/DEVELOPMENT.md); elsewhere they go to BLAS (OpenBLAS's small-matrix path when small).
 cdef bint panels_enabled = True
 cdef double panels_min_mnk = 0
+# Weight gradients (dA^T @ h) through _panels.h's kernel rather than BLAS (AVX-512F only),
+# where it measured faster: past OpenBLAS's small-matrix size (whose kernels need no packing)
+# and up to 131072 entries of dW (the large shape's 512 x 512 dW_hh ran faster on OpenBLAS).
+cdef bint wgrad_enabled = True
+cdef double wgrad_min_mnk = SMALL_GEMM_MNK
+cdef double wgrad_max_outputs = 131072
 
 
 def set_panels(bint enabled=True, double min_mnk=0):
@@ -105,6 +117,31 @@ def set_panels(bint enabled=True, double min_mnk=0):
     panels_enabled = enabled
     panels_min_mnk = min_mnk
     return previous
+
+
+def set_wgrad(bint enabled=True, double min_mnk=SMALL_GEMM_MNK, double max_outputs=131072):
+    """Weight gradients dW (m, n) = dA^T @ inputs over k rows run through _panels.h's kernel
+    when enabled, the processor supports it, m >= 6, n >= one panel (64 columns, float64 32),
+    m * n <= max_outputs and m * n * k > min_mnk; else through BLAS. Returns the previous
+    (enabled, min_mnk, max_outputs). Read at every call (for tests and benchmarks)."""
+    global wgrad_enabled, wgrad_min_mnk, wgrad_max_outputs
+    previous = (wgrad_enabled, wgrad_min_mnk, wgrad_max_outputs)
+    wgrad_enabled, wgrad_min_mnk, wgrad_max_outputs = enabled, min_mnk, max_outputs
+    return previous
+
+
+def _weight_gradient(a, b, double beta, c):
+    """c = a.T @ b + beta c through the weight-gradient kernel of _panels.h: for tests.
+    a (k, m), b (k, n), c (m, n), C-contiguous of one float dtype."""
+    if not cbptt_panels_supported():
+        raise RuntimeError("this processor has no AVX-512F")
+    cdef cnp.ndarray A = a, B = b, C = c
+    if A.dtype == np.float32:
+        cbptt_wgrad_f32(A.shape[1], B.shape[1], A.shape[0], <float*>A.data, A.shape[1],
+                        <float*>B.data, B.shape[1], <float>beta, <float*>C.data, C.shape[1])
+    else:
+        cbptt_wgrad_f64(A.shape[1], B.shape[1], A.shape[0], <double*>A.data, A.shape[1],
+                        <double*>B.data, B.shape[1], beta, <double*>C.data, C.shape[1])
 
 
 def panels_supported():
@@ -406,6 +443,32 @@ cdef inline void part_gemm(int part, int parts, bint trans_a, bint trans_b, Py_s
              b, ldb, beta, c + start * ldc, ldc)
 
 
+cdef inline void weight_grad(int part, int parts, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                             const floating* a, Py_ssize_t lda, const floating* b,
+                             Py_ssize_t ldb, floating beta, floating* c,
+                             Py_ssize_t ldc) noexcept nogil:
+    """part's block of C (m, n) = A^T @ B + beta C for A (k, m), B (k, n): through _panels.h's
+    weight-gradient kernel (where enabled and supported), else BLAS; split as part_gemm."""
+    cdef Py_ssize_t start, count, a_start = 0, b_start = 0, c_start = 0, m_part = m, n_part = n
+    if (not (wgrad_enabled and cbptt_panels_supported()) or n < panel_width(c) or m < 6
+            or <double>m * n > wgrad_max_outputs or <double>m * n * k <= wgrad_min_mnk):
+        part_gemm(part, parts, True, False, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+        return
+    if parts > 1 and n >= m and n >= parts * panel_width(c):
+        part_range(n, part, parts, panel_width(c), &start, &count)
+        b_start, c_start, n_part = start, start, count
+    elif parts > 1:
+        part_range(m, part, parts, 1, &start, &count)
+        a_start, c_start, m_part = start, start * ldc, count
+    if m_part > 0 and n_part > 0:
+        if floating is float:
+            cbptt_wgrad_f32(m_part, n_part, k, a + a_start, lda, b + b_start, ldb, beta,
+                            c + c_start, ldc)
+        else:
+            cbptt_wgrad_f64(m_part, n_part, k, a + a_start, lda, b + b_start, ldb, beta,
+                            c + c_start, ldc)
+
+
 cdef inline void part_column_sums(int part, int parts, Py_ssize_t rows, Py_ssize_t cols,
                                   const floating* a, Py_ssize_t lda, const floating* ones,
                                   floating beta, floating* y) noexcept nogil:
@@ -691,7 +754,7 @@ cdef void head_backward(const Shape* s, Work* w, const floating* params,
     cdef const floating* weight = params + layer_offset(s, s.num_layers)
     cdef floating* dweight = grads + layer_offset(s, s.num_layers)
     # dW = dpred^T @ h_last ; db = column sums of dpred ; dh_last = dpred @ W
-    part_gemm(part, parts, True, False, O, H, B, 1, dpred, O, <floating*>w.h_last, H, 0,
+    weight_grad(part, parts, O, H, B, dpred, O, <floating*>w.h_last, H, 0,
               dweight, H)
     part_gemm(part, parts, False, False, B, H, O, 1, dpred, O, weight, H, 0,
               <floating*>w.dh_last, H)
@@ -732,7 +795,7 @@ cdef double head_chunk(const Shape* s, Work* w, const floating* params, floating
             loss = chunk_loss(s, pred, target, weight, scale, output_first - s.loss_start,
                               last - output_first, dpred)
         barrier(parts)
-        part_gemm(part, parts, True, False, O, H, rows, 1, dpred, O, h_out, H, 1, dweight, H)
+        weight_grad(part, parts, O, H, rows, dpred, O, h_out, H, 1, dweight, H)
         part_column_sums(part, parts, rows, O, dpred, O, <floating*>w.ones, 1, dweight + O * H)
         part_gemm(part, parts, False, False, rows, H, O, 1, dpred, O, weight_head, H, 0,
                   out + (output_first - first) * B * H, H)
@@ -865,11 +928,11 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                 # dW_ih = dA^T @ inputs, and the layer below's gradient dA @ W_ih
                 beta = 0 if last == T else 1
                 n_rows = (last - first) * B
-                part_gemm(part, parts, True, False, GH, H, n_rows, 1, dA + first * BH, GH,
+                weight_grad(part, parts, GH, H, n_rows, dA + first * BH, GH,
                           hs + first * BH, H, beta, dw_hh, H)
                 part_column_sums(part, parts, n_rows, GH, dA + first * BH, GH, ones, beta,
                                  db_hh)
-                part_gemm(part, parts, True, False, GH, in_size, n_rows, 1, dA + first * BH, GH,
+                weight_grad(part, parts, GH, in_size, n_rows, dA + first * BH, GH,
                           <floating*>w.x_chunk if layer == 0 else inputs + first * B * in_size,
                           in_size, beta, dw_ih, in_size)
                 if layer > 0:
@@ -891,7 +954,7 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
             continue
 
         # dW_hh = dA^T @ h_{0..T-1} ; db_hh = column sums of dA
-        part_gemm(part, parts, True, False, GH, H, T * B, 1, dA, GH, hs, H, 0, dw_hh, H)
+        weight_grad(part, parts, GH, H, T * B, dA, GH, hs, H, 0, dw_hh, H)
         part_column_sums(part, parts, T * B, GH, dA, GH, ones, 0, db_hh)
         if s.cell == CELL_GRU:
             part_column_sums(part, parts, T * B, H, da_n, H, ones, 0, db_ih + 2 * H)
@@ -935,12 +998,12 @@ cdef void input_weight_grads(const Shape* s, const floating* dA, const floating*
     r, z come from dA, its rows n from da_n (n_rows, H)."""
     cdef Py_ssize_t H = s.hidden_size, GH = s.gates * s.hidden_size
     if s.cell == CELL_GRU:
-        part_gemm(part, parts, True, False, 2 * H, in_size, n_rows, 1, dA, GH, inputs, in_size,
+        weight_grad(part, parts, 2 * H, in_size, n_rows, dA, GH, inputs, in_size,
                   beta, dw_ih, in_size)
-        part_gemm(part, parts, True, False, H, in_size, n_rows, 1, da_n, H, inputs, in_size,
+        weight_grad(part, parts, H, in_size, n_rows, da_n, H, inputs, in_size,
                   beta, dw_ih + 2 * H * in_size, in_size)
     else:
-        part_gemm(part, parts, True, False, GH, in_size, n_rows, 1, dA, GH, inputs, in_size,
+        weight_grad(part, parts, GH, in_size, n_rows, dA, GH, inputs, in_size,
                   beta, dw_ih, in_size)
 
 
