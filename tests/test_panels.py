@@ -211,3 +211,47 @@ def test_a_team_splits_the_weight_gradient_kernel_without_changing_results(wgrad
     tol = 1e-13 if dtype == np.float64 else 1e-6
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(team[key], alone[key], rtol=tol, atol=tol, err_msg=key)
+
+
+@pytest.fixture
+def panel_input():
+    previous = _engine.set_panel_input()
+    yield _engine.set_panel_input
+    _engine.set_panel_input(previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+def test_the_input_projection_on_panels_computes_what_blas_computes(panel_input, cell, layers,
+                                                                   dtype):
+    panel_input(False)
+    blas = engine_run(cell, layers, 8, 70, dtype, False)
+    panel_input(True)
+    packed = engine_run(cell, layers, 8, 70, dtype, False)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for key in ("grads", "dh0", "h_final"):
+        np.testing.assert_allclose(packed[key], blas[key], rtol=tol, atol=tol, err_msg=key)
+    assert packed["loss"] == pytest.approx(blas["loss"], rel=tol)
+
+
+@pytest.mark.parametrize("on", [True, False])
+@pytest.mark.parametrize("inputs, hidden", [(5, 9), (20, 9)])
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+def test_input_projections_match_the_numpy_reference_either_side_of_the_hidden_size(
+        panel_input, cell, inputs, hidden, on):
+    # inputs > hidden: W_ih^T does not fit the panel buffer, the first layer stays on BLAS
+    panel_input(on)
+    rng = np.random.default_rng(inputs)
+    model = cbptt.RNN(inputs, hidden, 2, cell=cell, num_layers=2, seed=1)
+    X = rng.standard_normal((4, 5, inputs))
+    Y = rng.standard_normal((4, 5, 2))
+    engine = _engine.Engine(cell, 2, inputs, hidden, 2, 4, 5, np.float64)
+    grads = np.zeros_like(model.params)
+    loss = engine.loss_and_grad(X, Y, model.params, grads)
+    want_loss, want = reference_loss_and_grad(dict(model.state_dict()), X, Y, cell=cell,
+                                              num_layers=2, mode="many_to_many", loss="mse")
+    flat = np.concatenate([np.ravel(want[name]) for name, _, _ in
+                           _engine.param_layout(cell, 2, inputs, hidden, 2)])
+    np.testing.assert_allclose(grads, flat, rtol=1e-9, atol=1e-12)
+    assert loss == pytest.approx(want_loss, rel=1e-12)

@@ -104,6 +104,8 @@ cdef double panels_min_mnk = 0
 # where it measured faster: past OpenBLAS's small-matrix size (whose kernels need no packing)
 # and up to 131072 entries of dW (the large shape's 512 x 512 dW_hh ran faster on OpenBLAS).
 cdef bint wgrad_enabled = True
+# the forward's input projection on packed W_ih^T panels (engines with panels)
+cdef bint panel_input = True
 cdef double wgrad_min_mnk = SMALL_GEMM_MNK
 cdef double wgrad_max_outputs = 131072
 
@@ -127,6 +129,16 @@ def set_wgrad(bint enabled=True, double min_mnk=SMALL_GEMM_MNK, double max_outpu
     global wgrad_enabled, wgrad_min_mnk, wgrad_max_outputs
     previous = (wgrad_enabled, wgrad_min_mnk, wgrad_max_outputs)
     wgrad_enabled, wgrad_min_mnk, wgrad_max_outputs = enabled, min_mnk, max_outputs
+    return previous
+
+
+def set_panel_input(bint enabled=True):
+    """Engines with panels run the forward's input projection on packed W_ih^T (where
+    in_size <= H) when enabled, else through BLAS; returns the previous setting. Read at
+    every call (for tests and benchmarks)."""
+    global panel_input
+    previous = panel_input
+    panel_input = enabled
     return previous
 
 
@@ -541,6 +553,23 @@ cdef inline void step_product(bint columns, int part, int parts, Py_ssize_t row0
     barrier(parts)
 
 
+cdef inline void input_projection(int part, int parts, Py_ssize_t rows, Py_ssize_t gh,
+                                  Py_ssize_t in_size, const floating* inputs,
+                                  const floating* w_ih, const floating* panels,
+                                  floating* gates) noexcept nogil:
+    """part's share of gates (rows, gh) = inputs (rows, in_size) @ W_ih^T: on W_ih^T packed
+    into panels (by rows of gates), or through BLAS when panels is NULL."""
+    cdef Py_ssize_t start, count
+    if panels == NULL:
+        part_gemm(part, parts, False, True, rows, gh, in_size, 1, inputs, in_size, w_ih,
+                  in_size, 0, gates, gh)
+        return
+    part_range(rows, part, parts, 1, &start, &count)
+    if count > 0:
+        panel_gemm(count, in_size, inputs + start * in_size, in_size, panels, 0, gh, 0,
+                   gates + start * gh, gh)
+
+
 cdef inline bint split_columns(const Shape* s, int parts) noexcept nogil:
     """Whether the per-step products are split by columns rather than by batch rows: when
     they are so big that each part repacking all of W_hh per step (row split) costs more
@@ -601,6 +630,7 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
     cdef floating* b_hh
 
     cdef Py_ssize_t last
+    cdef floating* input_panels
     cdef bint columns = split_columns(s, parts)
     part_range(B, part, parts, 1, &row0, &rows)     # this part's batch rows, every step
 
@@ -634,9 +664,14 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
         if w_hh_t != NULL:
             part_range(GH, part, parts, 1, &first, &count)
             transpose_rows(w_hh, w_hh_t, GH, H, first, count)
-        if panels != NULL:
+        # the input projection multiplies by packed W_ih^T panels too, where they fit the
+        # panel buffer (in_size <= H), before W_hh's take their place
+        input_panels = panels if panel_input and in_size <= H else NULL
+        if input_panels != NULL:
+            pack_panels(part, parts, w_ih, in_size, True, in_size, GH, input_panels)
+        elif panels != NULL:
             pack_panels(part, parts, w_hh, H, True, H, GH, panels)
-        barrier(parts)   # the layer below complete before the projection; W_hh packed
+        barrier(parts)   # the layer below complete before the projection; panels packed
         # input projection of all steps: gates = inputs @ W_ih^T; the first layer's input,
         # batch-first, goes through a time-major chunk buffer
         if layer == 0:
@@ -646,12 +681,15 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
                 last = min(T, first + s.input_steps)
                 copy_input_steps(s, x, first, last, x_chunk, part, parts)
                 barrier(parts)
-                part_gemm(part, parts, False, True, (last - first) * B, GH, in_size, 1, x_chunk,
-                          in_size, w_ih, in_size, 0, gates + first * B * GH, GH)
+                input_projection(part, parts, (last - first) * B, GH, in_size, x_chunk, w_ih,
+                                 input_panels, gates + first * B * GH)
                 barrier(parts)   # before the next chunk overwrites x_chunk
         else:
-            part_gemm(part, parts, False, True, T * B, GH, in_size, 1, inputs, in_size, w_ih,
-                      in_size, 0, gates, GH)
+            input_projection(part, parts, T * B, GH, in_size, inputs, w_ih, input_panels, gates)
+            barrier(parts)
+        if input_panels != NULL:
+            # every part is past the projection's use of the panels
+            pack_panels(part, parts, w_hh, H, True, H, GH, panels)
             barrier(parts)
         threads = enter_step_loop(s)
         for t in range(T):       # row split: independent sequences, no barrier
