@@ -255,3 +255,48 @@ def test_input_projections_match_the_numpy_reference_either_side_of_the_hidden_s
                            _engine.param_layout(cell, 2, inputs, hidden, 2)])
     np.testing.assert_allclose(grads, flat, rtol=1e-9, atol=1e-12)
     assert loss == pytest.approx(want_loss, rel=1e-12)
+
+
+def gated_grads(cell, inputs, hidden, dtype, parts=1, chunked_input=False):
+    """Gradients of a 2-layer gated model with 10 inputs, through a fresh Engine."""
+    rng = np.random.default_rng(3)
+    model = cbptt.RNN(inputs, hidden, 2, cell=cell, num_layers=2, seed=2, dtype=dtype)
+    X = rng.standard_normal((6, 7, inputs)).astype(dtype)
+    Y = rng.standard_normal((6, 7, 2)).astype(dtype)
+    previous_team, previous_chunks = _engine.set_team(), _engine.set_chunking()
+    try:
+        _engine.set_team(parts, min_flops=0, min_batch=2, exact=True)
+        if chunked_input:
+            _engine.set_chunking(rows=6, min_steps=1, whole_gated_input=False)
+        engine = _engine.Engine(cell, 2, inputs, hidden, 2, 6, 7, dtype)
+        grads = np.zeros_like(model.params)
+        engine.loss_and_grad(X, Y, model.params, grads)
+    finally:
+        _engine.set_team(**previous_team)
+        _engine.set_chunking(*previous_chunks)
+    assert engine.last_parts == parts
+    return grads, model, X, Y
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("chunked_input", [False, True])
+@pytest.mark.parametrize("parts", [1, 2, 3])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_narrow_input_weight_gradients_on_the_transposed_kernel(wgrad, cell, parts,
+                                                                chunked_input, dtype):
+    # 10 inputs: dW_ih is computed as (inputs^T @ dA) in the panel buffer, added transposed
+    if parts > 1 and not _engine.team_available():
+        pytest.skip("SciPy's BLAS has no per-thread thread control")
+    wgrad(False)
+    blas, model, X, Y = gated_grads(cell, 10, 70, dtype)
+    wgrad(True)
+    kernel, _, _, _ = gated_grads(cell, 10, 70, dtype, parts, chunked_input)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(kernel, blas, rtol=tol, atol=tol)
+    assert not np.array_equal(kernel, blas) or dtype == np.float64
+    if dtype == np.float64:
+        _, want = reference_loss_and_grad(dict(model.state_dict()), X, Y, cell=cell,
+                                          num_layers=2, mode="many_to_many", loss="mse")
+        flat = np.concatenate([np.ravel(want[name]) for name, _, _ in
+                               _engine.param_layout(cell, 2, 10, 70, 2)])
+        np.testing.assert_allclose(kernel, flat, rtol=1e-9, atol=1e-12)

@@ -481,6 +481,18 @@ cdef inline void weight_grad(int part, int parts, Py_ssize_t m, Py_ssize_t n, Py
                             c + c_start, ldc)
 
 
+cdef inline void wgrad_kernel(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* a,
+                              Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                              floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """C (m, n) = A^T @ B + beta C on _panels.h's weight-gradient kernel."""
+    if m <= 0 or n <= 0:
+        return
+    if floating is float:
+        cbptt_wgrad_f32(m, n, k, a, lda, b, ldb, beta, c, ldc)
+    else:
+        cbptt_wgrad_f64(m, n, k, a, lda, b, ldb, beta, c, ldc)
+
+
 cdef inline void part_column_sums(int part, int parts, Py_ssize_t rows, Py_ssize_t cols,
                                   const floating* a, Py_ssize_t lda, const floating* ones,
                                   floating beta, floating* y) noexcept nogil:
@@ -998,7 +1010,8 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
             part_column_sums(part, parts, T * B, H, da_n, H, ones, 0, db_ih + 2 * H)
         # dW_ih = dA^T @ inputs (the first layer: chunk by chunk of x)
         if layer > 0:
-            input_weight_grads(s, dA, da_n, inputs, in_size, T * B, 0, dw_ih, part, parts)
+            input_weight_grads(s, dA, da_n, inputs, in_size, T * B, 0, dw_ih, panels, part,
+                               parts)
         else:
             last = T
             while last > 0:
@@ -1008,7 +1021,7 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                 input_weight_grads(s, dA + first * B * GH,
                                    NULL if da_n == NULL else da_n + first * BH,
                                    <floating*>w.x_chunk, in_size, (last - first) * B,
-                                   0 if last == T else 1, dw_ih, part, parts)
+                                   0 if last == T else 1, dw_ih, panels, part, parts)
                 barrier(parts)   # before the next chunk overwrites x_chunk
                 last = first
         if layer > 0:
@@ -1030,11 +1043,44 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
 
 cdef void input_weight_grads(const Shape* s, const floating* dA, const floating* da_n,
                              const floating* inputs, Py_ssize_t in_size, Py_ssize_t n_rows,
-                             floating beta, floating* dw_ih, int part, int parts) noexcept nogil:
+                             floating beta, floating* dw_ih, floating* scratch, int part,
+                             int parts) noexcept nogil:
     """dW_ih (G*H, in) = dA^T @ inputs + beta dW_ih over n_rows rows, for LSTM and GRU:
     dA (n_rows, G*H), inputs (n_rows, in). GRU's input side differs in the n block: its rows
-    r, z come from dA, its rows n from da_n (n_rows, H)."""
+    r, z come from dA, its rows n from da_n (n_rows, H).
+
+    With fewer inputs than a panel's columns (dW_ih too narrow for the weight-gradient
+    kernel) and scratch (in, G*H) given (the panel buffer, free after the step loop), the
+    kernel computes the transpose dW_ih^T = inputs^T @ dA into scratch, each part its block
+    of columns, which it then adds transposed into dW_ih (no barrier: its own columns)."""
     cdef Py_ssize_t H = s.hidden_size, GH = s.gates * s.hidden_size
+    cdef Py_ssize_t start, count, j, i, end
+    cdef floating* row
+    if (scratch != NULL and wgrad_enabled and cbptt_panels_supported() and 6 <= in_size
+            and in_size < panel_width(scratch) and in_size <= H
+            and <double>in_size * GH * n_rows > wgrad_min_mnk):
+        part_range(GH, part, parts, panel_width(scratch), &start, &count)
+        end = start + count
+        if s.cell == CELL_GRU and end > 2 * H:
+            # columns [2H, 3H) from da_n, the rest from dA
+            if start < 2 * H:
+                wgrad_kernel(in_size, 2 * H - start, n_rows, inputs, in_size, dA + start, GH,
+                             0, scratch + start, GH)
+            j = max(start, 2 * H)
+            wgrad_kernel(in_size, end - j, n_rows, inputs, in_size, da_n + (j - 2 * H), H, 0,
+                         scratch + j, GH)
+        elif count > 0:
+            wgrad_kernel(in_size, count, n_rows, inputs, in_size, dA + start, GH, 0,
+                         scratch + start, GH)
+        for j in range(start, end):
+            row = dw_ih + j * in_size
+            if beta == 0:
+                for i in range(in_size):
+                    row[i] = scratch[i * GH + j]
+            else:
+                for i in range(in_size):
+                    row[i] = beta * row[i] + scratch[i * GH + j]
+        return
     if s.cell == CELL_GRU:
         weight_grad(part, parts, 2 * H, in_size, n_rows, dA, GH, inputs, in_size,
                   beta, dw_ih, in_size)
