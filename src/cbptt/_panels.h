@@ -235,12 +235,14 @@ CBPTT_PANEL_GEMM(f64, double, __m512d, 8, pd, __mmask8)
                     depth_copy = 0;                                                           \
                 } else                                                                        \
                     depth_copy = depth;                                                       \
-                for (kk = 0; kk < depth_copy; kk++) {                                         \
-                    memcpy(b_pack + kk * 4 * lanes, b + (k0 + kk) * ldb + start,              \
-                           cols * sizeof(type));                                              \
-                    if (cols < 4 * lanes)                                                     \
-                        memset(b_pack + kk * 4 * lanes + cols, 0,                            \
-                               (4 * lanes - cols) * sizeof(type));                            \
+                for (kk = 0; kk < depth_copy; kk++) {  /* 4 registers a row, zero past n */  \
+                    const type *from = b + (k0 + kk) * ldb + start;                           \
+                    type *to = b_pack + kk * 4 * lanes;                                       \
+                    int v;                                                                    \
+                    for (v = 0; v < 4; v++)                                                   \
+                        _mm512_store_##isa(to + v * lanes, _mm512_maskz_loadu_##isa(          \
+                            CBPTT_LANE_MASK(mask_t, cols - v * lanes, lanes),                 \
+                            from + v * lanes));                                               \
                 }                                                                             \
                 for (blk = 0, row = 0; blk < blocks; blk++) {                                 \
                     ptrdiff_t rows = m / blocks + (blk < m % blocks);                         \
