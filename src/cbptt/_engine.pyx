@@ -942,7 +942,7 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                 inject = chunk - first * BH
             if elman:
                 dA = chunk - first * BH        # over the chunk's inject, consumed in place
-                if layer == 0:
+                if layer == 0 and s.input_steps < T:   # else x_chunk holds x from the forward
                     copy_input_steps(s, x, first, last, <floating*>w.x_chunk, part, parts)
             threads = enter_step_loop(s)
             for t in range(last - 1, first - 1, -1):     # row split: no barrier
@@ -1016,8 +1016,9 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
             last = T
             while last > 0:
                 first = max(0, last - s.input_steps)
-                copy_input_steps(s, x, first, last, <floating*>w.x_chunk, part, parts)
-                barrier(parts)
+                if s.input_steps < T:   # else x_chunk still holds all of x, from the forward
+                    copy_input_steps(s, x, first, last, <floating*>w.x_chunk, part, parts)
+                    barrier(parts)
                 input_weight_grads(s, dA + first * B * GH,
                                    NULL if da_n == NULL else da_n + first * BH,
                                    <floating*>w.x_chunk, in_size, (last - first) * B,
