@@ -117,14 +117,18 @@
             T *g = gates + r * 3 * H;                                                         \
             const T *q = rec + r * 3 * H, *hp = h_prev + r * H;                               \
             T *hr = h + r * H, *hnr = hn + r * H;                                             \
+            /* two passes: the gates r, z, then n (which needs r) and h, so that each pass's \
+             * iterations are short independent chains (H is often only 4 vectors) */         \
             CBPTT_IVDEP                                                                       \
             for (j = 0; j < H; j++) {                                                         \
-                T r_g = SIGMOID(g[j] + (q[j] + b_hh[j]) + b_ih[j]);                           \
-                T z_g = SIGMOID(g[H + j] + (q[H + j] + b_hh[H + j]) + b_ih[H + j]);           \
+                g[j] = SIGMOID(g[j] + (q[j] + b_hh[j]) + b_ih[j]);                            \
+                g[H + j] = SIGMOID(g[H + j] + (q[H + j] + b_hh[H + j]) + b_ih[H + j]);        \
+            }                                                                                 \
+            CBPTT_IVDEP                                                                       \
+            for (j = 0; j < H; j++) {                                                         \
+                T r_g = g[j], z_g = g[H + j];                                                 \
                 T hn_v = q[2 * H + j] + b_hh[2 * H + j];                                      \
                 T n_g = TANH(g[2 * H + j] + r_g * hn_v + b_ih[2 * H + j]);                    \
-                g[j] = r_g;                                                                   \
-                g[H + j] = z_g;                                                               \
                 g[2 * H + j] = n_g;                                                           \
                 hnr[j] = hn_v;                                                                \
                 hr[j] = (1 - z_g) * n_g + z_g * hp[j];                                        \
