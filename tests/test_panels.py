@@ -156,10 +156,15 @@ def test_the_weight_gradient_kernel_computes_a_transposed_product(dtype, beta, r
     a = rng.standard_normal((depth, rows)).astype(dtype)
     b = rng.standard_normal((depth, cols)).astype(dtype)
     c = rng.standard_normal((rows, cols)).astype(dtype)
+    sums = rng.standard_normal(rows).astype(dtype)
     want = a.T.astype(np.float64) @ b.astype(np.float64) + beta * c
-    _engine._weight_gradient(a, b, beta, c)
+    want_sums = a.astype(np.float64).sum(axis=0) + beta * sums
+    if beta == 0:
+        c[:], sums[:] = np.nan, np.nan       # beta 0 overwrites: old values never read
+    _engine._weight_gradient(a, b, beta, c, sums)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(sums, want_sums, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

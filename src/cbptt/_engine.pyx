@@ -58,10 +58,10 @@ cdef extern from "_panels.h" nogil:
                               double beta, double* c, Py_ssize_t ldc)
     void cbptt_wgrad_f32(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a,
                          Py_ssize_t lda, const float* b, Py_ssize_t ldb, float beta, float* c,
-                         Py_ssize_t ldc)
+                         Py_ssize_t ldc, float* sums)
     void cbptt_wgrad_f64(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a,
                          Py_ssize_t lda, const double* b, Py_ssize_t ldb, double beta,
-                         double* c, Py_ssize_t ldc)
+                         double* c, Py_ssize_t ldc, double* sums)
 
 cdef extern from "_blas_threads.h" nogil:
     void cbptt_blas_control(set_threads_fn set, get_threads_fn get)
@@ -142,18 +142,22 @@ def set_panel_input(bint enabled=True):
     return previous
 
 
-def _weight_gradient(a, b, double beta, c):
-    """c = a.T @ b + beta c through the weight-gradient kernel of _panels.h: for tests.
-    a (k, m), b (k, n), c (m, n), C-contiguous of one float dtype."""
+def _weight_gradient(a, b, double beta, c, sums=None):
+    """c = a.T @ b + beta c (and, if given, sums = a's column sums + beta sums) through the
+    weight-gradient kernel of _panels.h: for tests. a (k, m), b (k, n), c (m, n), sums (m,),
+    C-contiguous of one float dtype."""
     if not cbptt_panels_supported():
         raise RuntimeError("this processor has no AVX-512F")
     cdef cnp.ndarray A = a, B = b, C = c
+    cdef cnp.ndarray S = None if sums is None else sums
     if A.dtype == np.float32:
         cbptt_wgrad_f32(A.shape[1], B.shape[1], A.shape[0], <float*>A.data, A.shape[1],
-                        <float*>B.data, B.shape[1], <float>beta, <float*>C.data, C.shape[1])
+                        <float*>B.data, B.shape[1], <float>beta, <float*>C.data, C.shape[1],
+                        NULL if S is None else <float*>S.data)
     else:
         cbptt_wgrad_f64(A.shape[1], B.shape[1], A.shape[0], <double*>A.data, A.shape[1],
-                        <double*>B.data, B.shape[1], beta, <double*>C.data, C.shape[1])
+                        <double*>B.data, B.shape[1], beta, <double*>C.data, C.shape[1],
+                        NULL if S is None else <double*>S.data)
 
 
 def panels_supported():
@@ -457,28 +461,37 @@ cdef inline void part_gemm(int part, int parts, bint trans_a, bint trans_b, Py_s
 
 cdef inline void weight_grad(int part, int parts, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                              const floating* a, Py_ssize_t lda, const floating* b,
-                             Py_ssize_t ldb, floating beta, floating* c,
-                             Py_ssize_t ldc) noexcept nogil:
-    """part's block of C (m, n) = A^T @ B + beta C for A (k, m), B (k, n): through _panels.h's
-    weight-gradient kernel (where enabled and supported), else BLAS; split as part_gemm."""
+                             Py_ssize_t ldb, floating beta, floating* c, Py_ssize_t ldc,
+                             const floating* ones=NULL, floating* sums=NULL) noexcept nogil:
+    """part's block of C (m, n) = A^T @ B + beta C for A (k, m), B (k, n), and, unless sums is
+    NULL, of sums (m,) = A's column sums + beta sums (ones: k ones, for BLAS): through
+    _panels.h's weight-gradient kernel (where enabled and supported; it adds the sums while A
+    is in cache), else BLAS; split as part_gemm."""
     cdef Py_ssize_t start, count, a_start = 0, b_start = 0, c_start = 0, m_part = m, n_part = n
+    cdef floating* part_sums = sums
     if (not (wgrad_enabled and cbptt_panels_supported()) or n < panel_width(c) or m < 6
             or <double>m * n > wgrad_max_outputs or <double>m * n * k <= wgrad_min_mnk):
         part_gemm(part, parts, True, False, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+        if sums != NULL:
+            part_column_sums(part, parts, k, m, a, lda, ones, beta, sums)
         return
     if parts > 1 and n >= m and n >= parts * panel_width(c):
         part_range(n, part, parts, panel_width(c), &start, &count)
         b_start, c_start, n_part = start, start, count
+        if start > 0:
+            part_sums = NULL    # the part with the first columns adds the sums
     elif parts > 1:
         part_range(m, part, parts, 1, &start, &count)
         a_start, c_start, m_part = start, start * ldc, count
+        if sums != NULL:
+            part_sums = sums + start
     if m_part > 0 and n_part > 0:
         if floating is float:
             cbptt_wgrad_f32(m_part, n_part, k, a + a_start, lda, b + b_start, ldb, beta,
-                            c + c_start, ldc)
+                            c + c_start, ldc, part_sums)
         else:
             cbptt_wgrad_f64(m_part, n_part, k, a + a_start, lda, b + b_start, ldb, beta,
-                            c + c_start, ldc)
+                            c + c_start, ldc, part_sums)
 
 
 cdef inline void wgrad_kernel(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* a,
@@ -488,9 +501,9 @@ cdef inline void wgrad_kernel(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const fl
     if m <= 0 or n <= 0:
         return
     if floating is float:
-        cbptt_wgrad_f32(m, n, k, a, lda, b, ldb, beta, c, ldc)
+        cbptt_wgrad_f32(m, n, k, a, lda, b, ldb, beta, c, ldc, NULL)
     else:
-        cbptt_wgrad_f64(m, n, k, a, lda, b, ldb, beta, c, ldc)
+        cbptt_wgrad_f64(m, n, k, a, lda, b, ldb, beta, c, ldc, NULL)
 
 
 cdef inline void part_column_sums(int part, int parts, Py_ssize_t rows, Py_ssize_t cols,
@@ -979,9 +992,7 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                 beta = 0 if last == T else 1
                 n_rows = (last - first) * B
                 weight_grad(part, parts, GH, H, n_rows, dA + first * BH, GH,
-                          hs + first * BH, H, beta, dw_hh, H)
-                part_column_sums(part, parts, n_rows, GH, dA + first * BH, GH, ones, beta,
-                                 db_hh)
+                            hs + first * BH, H, beta, dw_hh, H, ones, db_hh)
                 weight_grad(part, parts, GH, in_size, n_rows, dA + first * BH, GH,
                           <floating*>w.x_chunk if layer == 0 else inputs + first * B * in_size,
                           in_size, beta, dw_ih, in_size)
@@ -1004,8 +1015,7 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
             continue
 
         # dW_hh = dA^T @ h_{0..T-1} ; db_hh = column sums of dA
-        weight_grad(part, parts, GH, H, T * B, dA, GH, hs, H, 0, dw_hh, H)
-        part_column_sums(part, parts, T * B, GH, dA, GH, ones, 0, db_hh)
+        weight_grad(part, parts, GH, H, T * B, dA, GH, hs, H, 0, dw_hh, H, ones, db_hh)
         if s.cell == CELL_GRU:
             part_column_sums(part, parts, T * B, H, da_n, H, ones, 0, db_ih + 2 * H)
         # dW_ih = dA^T @ inputs (the first layer: chunk by chunk of x)

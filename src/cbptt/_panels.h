@@ -213,10 +213,12 @@ CBPTT_PANEL_GEMM(f64, double, __m512d, 8, pd, __mmask8)
             }                                                                                 \
     }                                                                                         \
                                                                                               \
-    /* C (m x n) = A^T @ B + beta C, A (k x m), B (k x n) */                                 \
+    /* C (m x n) = A^T @ B + beta C, A (k x m), B (k x n); and, unless sums is NULL, sums (m) \
+     * = A's column sums + beta sums (the bias gradient), added a k-block at a time while the \
+     * block of A is still in cache */                                                        \
     CBPTT_AVX512 static void cbptt_wgrad_##suffix(                                            \
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const type *a, ptrdiff_t lda, const type *b,  \
-        ptrdiff_t ldb, type beta, type *c, ptrdiff_t ldc)                                     \
+        ptrdiff_t ldb, type beta, type *c, ptrdiff_t ldc, type *sums)                         \
     {                                                                                         \
         ptrdiff_t k0, start, row, cols, blocks = (m + CBPTT_PANEL_ROWS - 1) / CBPTT_PANEL_ROWS, \
                                         blk, depth, depth_copy;                               \
@@ -253,6 +255,15 @@ CBPTT_PANEL_GEMM(f64, double, __m512d, 8, pd, __mmask8)
                     row += rows;                                                              \
                 }                                                                             \
             }                                                                                 \
+            if (sums != NULL) {                                                               \
+                ptrdiff_t kk, i;                                                              \
+                if (k0 == 0)                                                                  \
+                    for (i = 0; i < m; i++) sums[i] = beta == 0 ? 0 : beta * sums[i];         \
+                for (kk = 0; kk < depth; kk++) {                                              \
+                    const type *x_row = a + (k0 + kk) * lda;                                  \
+                    for (i = 0; i < m; i++) sums[i] += x_row[i];                              \
+                }                                                                             \
+            }                                                                                 \
         }                                                                                     \
     }
 
@@ -269,10 +280,11 @@ static void cbptt_panel_gemm_f64(ptrdiff_t m, ptrdiff_t k, const double *a, ptrd
                                  const double *panels, ptrdiff_t first, ptrdiff_t count,
                                  double beta, double *c, ptrdiff_t ldc) {}
 static void cbptt_wgrad_f32(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a, ptrdiff_t lda,
-                            const float *b, ptrdiff_t ldb, float beta, float *c, ptrdiff_t ldc) {}
+                            const float *b, ptrdiff_t ldb, float beta, float *c, ptrdiff_t ldc,
+                            float *sums) {}
 static void cbptt_wgrad_f64(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
                             ptrdiff_t lda, const double *b, ptrdiff_t ldb, double beta,
-                            double *c, ptrdiff_t ldc) {}
+                            double *c, ptrdiff_t ldc, double *sums) {}
 #endif
 
 #endif
