@@ -156,7 +156,7 @@ CBPTT_PANEL_GEMM(f64, double, __m512d, 8, pd, __mmask8)
  * (row strides lda, ldb): C's blocks of up to 6 rows x one panel width of columns are sums
  * over k of A's row kk (6 values, broadcast, read in place) times B's row kk (4 registers).
  * k runs in blocks of CBPTT_WGRAD_K rows; each block of B's columns is first copied
- * contiguous (zero-padded past n) into a 32 KiB buffer that stays in the first-level cache
+ * contiguous (zero-padded past n) into a 32 KiB buffer on the stack, which stays in the L1 cache
  * while every row block of C passes over it (read in place at a row stride of a power of two
  * cache lines, it would map to a fraction of the cache's sets: 217 -> 234 GFLOP/s on
  * (1600 x 384)^T @ (1600 x 128)). Each entry of C is one in-order sum over k (then beta C
