@@ -102,12 +102,13 @@ cdef bint panels_enabled = True
 cdef double panels_min_mnk = 0
 # Weight gradients (dA^T @ h) through _panels.h's kernel rather than BLAS (AVX-512F only),
 # where it measured faster: past OpenBLAS's small-matrix size (whose kernels need no packing)
-# and up to 131072 entries of dW (the large shape's 512 x 512 dW_hh ran faster on OpenBLAS).
+# and up to 131072 entries of dW (the large shape's GRU dW_hh, 1536 x 512, runs faster on
+# OpenBLAS; see set_wgrad).
 cdef bint wgrad_enabled = True
-# the forward's input projection on packed W_ih^T panels (engines with panels)
-cdef bint panel_input = True
 cdef double wgrad_min_mnk = SMALL_GEMM_MNK
 cdef double wgrad_max_outputs = 131072
+# the forward's input projection on packed W_ih^T panels (engines with panels)
+cdef bint panel_input = True
 
 
 def set_panels(bint enabled=True, double min_mnk=0):
