@@ -66,18 +66,19 @@
             T *z = gates + r * 4 * H;                                                         \
             const T *cp = c_prev + r * H;                                                     \
             T *cr = c + r * H, *hr = h + r * H;                                               \
+            /* two passes, as GRU's: the four gates, then c and h (tanh(c) needs them) */     \
             CBPTT_IVDEP                                                                       \
             for (j = 0; j < H; j++) {                                                         \
-                T i_g = SIGMOID(z[j] + bias[j]), f_g = SIGMOID(z[H + j] + bias[H + j]);       \
-                T g_g = TANH(z[2 * H + j] + bias[2 * H + j]);                                 \
-                T o_g = SIGMOID(z[3 * H + j] + bias[3 * H + j]);                              \
-                T cell = f_g * cp[j] + i_g * g_g;                                             \
-                z[j] = i_g;                                                                   \
-                z[H + j] = f_g;                                                               \
-                z[2 * H + j] = g_g;                                                           \
-                z[3 * H + j] = o_g;                                                           \
+                z[j] = SIGMOID(z[j] + bias[j]);                                               \
+                z[H + j] = SIGMOID(z[H + j] + bias[H + j]);                                   \
+                z[2 * H + j] = TANH(z[2 * H + j] + bias[2 * H + j]);                          \
+                z[3 * H + j] = SIGMOID(z[3 * H + j] + bias[3 * H + j]);                       \
+            }                                                                                 \
+            CBPTT_IVDEP                                                                       \
+            for (j = 0; j < H; j++) {                                                         \
+                T cell = z[H + j] * cp[j] + z[j] * z[2 * H + j];                              \
                 cr[j] = cell;                                                                 \
-                hr[j] = o_g * TANH(cell);                                                     \
+                hr[j] = z[3 * H + j] * TANH(cell);                                            \
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
