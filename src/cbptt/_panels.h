@@ -73,113 +73,20 @@ static int cbptt_panels_supported(void)
     return cached;
 }
 
-/* One block of rows (a compile-time constant up to 6, so the accumulators stay in
- * registers) times one panel: C (rows x cols) = A (rows x k) @ panel + beta C, cols <= the
- * panel width (a masked store past them). Suffix, type, register type, lanes and the
- * intrinsics' suffix. */
-#define CBPTT_PANEL_GEMM(suffix, type, vec, lanes, isa, mask_t)                                \
-    CBPTT_AVX512 static inline __attribute__((always_inline)) void                            \
-    cbptt_panel_block_##suffix(int rows, ptrdiff_t k, const type *a, ptrdiff_t lda,          \
-                               const type *panel, type beta, type *c, ptrdiff_t ldc,         \
-                               ptrdiff_t cols)                                               \
-    {                                                                                         \
-        vec acc[CBPTT_PANEL_ROWS][4];                                                         \
-        ptrdiff_t kk;                                                                         \
-        int r, v;                                                                             \
-        for (r = 0; r < rows; r++)                                                            \
-            for (v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_##isa();                       \
-        for (kk = 0; kk < k; kk++) {                                                          \
-            const type *p = panel + kk * 4 * lanes;                                           \
-            vec b0 = _mm512_loadu_##isa(p), b1 = _mm512_loadu_##isa(p + lanes);               \
-            vec b2 = _mm512_loadu_##isa(p + 2 * lanes), b3 = _mm512_loadu_##isa(p + 3 * lanes); \
-            for (r = 0; r < rows; r++) {                                                      \
-                vec x = _mm512_set1_##isa(a[r * lda + kk]);                                   \
-                acc[r][0] = _mm512_fmadd_##isa(x, b0, acc[r][0]);                             \
-                acc[r][1] = _mm512_fmadd_##isa(x, b1, acc[r][1]);                             \
-                acc[r][2] = _mm512_fmadd_##isa(x, b2, acc[r][2]);                             \
-                acc[r][3] = _mm512_fmadd_##isa(x, b3, acc[r][3]);                             \
-            }                                                                                 \
-        }                                                                                     \
-        for (r = 0; r < rows; r++)                                                            \
-            for (v = 0; v < 4; v++) {                                                         \
-                ptrdiff_t left = cols - v * lanes;                                            \
-                mask_t mask;                                                                  \
-                type *out = c + r * ldc + v * lanes;                                          \
-                if (left <= 0)                                                                \
-                    break;                                                                    \
-                mask = left >= lanes ? (mask_t)-1 : (mask_t)((1u << left) - 1);               \
-                if (beta != 0)                                                                \
-                    acc[r][v] = _mm512_add_##isa(acc[r][v], _mm512_mul_##isa(                 \
-                        _mm512_set1_##isa(beta), _mm512_maskz_loadu_##isa(mask, out)));       \
-                _mm512_mask_storeu_##isa(out, mask, acc[r][v]);                               \
-            }                                                                                 \
-    }                                                                                         \
-                                                                                              \
-    /* C[:, first:first+count] = A (m x k) @ op(B)[:, first:first+count] + beta C, from the   \
-     * panels of cbptt_pack (first a multiple of the panel width). */                          \
-    CBPTT_AVX512 static void cbptt_panel_gemm_##suffix(                                       \
-        ptrdiff_t m, ptrdiff_t k, const type *a, ptrdiff_t lda, const type *panels,          \
-        ptrdiff_t first, ptrdiff_t count, type beta, type *c, ptrdiff_t ldc)                 \
-    {                                                                                         \
-        ptrdiff_t start, row, cols, blocks = (m + CBPTT_PANEL_ROWS - 1) / CBPTT_PANEL_ROWS, b;  \
-        for (start = first; start < first + count; start += 4 * lanes) {                     \
-            const type *panel = panels + start * k;                                           \
-            cols = first + count - start < 4 * lanes ? first + count - start : 4 * lanes;     \
-            /* blocks of as equal a size as possible (8 rows: 4 + 4, not 6 + 2) */            \
-            for (b = 0, row = 0; b < blocks; b++) {                                           \
-                ptrdiff_t rows = m / blocks + (b < m % blocks);                               \
-                const type *a_block = a + row * lda;                                          \
-                type *c_block = c + row * ldc + start;                                        \
-                switch (rows) {                                                               \
-                case 6: cbptt_panel_block_##suffix(6, k, a_block, lda, panel, beta, c_block,  \
-                                                   ldc, cols); break;                         \
-                case 5: cbptt_panel_block_##suffix(5, k, a_block, lda, panel, beta, c_block,  \
-                                                   ldc, cols); break;                         \
-                case 4: cbptt_panel_block_##suffix(4, k, a_block, lda, panel, beta, c_block,  \
-                                                   ldc, cols); break;                         \
-                case 3: cbptt_panel_block_##suffix(3, k, a_block, lda, panel, beta, c_block,  \
-                                                   ldc, cols); break;                         \
-                case 2: cbptt_panel_block_##suffix(2, k, a_block, lda, panel, beta, c_block,  \
-                                                   ldc, cols); break;                         \
-                default: cbptt_panel_block_##suffix(1, k, a_block, lda, panel, beta, c_block, \
-                                                    ldc, cols); break;                        \
-                }                                                                             \
-                row += rows;                                                                  \
-            }                                                                                 \
-        }                                                                                     \
-    }
-
-CBPTT_PANEL_GEMM(f32, float, __m512, 16, ps, __mmask16)
-CBPTT_PANEL_GEMM(f64, double, __m512d, 8, pd, __mmask8)
-
-/* Weight gradients: C (m x n) = A^T @ B + beta C for A (k x m), B (k x n), both row-major
- * (row strides lda, ldb): C's blocks of up to 6 rows x one panel width of columns are sums
- * over k of A's row kk (6 values, broadcast, read in place) times B's row kk (4 registers).
- * k runs in blocks of CBPTT_WGRAD_K rows; each block of B's columns is first copied
- * contiguous (zero-padded past n) into a 32 KiB buffer on the stack, which stays in the L1 cache
- * while every row block of C passes over it (read in place at a row stride of a power of two
- * cache lines, it would map to a fraction of the cache's sets: 217 -> 234 GFLOP/s on
- * (1600 x 384)^T @ (1600 x 128)). Each entry of C is one in-order sum over k (then beta C
- * added), whatever block it is computed in. */
-#define CBPTT_WGRAD_K 128
 /* the first `left` of `lanes` lanes (all of them from lanes on, none at 0 or below) */
 #define CBPTT_LANE_MASK(mask_t, left, lanes)                                                   \
     ((left) >= (lanes) ? (mask_t)-1 : (left) <= 0 ? (mask_t)0 : (mask_t)((1u << (left)) - 1))
-/* the block kernel for rows (1..6) as a compile-time constant */
-#define CBPTT_WGRAD_ROWS(suffix, rows, ...)                                                    \
-    switch (rows) {                                                                           \
-    case 6: cbptt_wgrad_block_##suffix(6, __VA_ARGS__); break;                                \
-    case 5: cbptt_wgrad_block_##suffix(5, __VA_ARGS__); break;                                \
-    case 4: cbptt_wgrad_block_##suffix(4, __VA_ARGS__); break;                                \
-    case 3: cbptt_wgrad_block_##suffix(3, __VA_ARGS__); break;                                \
-    case 2: cbptt_wgrad_block_##suffix(2, __VA_ARGS__); break;                                \
-    default: cbptt_wgrad_block_##suffix(1, __VA_ARGS__); break;                               \
-    }
-#define CBPTT_WGRAD(suffix, type, vec, lanes, isa, mask_t)                                     \
+
+/* One block of rows (a compile-time constant up to 6, so the accumulators stay in
+ * registers) times 4 registers of B's columns: C (rows x cols) = A' @ B + beta C for A' (rows x
+ * k) read as a[r * a_row + kk * a_k] (A, or A^T with the strides swapped) and B's row kk at
+ * b + kk * ldb, cols <= 4 registers (a masked store past them). Suffix, type, register type,
+ * lanes, the intrinsics' suffix and the mask type. */
+#define CBPTT_BLOCK(suffix, type, vec, lanes, isa, mask_t)                                     \
     CBPTT_AVX512 static inline __attribute__((always_inline)) void                            \
-    cbptt_wgrad_block_##suffix(int rows, ptrdiff_t k, const type *a, ptrdiff_t lda,          \
-                               const type *b, ptrdiff_t ldb, type beta, type *c,             \
-                               ptrdiff_t ldc, ptrdiff_t cols)                                 \
+    cbptt_block_##suffix(int rows, ptrdiff_t k, const type *a, ptrdiff_t a_row,              \
+                         ptrdiff_t a_k, const type *b, ptrdiff_t ldb, type beta, type *c,    \
+                         ptrdiff_t ldc, ptrdiff_t cols)                                       \
     {                                                                                         \
         vec acc[CBPTT_PANEL_ROWS][4];                                                         \
         ptrdiff_t kk;                                                                         \
@@ -187,11 +94,11 @@ CBPTT_PANEL_GEMM(f64, double, __m512d, 8, pd, __mmask8)
         for (r = 0; r < rows; r++)                                                            \
             for (v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_##isa();                       \
         for (kk = 0; kk < k; kk++) {                                                          \
-            const type *p = b + kk * ldb, *x_row = a + kk * lda;                              \
+            const type *p = b + kk * ldb;                                                     \
             vec b0 = _mm512_loadu_##isa(p), b1 = _mm512_loadu_##isa(p + lanes);               \
             vec b2 = _mm512_loadu_##isa(p + 2 * lanes), b3 = _mm512_loadu_##isa(p + 3 * lanes); \
             for (r = 0; r < rows; r++) {                                                      \
-                vec x = _mm512_set1_##isa(x_row[r]);                                          \
+                vec x = _mm512_set1_##isa(a[r * a_row + kk * a_k]);                           \
                 acc[r][0] = _mm512_fmadd_##isa(x, b0, acc[r][0]);                             \
                 acc[r][1] = _mm512_fmadd_##isa(x, b1, acc[r][1]);                             \
                 acc[r][2] = _mm512_fmadd_##isa(x, b2, acc[r][2]);                             \
@@ -211,8 +118,59 @@ CBPTT_PANEL_GEMM(f64, double, __m512d, 8, pd, __mmask8)
                         _mm512_set1_##isa(beta), _mm512_maskz_loadu_##isa(mask, out)));       \
                 _mm512_mask_storeu_##isa(out, mask, acc[r][v]);                               \
             }                                                                                 \
-    }                                                                                         \
-                                                                                              \
+    }
+
+/* the block kernel for rows (1..6) as a compile-time constant */
+#define CBPTT_BLOCK_ROWS(suffix, rows, ...)                                                    \
+    switch (rows) {                                                                           \
+    case 6: cbptt_block_##suffix(6, __VA_ARGS__); break;                                      \
+    case 5: cbptt_block_##suffix(5, __VA_ARGS__); break;                                      \
+    case 4: cbptt_block_##suffix(4, __VA_ARGS__); break;                                      \
+    case 3: cbptt_block_##suffix(3, __VA_ARGS__); break;                                      \
+    case 2: cbptt_block_##suffix(2, __VA_ARGS__); break;                                      \
+    default: cbptt_block_##suffix(1, __VA_ARGS__); break;                                     \
+    }
+
+CBPTT_BLOCK(f32, float, __m512, 16, ps, __mmask16)
+CBPTT_BLOCK(f64, double, __m512d, 8, pd, __mmask8)
+
+#define CBPTT_PANEL_GEMM(suffix, type, lanes)                                                  \
+    /* C[:, first:first+count] = A (m x k) @ op(B)[:, first:first+count] + beta C, from the   \
+     * panels of cbptt_pack (first a multiple of the panel width). */                          \
+    CBPTT_AVX512 static void cbptt_panel_gemm_##suffix(                                       \
+        ptrdiff_t m, ptrdiff_t k, const type *a, ptrdiff_t lda, const type *panels,          \
+        ptrdiff_t first, ptrdiff_t count, type beta, type *c, ptrdiff_t ldc)                 \
+    {                                                                                         \
+        ptrdiff_t start, row, cols, blocks = (m + CBPTT_PANEL_ROWS - 1) / CBPTT_PANEL_ROWS, b;  \
+        for (start = first; start < first + count; start += 4 * lanes) {                     \
+            const type *panel = panels + start * k;                                           \
+            cols = first + count - start < 4 * lanes ? first + count - start : 4 * lanes;     \
+            /* blocks of as equal a size as possible (8 rows: 4 + 4, not 6 + 2) */            \
+            for (b = 0, row = 0; b < blocks; b++) {                                           \
+                ptrdiff_t rows = m / blocks + (b < m % blocks);                               \
+                const type *a_block = a + row * lda;                                          \
+                type *c_block = c + row * ldc + start;                                        \
+                CBPTT_BLOCK_ROWS(suffix, rows, k, a_block, lda, 1, panel, 4 * lanes, beta,    \
+                                 c_block, ldc, cols)                                          \
+                row += rows;                                                                  \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+CBPTT_PANEL_GEMM(f32, float, 16)
+CBPTT_PANEL_GEMM(f64, double, 8)
+
+/* Weight gradients: C (m x n) = A^T @ B + beta C for A (k x m), B (k x n), both row-major
+ * (row strides lda, ldb): C's blocks of up to 6 rows x one panel width of columns are sums
+ * over k of A's row kk (6 values, broadcast, read in place) times B's row kk (4 registers).
+ * k runs in blocks of CBPTT_WGRAD_K rows; each block of B's columns is first copied
+ * contiguous (zero-padded past n) into a 32 KiB buffer on the stack, which stays in the L1 cache
+ * while every row block of C passes over it (read in place at a row stride of a power of two
+ * cache lines, it would map to a fraction of the cache's sets: 217 -> 234 GFLOP/s on
+ * (1600 x 384)^T @ (1600 x 128)). Each entry of C is one in-order sum over k (then beta C
+ * added), whatever block it is computed in. */
+#define CBPTT_WGRAD_K 128
+#define CBPTT_WGRAD(suffix, type, lanes, isa, mask_t)                                          \
     /* C (m x n) = A^T @ B + beta C, A (k x m), B (k x n); and, unless sums is NULL, sums (m) \
      * = A's column sums + beta sums (the bias gradient), added a k-block at a time while the \
      * block of A is still in cache */                                                        \
@@ -250,8 +208,8 @@ CBPTT_PANEL_GEMM(f64, double, __m512d, 8, pd, __mmask8)
                     ptrdiff_t rows = m / blocks + (blk < m % blocks);                         \
                     const type *a_block = a + k0 * lda + row;                                 \
                     type *c_block = c + row * ldc + start;                                    \
-                    CBPTT_WGRAD_ROWS(suffix, rows, depth, a_block, lda, b_block, ldb_block,   \
-                                     beta_k, c_block, ldc, cols)                              \
+                    CBPTT_BLOCK_ROWS(suffix, rows, depth, a_block, 1, lda, b_block,           \
+                                     ldb_block, beta_k, c_block, ldc, cols)                   \
                     row += rows;                                                              \
                 }                                                                             \
             }                                                                                 \
@@ -267,8 +225,8 @@ CBPTT_PANEL_GEMM(f64, double, __m512d, 8, pd, __mmask8)
         }                                                                                     \
     }
 
-CBPTT_WGRAD(f32, float, __m512, 16, ps, __mmask16)
-CBPTT_WGRAD(f64, double, __m512d, 8, pd, __mmask8)
+CBPTT_WGRAD(f32, float, 16, ps, __mmask16)
+CBPTT_WGRAD(f64, double, 8, pd, __mmask8)
 
 #else
 /* No AVX-512 build: the engine never calls the products (cbptt_panels_supported is 0). */
