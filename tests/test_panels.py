@@ -64,6 +64,16 @@ def engine_run(cell, layers, batch, hidden, dtype, many_to_one):
     return engine_grads(cell, layers, batch, dtype, many_to_one, hidden=hidden)
 
 
+def reference_flat(model, X, Y, cell, inputs, hidden, many_to_one=False, h0=None):
+    """The NumPy reference's loss and gradients of a 2-layer model (2 outputs), flattened in
+    the engine's parameter layout."""
+    loss, want = reference_loss_and_grad(
+        dict(model.state_dict()), X, Y, cell=cell, num_layers=2,
+        mode="many_to_one" if many_to_one else "many_to_many", loss="mse", h0=h0)
+    return loss, np.concatenate([np.ravel(want[name]) for name, _, _ in
+                                 _engine.param_layout(cell, 2, inputs, hidden, 2)])
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("many_to_one", [False, True])
 @pytest.mark.parametrize("layers", [1, 2])
@@ -92,11 +102,8 @@ def test_an_engine_matches_the_numpy_reference_on_panels_and_on_openblas(panels,
     panels(on)
     got = engine_run(cell, 2, 7, 40, np.float64, many_to_one)
     assert got["engine"].panels == on
-    _, want = reference_loss_and_grad(
-        dict(got["model"].state_dict()), got["X"], got["Y"], cell=cell, num_layers=2,
-        mode="many_to_one" if many_to_one else "many_to_many", loss="mse", h0=got["h0"])
-    flat = np.concatenate([np.ravel(want[name]) for name, _, _ in
-                           _engine.param_layout(cell, 2, 3, 40, 2)])
+    _, flat = reference_flat(got["model"], got["X"], got["Y"], cell, 3, 40, many_to_one,
+                             got["h0"])
     np.testing.assert_allclose(got["grads"], flat, rtol=1e-9, atol=1e-12)
 
 
@@ -186,11 +193,7 @@ def test_an_engine_computes_the_same_weight_gradients_on_the_kernel_and_on_openb
 def test_an_engine_on_the_weight_gradient_kernel_matches_the_numpy_reference(wgrad, cell):
     wgrad(True)
     got = engine_run(cell, 2, 7, 70, np.float64, False)
-    _, want = reference_loss_and_grad(
-        dict(got["model"].state_dict()), got["X"], got["Y"], cell=cell, num_layers=2,
-        mode="many_to_many", loss="mse", h0=got["h0"])
-    flat = np.concatenate([np.ravel(want[name]) for name, _, _ in
-                           _engine.param_layout(cell, 2, 3, 70, 2)])
+    _, flat = reference_flat(got["model"], got["X"], got["Y"], cell, 3, 70, h0=got["h0"])
     np.testing.assert_allclose(got["grads"], flat, rtol=1e-9, atol=1e-12)
 
 
@@ -254,10 +257,7 @@ def test_input_projections_match_the_numpy_reference_either_side_of_the_hidden_s
     engine = _engine.Engine(cell, 2, inputs, hidden, 2, 4, 5, np.float64)
     grads = np.zeros_like(model.params)
     loss = engine.loss_and_grad(X, Y, model.params, grads)
-    want_loss, want = reference_loss_and_grad(dict(model.state_dict()), X, Y, cell=cell,
-                                              num_layers=2, mode="many_to_many", loss="mse")
-    flat = np.concatenate([np.ravel(want[name]) for name, _, _ in
-                           _engine.param_layout(cell, 2, inputs, hidden, 2)])
+    want_loss, flat = reference_flat(model, X, Y, cell, inputs, hidden)
     np.testing.assert_allclose(grads, flat, rtol=1e-9, atol=1e-12)
     assert loss == pytest.approx(want_loss, rel=1e-12)
 
@@ -300,8 +300,5 @@ def test_narrow_input_weight_gradients_on_the_transposed_kernel(wgrad, cell, par
     np.testing.assert_allclose(kernel, blas, rtol=tol, atol=tol)
     assert not np.array_equal(kernel, blas) or dtype == np.float64
     if dtype == np.float64:
-        _, want = reference_loss_and_grad(dict(model.state_dict()), X, Y, cell=cell,
-                                          num_layers=2, mode="many_to_many", loss="mse")
-        flat = np.concatenate([np.ravel(want[name]) for name, _, _ in
-                               _engine.param_layout(cell, 2, 10, 70, 2)])
+        _, flat = reference_flat(model, X, Y, cell, 10, 70)
         np.testing.assert_allclose(kernel, flat, rtol=1e-9, atol=1e-12)
