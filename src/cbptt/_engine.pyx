@@ -460,6 +460,14 @@ cdef inline void part_gemm(int part, int parts, bint trans_a, bint trans_b, Py_s
              b, ldb, beta, c + start * ldc, ldc)
 
 
+cdef inline bint wgrad_fits(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                            const floating* kind) noexcept nogil:
+    """Whether C (m, n) = A^T @ B over k rows goes to _panels.h's weight-gradient kernel
+    (see set_wgrad) rather than BLAS."""
+    return (wgrad_enabled and cbptt_panels_supported() and m >= 6 and n >= panel_width(kind)
+            and <double>m * n <= wgrad_max_outputs and <double>m * n * k > wgrad_min_mnk)
+
+
 cdef inline void weight_grad(int part, int parts, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                              const floating* a, Py_ssize_t lda, const floating* b,
                              Py_ssize_t ldb, floating beta, floating* c, Py_ssize_t ldc,
@@ -470,8 +478,7 @@ cdef inline void weight_grad(int part, int parts, Py_ssize_t m, Py_ssize_t n, Py
     is in cache), else BLAS; split as part_gemm."""
     cdef Py_ssize_t start, count, a_start = 0, b_start = 0, c_start = 0, m_part = m, n_part = n
     cdef floating* part_sums = sums
-    if (not (wgrad_enabled and cbptt_panels_supported()) or n < panel_width(c) or m < 6
-            or <double>m * n > wgrad_max_outputs or <double>m * n * k <= wgrad_min_mnk):
+    if not wgrad_fits(m, n, k, c):
         part_gemm(part, parts, True, False, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
         if sums != NULL:
             part_column_sums(part, parts, k, m, a, lda, ones, beta, sums)
@@ -818,8 +825,7 @@ cdef void head_backward(const Shape* s, Work* w, const floating* params,
     cdef const floating* weight = params + layer_offset(s, s.num_layers)
     cdef floating* dweight = grads + layer_offset(s, s.num_layers)
     # dW = dpred^T @ h_last ; db = column sums of dpred ; dh_last = dpred @ W
-    weight_grad(part, parts, O, H, B, dpred, O, <floating*>w.h_last, H, 0,
-              dweight, H)
+    weight_grad(part, parts, O, H, B, dpred, O, <floating*>w.h_last, H, 0, dweight, H)
     part_gemm(part, parts, False, False, B, H, O, 1, dpred, O, weight, H, 0,
               <floating*>w.dh_last, H)
     part_column_sums(part, parts, B, O, dpred, O, <floating*>w.ones, 0, dweight + O * H)
@@ -995,8 +1001,8 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                 weight_grad(part, parts, GH, H, n_rows, dA + first * BH, GH,
                             hs + first * BH, H, beta, dw_hh, H, ones, db_hh)
                 weight_grad(part, parts, GH, in_size, n_rows, dA + first * BH, GH,
-                          <floating*>w.x_chunk if layer == 0 else inputs + first * B * in_size,
-                          in_size, beta, dw_ih, in_size)
+                            <floating*>w.x_chunk if layer == 0 else inputs + first * B * in_size,
+                            in_size, beta, dw_ih, in_size)
                 if layer > 0:
                     # over the inject of these steps, which this layer has consumed
                     part_gemm(part, parts, False, False, n_rows, H, GH, 1, dA + first * BH, GH,
@@ -1068,9 +1074,8 @@ cdef void input_weight_grads(const Shape* s, const floating* dA, const floating*
     cdef Py_ssize_t H = s.hidden_size, GH = s.gates * s.hidden_size
     cdef Py_ssize_t start, count, j, i, end
     cdef floating* row
-    if (scratch != NULL and wgrad_enabled and cbptt_panels_supported() and 6 <= in_size
-            and in_size < panel_width(scratch) and in_size <= H
-            and <double>in_size * GH * n_rows > wgrad_min_mnk):
+    if (scratch != NULL and in_size < panel_width(scratch) and in_size <= H
+            and wgrad_fits(in_size, GH, n_rows, scratch)):
         part_range(GH, part, parts, panel_width(scratch), &start, &count)
         end = start + count
         if s.cell == CELL_GRU and end > 2 * H:
@@ -1094,13 +1099,13 @@ cdef void input_weight_grads(const Shape* s, const floating* dA, const floating*
                     row[i] = beta * row[i] + scratch[i * GH + j]
         return
     if s.cell == CELL_GRU:
-        weight_grad(part, parts, 2 * H, in_size, n_rows, dA, GH, inputs, in_size,
-                  beta, dw_ih, in_size)
-        weight_grad(part, parts, H, in_size, n_rows, da_n, H, inputs, in_size,
-                  beta, dw_ih + 2 * H * in_size, in_size)
+        weight_grad(part, parts, 2 * H, in_size, n_rows, dA, GH, inputs, in_size, beta, dw_ih,
+                    in_size)
+        weight_grad(part, parts, H, in_size, n_rows, da_n, H, inputs, in_size, beta,
+                    dw_ih + 2 * H * in_size, in_size)
     else:
-        weight_grad(part, parts, GH, in_size, n_rows, dA, GH, inputs, in_size,
-                  beta, dw_ih, in_size)
+        weight_grad(part, parts, GH, in_size, n_rows, dA, GH, inputs, in_size, beta, dw_ih,
+                    in_size)
 
 
 cdef void copy_final_state(const Shape* s, Work* w, const States* st,
