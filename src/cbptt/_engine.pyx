@@ -664,6 +664,7 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
 
     cdef Py_ssize_t last
     cdef floating* input_panels
+    cdef bint zero_state
     cdef bint columns = split_columns(s, parts)
     part_range(B, part, parts, 1, &row0, &rows)     # this part's batch rows, every step
 
@@ -726,19 +727,27 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
             barrier(parts)
         threads = enter_step_loop(s)
         for t in range(T):       # row split: independent sequences, no barrier
+            # from a zero h_0 (no h0 given) the first step's product is zero: skipped
+            zero_state = t == 0 and st.h0 == NULL
             if s.cell == CELL_GRU:
                 # rec = h_{t-1} @ W_hh^T, kept apart: its n block is scaled by r
-                step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H,
-                             w_hh_t if w_hh_t != NULL else w_hh, GH if w_hh_t != NULL else H,
-                             w_hh_t == NULL, panels, 0, rec, GH)
+                if zero_state:
+                    memset(rec + row0 * GH, 0, rows * GH * sizeof(floating))
+                else:
+                    step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H,
+                                 w_hh_t if w_hh_t != NULL else w_hh,
+                                 GH if w_hh_t != NULL else H, w_hh_t == NULL, panels, 0, rec,
+                                 GH)
                 gru_forward(gates + (t * B + row0) * GH, rec + row0 * GH, b_ih, b_hh,
                             hs + t * BH + row0 * H, hs + (t + 1) * BH + row0 * H,
                             hn + t * BH + row0 * H, rows, H)
             else:
                 # gates_t += h_{t-1} @ W_hh^T
-                step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H,
-                             w_hh_t if w_hh_t != NULL else w_hh, GH if w_hh_t != NULL else H,
-                             w_hh_t == NULL, panels, 1, gates + t * B * GH, GH)
+                if not zero_state:
+                    step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H,
+                                 w_hh_t if w_hh_t != NULL else w_hh,
+                                 GH if w_hh_t != NULL else H, w_hh_t == NULL, panels, 1,
+                                 gates + t * B * GH, GH)
                 if s.cell == CELL_LSTM:
                     lstm_forward(gates + (t * B + row0) * GH, bias_sum, cs + t * BH + row0 * H,
                                  cs + (t + 1) * BH + row0 * H, hs + (t + 1) * BH + row0 * H,
@@ -986,6 +995,8 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                 else:
                     elman_backward(s.cell == CELL_RELU, hs + (t + 1) * BH + row0 * H,
                                    dh + row0 * H, inject_t, dA + (t * B + row0) * H, rows * H)
+                if t == 0 and st.dh0 == NULL:
+                    continue     # dh_{-1}, the initial state's gradient: not asked for
                 if columns:
                     barrier(parts)   # dA_t complete: every part's product reads all of it
                 # dh_{t-1} = dA_t @ W_hh (GRU: += onto dh z)
