@@ -846,7 +846,7 @@ cdef double head_chunk(const Shape* s, Work* w, const floating* params, floating
                        Py_ssize_t first, Py_ssize_t last, floating* out, int part,
                        int parts) noexcept nogil:
     """Many-to-many training, the steps [first, last): the head's outputs (w.pred) and their
-    loss (returned by part 0; 0 by the others) with its gradient (w.dpred), the head's
+    loss (each part returns the loss of its share of the steps) with its gradient (w.dpred), the head's
     gradients (added to grads), and out (last - first, B, H) = the gradient reaching the top
     layer's h_t from the head (zero before loss_start). Ends with a barrier."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
@@ -858,6 +858,7 @@ cdef double head_chunk(const Shape* s, Work* w, const floating* params, floating
     cdef floating* dpred = <floating*>w.dpred
     cdef const floating* h_out = <floating*>w.hs + ((s.num_layers - 1) * (T + 1) + 1 +
                                                      output_first) * B * H
+    cdef Py_ssize_t step0, steps
     cdef double loss = 0
     if part == 0 and output_first > first:
         memset(out, 0, (min(output_first, last) - first) * B * H * sizeof(floating))
@@ -867,12 +868,15 @@ cdef double head_chunk(const Shape* s, Work* w, const floating* params, floating
         # of dpred ; dL/dh_t = dpred @ W
         part_gemm(part, parts, False, True, rows, O, H, 1, h_out, H, weight_head, H, 0, pred, O)
         barrier(parts)
-        if part == 0:
-            for r in range(rows):
+        # each part its share of the steps: their bias, loss (summed over the parts by
+        # train_step) and dpred
+        part_range(last - output_first, part, parts, 1, &step0, &steps)
+        if steps > 0:
+            for r in range(step0 * B, (step0 + steps) * B):
                 for k in range(O):
                     pred[r * O + k] += bias[k]
-            loss = chunk_loss(s, pred, target, weight, scale, output_first - s.loss_start,
-                              last - output_first, dpred)
+            loss = chunk_loss(s, pred + step0 * B * O, target, weight, scale,
+                              output_first - s.loss_start + step0, steps, dpred + step0 * B * O)
         barrier(parts)
         weight_grad(part, parts, O, H, rows, dpred, O, h_out, H, 1, dweight, H)
         part_column_sums(part, parts, rows, O, dpred, O, <floating*>w.ones, 1, dweight + O * H)
@@ -888,8 +892,8 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                      int parts) noexcept nogil:
     """BPTT down through every layer into grads (flat, overwritten; many-to-many: the head's
     entries zeroed before). Many-to-one starts from dpred (head_forward, chunk_loss); many-to-
-    many computes the head, its loss and dpred chunk by chunk here, and part 0 returns that
-    loss (target, weight and scale as for chunk_loss). st.flow needs parts == 1.
+    many computes the head, its loss and dpred chunk by chunk here, and each part returns its
+    share of that loss (target, weight and scale as for chunk_loss). st.flow needs parts == 1.
 
     Each layer runs back in chunks of s.chunk_steps steps, so that what only one chunk needs
     lives in chunk-sized buffers: the top layer's incoming gradient (many-to-many: the head's
@@ -1018,7 +1022,12 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                     # over the inject of these steps, which this layer has consumed
                     part_gemm(part, parts, False, False, n_rows, H, GH, 1, dA + first * BH, GH,
                               w_ih, in_size, 0, <floating*>w.inject + first * BH, H)
-                barrier(parts)     # before the next chunk overwrites the chunk buffer
+                # before the next chunk overwrites the chunk buffer (and x_chunk); unless the
+                # next chunk starts with the head (head_chunk), whose barrier after its first
+                # product comes before any such write
+                if not (top and not s.many_to_one and first > 0 and
+                        max(0, first - s.chunk_steps) >= s.loss_start):
+                    barrier(parts)
             last = first
         # every part its own rows: the next layer starts by zeroing them
         if st.dh0 != NULL:
@@ -1174,6 +1183,7 @@ cdef struct Job:
     double terms
     double scale         # what the summed loss is multiplied by (see loss_scale)
     double sq_norm_parts[CBPTT_TEAM_MAX]   # each part's share of the gradient's squared norm
+    double loss_parts[CBPTT_TEAM_MAX]      # many-to-many: each part's share of the loss
 
 
 cdef void train_step(Job* job, const floating* kind, int part, int parts) noexcept nogil:
@@ -1196,10 +1206,13 @@ cdef void train_step(Job* job, const floating* kind, int part, int parts) noexce
     barrier(parts)
     loss = backward(s, job.w, <const floating*>job.x, <const floating*>job.params, grads,
                     job.st, job.target, weight, job.scale, part, parts)
-    if part == 0 and not s.many_to_one:
-        job.loss = loss
+    job.loss_parts[part] = loss
     barrier(parts)
     if part == 0:
+        if not s.many_to_one:
+            job.loss = 0
+            for first in range(parts):      # in part order: one result for a number of parts
+                job.loss += job.loss_parts[first]
         copy_final_state(s, job.w, job.st, grads)
     part_range(job.n_params, part, parts, 1, &first, &count)
     job.sq_norm_parts[part] = squared_norm(grads + first, count)
