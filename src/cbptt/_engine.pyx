@@ -102,11 +102,11 @@ cdef bint panels_enabled = True
 cdef double panels_min_mnk = 0
 # Weight gradients (dA^T @ h) through _panels.h's kernel rather than BLAS (AVX-512F only),
 # where it measured faster: past OpenBLAS's small-matrix size (whose kernels need no packing)
-# and up to 131072 entries of dW (the large shape's GRU dW_hh, 1536 x 512, runs faster on
-# OpenBLAS; see set_wgrad).
+# and up to 262144 entries of dW (the large shape's GRU dW_hh, 1536 x 512, runs faster on
+# OpenBLAS; its tanh dW_hh, 512 x 512, on the kernel; see set_wgrad).
 cdef bint wgrad_enabled = True
 cdef double wgrad_min_mnk = SMALL_GEMM_MNK
-cdef double wgrad_max_outputs = 131072
+cdef double wgrad_max_outputs = 262144
 # the forward's input projection on packed W_ih^T panels (engines with panels)
 cdef bint panel_input = True
 
@@ -122,7 +122,7 @@ def set_panels(bint enabled=True, double min_mnk=0):
     return previous
 
 
-def set_wgrad(bint enabled=True, double min_mnk=SMALL_GEMM_MNK, double max_outputs=131072):
+def set_wgrad(bint enabled=True, double min_mnk=SMALL_GEMM_MNK, double max_outputs=262144):
     """Weight gradients dW (m, n) = dA^T @ inputs over k rows run through _panels.h's kernel
     when enabled, the processor supports it, m >= 6, n >= one panel (64 columns, float64 32),
     m * n <= max_outputs and m * n * k > min_mnk; else through BLAS. Returns the previous
