@@ -198,6 +198,18 @@ def cpu_sample():
     return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
 
+def core_round_trip_ns():
+    """Round trip in ns of a cache line between cbptt's two team threads (cbptt's
+    _engine.core_round_trip_ns), or None where it cannot be measured. Near 100 ns here when the
+    host runs the two vCPUs close together; 3-10 times that when it places them far apart, and
+    then 2-thread steps slow down by up to 2x (benchmarks/README.md, "The team of threads")."""
+    measure = getattr(getattr(cbptt, "_engine", None), "core_round_trip_ns", None)
+    if measure is None or (os.cpu_count() or 1) < 2:
+        return None
+    ns = measure(20000)
+    return None if ns is None else round(ns, 1)
+
+
 def others_cpu(start, end):
     """CPUs kept busy on average by anything but this process between two cpu_sample()s (0.0: a quiet machine;
     1.0: another process took a whole core). None when unknown."""

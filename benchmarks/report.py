@@ -3,6 +3,7 @@ notes under the table."""
 from .facts import machine_line
 from .grid import LOSS, LR, NUM_LAYERS, SHAPES, TRUNCATED_K
 
+FAR_NS = 300            # core-to-core round trip above which the 2-thread rows ran on far-apart cores
 NOISY = 0.25            # flag a timing whose interquartile range exceeds this fraction of its median
 COMPILED = ("jax",)     # contenders that compile ahead of the warm-up; their compile time gets its own column
 BUSY = 0.2              # flag a row during which other processes used more than this many CPUs on average
@@ -20,6 +21,23 @@ def _pinning_note(rows):
         f"the {threads}-thread rows ran with every thread of the process (every contender's, XLA's pool "
         f"included) on CPU{'s' if len(cpus) > 1 else ''} {', '.join(map(str, cpus))} (sched_setaffinity)"
         for threads, cpus in sorted(pinned.items())) + ".")
+
+
+def _round_trip_note(rows):
+    """What the core-to-core round trips measured at the 2-thread rows' start and end say."""
+    trips = [(row, ns) for row in rows for ns in (row.get("core_round_trip_ns") or []) if ns is not None]
+    if not trips:
+        return ""
+    values = [ns for _, ns in trips]
+    far = sorted({f"{row['shape']} {row['trainer']} {row['cell']} ({row['threads']} thr)"
+                  for row, ns in trips if ns > FAR_NS}, key=str)
+    line = (f"Core-to-core round trip of cbptt's two threads (a cache line passed back and forth, at each "
+            f"2-thread row's start and end): {min(values):.0f}-{max(values):.0f} ns.")
+    if far:
+        line += (f" FAR-APART CORES (over {FAR_NS} ns: the host ran the two vCPUs on distant cores, where "
+                 f"2-thread steps of every contender can take up to twice as long; compare ratios, not times) at "
+                 + _listing(far))
+    return line
 
 
 def _listing(items, limit=10):
@@ -136,6 +154,7 @@ class StepTable:
              f"so their times are not representative ({len(busy)} of {len(rows)} rows; see the others' CPU column): "
              + _listing(busy)) if busy else
             f"Other processes kept under {BUSY:g} CPU busy on average during every row (others' CPU column).",
+            _round_trip_note(rows),
             (f"Noisy (interquartile range over {NOISY:.0%} of the median; {len(noisy)} timings, all quartiles in the "
              f"JSON): " + _listing(noisy))
             if noisy else

@@ -11,7 +11,7 @@ import statistics
 import time
 
 from .contenders import same_losses
-from .facts import cpu_sample, others_cpu
+from .facts import core_round_trip_ns, cpu_sample, others_cpu
 from .gemm import recurrent_gemm
 from .grid import make_problem
 
@@ -53,6 +53,7 @@ def run_case(case, contenders, opts, threads):
     """One row. `contenders` are the available ones; the first is the baseline (cbptt)."""
     problem = make_problem(case)
     gc.collect()
+    round_trip_start = core_round_trip_ns() if threads >= 2 else None
     cpu_start = cpu_sample()
     left_out, warm, info = {}, {}, {}          # name -> why not timed; name -> (times, losses); row_info()
     for c in contenders:
@@ -118,6 +119,7 @@ def run_case(case, contenders, opts, threads):
     out = {"threads": threads, "shape": s.name, "B": s.B, "T": s.T, "I": s.I, "H": s.H, "O": s.O,
            "cell": case.cell, "trainer": case.trainer, "flops_per_step": flops, "rounds": rounds,
            "others_cpu": others_cpu(cpu_start, cpu_sample()),
+           "core_round_trip_ns": None if round_trip_start is None else [round_trip_start, core_round_trip_ns()],
            "loss_check": loss_check, "left_out": left_out, "gemm": gemm, "contenders": {}}
     for c in active:
         if c.name in left_out:

@@ -2,6 +2,7 @@
 one thread computes, checked against the independent NumPy reference too; busy teams, forks
 and recorded flows fall back to one thread."""
 import multiprocessing
+import os
 import threading
 
 import numpy as np
@@ -245,3 +246,14 @@ def test_concurrent_trainers_leave_the_blas_thread_count_as_they_found_it(team):
     probe = cbptt.ManyToMany(cbptt.RNN(8, 32, 4, cell="lstm", seed=0))
     probe.step(X, Y)
     assert probe._last_engine.last_parts == 2
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a round trip between two threads on "
+                    "one CPU takes a scheduler time slice")
+def test_the_core_round_trip_is_measured_between_two_threads():
+    # a cache line passed between the caller and a helper: tens of ns to a few microseconds
+    # on any real pair of cores
+    ns = _engine.core_round_trip_ns(2000)
+    assert ns is not None and 5 < ns < 1e5
+    with pytest.raises(ValueError, match="rounds"):
+        _engine.core_round_trip_ns(0)

@@ -74,6 +74,7 @@ cdef extern from "_team.h" nogil:
     ctypedef void (*cbptt_team_task)(void* ctx, int part, int parts) noexcept nogil
     int cbptt_team_run(int parts, cbptt_team_task task, void* ctx)
     void cbptt_team_barrier(int parts)
+    double cbptt_team_round_trip_ns(long rounds)
 
 # Per-step products below this many FLOPs (2 B H G H) run on one BLAS thread.
 STEP_THREADS_FLOPS = 1_000_000
@@ -251,6 +252,20 @@ def set_team(int parts=CBPTT_TEAM_MAX, double min_flops=50_000, Py_ssize_t min_b
 def team_available():
     """Whether calls can be split over a team of threads (BLAS thread control found)."""
     return set_local_threads != NULL and get_blas_threads != NULL
+
+
+def core_round_trip_ns(long rounds=20000):
+    """Round trip in ns of a cache line between the team's first two threads (the caller and
+    a helper): the median of 16 batches' means over `rounds` round trips in all; None when the
+    team is busy or cannot start a helper. For benchmarks: where a host runs the two threads on cores far apart, 2-thread
+    steps slow down (see _team.h)."""
+    cdef double ns
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    with nogil:
+        cbptt_team_round_trip_ns(1000)   # wakes a sleeping helper: its wake-up is no round trip
+        ns = cbptt_team_round_trip_ns(rounds)
+    return None if ns < 0 else ns
 
 
 cdef inline int enter_step_loop(const Shape* s) noexcept nogil:

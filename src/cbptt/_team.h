@@ -32,6 +32,11 @@ static int cbptt_team_run(int parts, cbptt_team_task task, void *ctx)
     task(ctx, 0, 1);
     return 1;
 }
+static double cbptt_team_round_trip_ns(long rounds)
+{
+    (void)rounds;
+    return -1;
+}
 
 #else
 
@@ -224,6 +229,66 @@ static int cbptt_team_run(int parts, cbptt_team_task task, void *ctx)
     cbptt_team_barrier(parts);
     pthread_mutex_unlock(&cbptt_team.run_lock);
     return parts;
+}
+
+/* How far apart the team's first two threads run: the round trip, in ns, of one cache line
+ * passed between the caller and the first helper (the median over 16 batches of rounds / 16
+ * round trips, so that a timer interrupt in one batch does not count), or -1 when the team is
+ * busy or has no helper. A host may place two vCPUs on cores far apart (another core complex):
+ * there the round trip is 3-10 times longer and every cross-core exchange (a barrier, data a
+ * part reads from another) slows down; benchmarks report it beside their 2-thread rows. The
+ * loops spin without PAUSE: they measure the line's trip, not the pause. */
+#define CBPTT_TRIP_BATCHES 16
+typedef struct {
+    long rounds;                       /* per batch */
+    double batch_ns[CBPTT_TRIP_BATCHES];
+    atomic_long ball;
+} cbptt_round_trip;
+
+static void cbptt_round_trip_task(void *ctx, int part, int parts)
+{
+    cbptt_round_trip *trip = (cbptt_round_trip *)ctx;
+    struct timespec began;
+    long i, total = CBPTT_TRIP_BATCHES * trip->rounds;
+    int batch;
+    if (parts < 2 || part > 1)
+        return;
+    if (part == 1) {
+        for (i = 0; i < total; i++) {
+            while (atomic_load(&trip->ball) != 2 * i + 1)
+                __asm__ __volatile__("" ::: "memory");
+            atomic_store(&trip->ball, 2 * i + 2);
+        }
+        return;
+    }
+    for (batch = 0, i = 0; batch < CBPTT_TRIP_BATCHES; batch++) {
+        long end = i + trip->rounds;
+        clock_gettime(CLOCK_MONOTONIC, &began);
+        for (; i < end; i++) {
+            atomic_store(&trip->ball, 2 * i + 1);
+            while (atomic_load(&trip->ball) != 2 * i + 2)
+                __asm__ __volatile__("" ::: "memory");
+        }
+        trip->batch_ns[batch] = (double)cbptt_team_elapsed_ns(&began) / (double)trip->rounds;
+    }
+}
+
+static double cbptt_team_round_trip_ns(long rounds)
+{
+    cbptt_round_trip trip;
+    int i, j;
+    trip.rounds = rounds / CBPTT_TRIP_BATCHES > 0 ? rounds / CBPTT_TRIP_BATCHES : 1;
+    trip.batch_ns[0] = -1;
+    atomic_init(&trip.ball, 0);
+    if (cbptt_team_run(2, cbptt_round_trip_task, &trip) < 2)
+        return -1;
+    for (i = 1; i < CBPTT_TRIP_BATCHES; i++)          /* insertion sort: 16 values */
+        for (j = i; j > 0 && trip.batch_ns[j - 1] > trip.batch_ns[j]; j--) {
+            double swap = trip.batch_ns[j];
+            trip.batch_ns[j] = trip.batch_ns[j - 1];
+            trip.batch_ns[j - 1] = swap;
+        }
+    return 0.5 * (trip.batch_ns[CBPTT_TRIP_BATCHES / 2 - 1] + trip.batch_ns[CBPTT_TRIP_BATCHES / 2]);
 }
 
 #endif
