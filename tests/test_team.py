@@ -253,7 +253,11 @@ def test_concurrent_trainers_leave_the_blas_thread_count_as_they_found_it(team):
 def test_the_core_round_trip_is_measured_between_two_threads():
     # a cache line passed between the caller and a helper: tens of ns to a few microseconds
     # on any real pair of cores
+    before = scipy_blas_threads()
     ns = _engine.core_round_trip_ns(2000)
     assert ns is not None and 5 < ns < 1e5
+    # the helper held BLAS at one thread, process-wide in SciPy's OpenBLAS: the count is back
+    # (it once stayed at 1, and every later call then ran on one part)
+    assert scipy_blas_threads() == before
     with pytest.raises(ValueError, match="rounds"):
         _engine.core_round_trip_ns(0)

@@ -263,8 +263,10 @@ def core_round_trip_ns(long rounds=20000):
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     with nogil:
+        cbptt_blas_hold()   # the helper asks for one BLAS thread: process-wide in SciPy's
         cbptt_team_round_trip_ns(1000)   # wakes a sleeping helper: its wake-up is no round trip
         ns = cbptt_team_round_trip_ns(rounds)
+        cbptt_blas_release()
     return None if ns < 0 else ns
 
 
