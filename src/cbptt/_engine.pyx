@@ -863,9 +863,11 @@ cdef double head_chunk(const Shape* s, Work* w, const floating* params, floating
                        Py_ssize_t first, Py_ssize_t last, floating* out, int part,
                        int parts) noexcept nogil:
     """Many-to-many training, the steps [first, last): the head's outputs (w.pred) and their
-    loss (each part returns the loss of its share of the steps) with its gradient (w.dpred), the head's
-    gradients (added to grads), and out (last - first, B, H) = the gradient reaching the top
-    layer's h_t from the head (zero before loss_start). Ends with a barrier."""
+    loss with its gradient (w.dpred), each part for its share of the steps (it returns their
+    loss), the head's gradients (added to grads), and out (last - first, B, H) = the gradient
+    reaching the top layer's h_t from the head (zero before loss_start). Ends with a barrier;
+    before its first barrier it writes only its own rows of w.pred and w.dpred (and part 0
+    the zeros before loss_start)."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
     cdef Py_ssize_t output_first = max(first, s.loss_start), rows, r, k
     cdef const floating* weight_head = params + layer_offset(s, s.num_layers)
@@ -883,12 +885,12 @@ cdef double head_chunk(const Shape* s, Work* w, const floating* params, floating
         rows = (last - output_first) * B
         # pred = h_t @ W^T + b ; the loss and dpred ; dW += dpred^T @ h_t ; db += column sums
         # of dpred ; dL/dh_t = dpred @ W
-        part_gemm(part, parts, False, True, rows, O, H, 1, h_out, H, weight_head, H, 0, pred, O)
-        barrier(parts)
-        # each part its share of the steps: their bias, loss (summed over the parts by
+        # each part its share of the steps: their outputs, loss (summed over the parts by
         # train_step) and dpred
         part_range(last - output_first, part, parts, 1, &step0, &steps)
         if steps > 0:
+            gemm(False, True, steps * B, O, H, 1, h_out + step0 * B * H, H, weight_head, H, 0,
+                 pred + step0 * B * O, O)
             for r in range(step0 * B, (step0 + steps) * B):
                 for k in range(O):
                     pred[r * O + k] += bias[k]
@@ -1040,8 +1042,8 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                     part_gemm(part, parts, False, False, n_rows, H, GH, 1, dA + first * BH, GH,
                               w_ih, in_size, 0, <floating*>w.inject + first * BH, H)
                 # before the next chunk overwrites the chunk buffer (and x_chunk); unless the
-                # next chunk starts with the head (head_chunk), whose barrier after its first
-                # product comes before any such write
+                # next chunk starts with the head (head_chunk), whose first barrier comes before
+                # any such write
                 if not (top and not s.many_to_one and first > 0 and
                         max(0, first - s.chunk_steps) >= s.loss_start):
                     barrier(parts)
