@@ -831,15 +831,17 @@ cdef double loss_scale(const Shape* s, const floating* weight, double* terms) no
 
 cdef double chunk_loss(const Shape* s, const floating* pred, const void* target,
                        const floating* weight, double scale, Py_ssize_t first,
-                       Py_ssize_t count, floating* dpred) noexcept nogil:
+                       Py_ssize_t count, Py_ssize_t row0, Py_ssize_t rows,
+                       floating* dpred) noexcept nogil:
     """scale times the summed loss of the output steps [first, first + count) (counted from
-    the first output step), pred and dpred (count, B, O) time-major; target (B, T_out, O)
-    floats for mse, (B, T_out) class ids for cross_entropy; weight (B, T_out) or NULL."""
+    the first output step) and batch rows [row0, row0 + rows), pred and dpred (count, B, O)
+    time-major; target (B, T_out, O) floats for mse, (B, T_out) class ids for cross_entropy;
+    weight (B, T_out) or NULL."""
     if s.loss == LOSS_MSE:
         return mse_loss(pred, <const floating*>target, weight, output_steps(s), first, count,
-                        s.batch, s.output_size, scale, dpred)
+                        s.batch, row0, rows, s.output_size, scale, dpred)
     return cross_entropy_loss(pred, <const int64_t*>target, weight, output_steps(s), first,
-                              count, s.batch, s.output_size, scale, dpred)
+                              count, s.batch, row0, rows, s.output_size, scale, dpred)
 
 
 cdef void head_backward(const Shape* s, Work* w, const floating* params,
@@ -858,51 +860,66 @@ cdef void head_backward(const Shape* s, Work* w, const floating* params,
     barrier(parts)
 
 
-cdef double head_chunk(const Shape* s, Work* w, const floating* params, floating* grads,
+cdef double head_chunk(const Shape* s, Work* w, const floating* params,
                        const void* target, const floating* weight, double scale,
-                       Py_ssize_t first, Py_ssize_t last, floating* out, int part,
-                       int parts) noexcept nogil:
-    """Many-to-many training, the steps [first, last): the head's outputs (w.pred) and their
-    loss with its gradient (w.dpred), each part for its share of the steps (it returns their
-    loss), the head's gradients (added to grads), and out (last - first, B, H) = the gradient
-    reaching the top layer's h_t from the head (zero before loss_start). Ends with a barrier;
-    before its first barrier it writes only its own rows of w.pred and w.dpred (and part 0
-    the zeros before loss_start)."""
+                       Py_ssize_t first, Py_ssize_t last, Py_ssize_t step0, Py_ssize_t steps,
+                       Py_ssize_t row0, Py_ssize_t rows, floating* dpred,
+                       floating* out) noexcept nogil:
+    """Many-to-many training, the chunk of steps [first, last): a part's share of it, the steps
+    [first + step0, first + step0 + steps) for the batch rows [row0, row0 + rows) (no
+    barrier): the head's outputs (w.pred), their loss (returned) and its gradient (dpred,
+    (last - first, B, O)), and out (last - first, B, H) = the gradient reaching the top
+    layer's h_t from the head (zero before loss_start). The head's own gradients, which need
+    every row, are head_weight_grads'."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
-    cdef Py_ssize_t output_first = max(first, s.loss_start), rows, r, k
+    cdef Py_ssize_t start = first + step0, end = first + step0 + steps
+    cdef Py_ssize_t output_first = max(first, s.loss_start), t, r, k, step_rows, calls
     cdef const floating* weight_head = params + layer_offset(s, s.num_layers)
     cdef const floating* bias = weight_head + O * H
-    cdef floating* dweight = grads + layer_offset(s, s.num_layers)
     cdef floating* pred = <floating*>w.pred
-    cdef floating* dpred = <floating*>w.dpred
     cdef const floating* h_out = <floating*>w.hs + ((s.num_layers - 1) * (T + 1) + 1 +
                                                      output_first) * B * H
-    cdef Py_ssize_t step0, steps
     cdef double loss = 0
-    if part == 0 and output_first > first:
-        memset(out, 0, (min(output_first, last) - first) * B * H * sizeof(floating))
-    if output_first < last:
-        rows = (last - output_first) * B
-        # pred = h_t @ W^T + b ; the loss and dpred ; dW += dpred^T @ h_t ; db += column sums
-        # of dpred ; dL/dh_t = dpred @ W
-        # each part its share of the steps: their outputs, loss (summed over the parts by
-        # train_step) and dpred
-        part_range(last - output_first, part, parts, 1, &step0, &steps)
-        if steps > 0:
-            gemm(False, True, steps * B, O, H, 1, h_out + step0 * B * H, H, weight_head, H, 0,
-                 pred + step0 * B * O, O)
-            for r in range(step0 * B, (step0 + steps) * B):
-                for k in range(O):
-                    pred[r * O + k] += bias[k]
-            loss = chunk_loss(s, pred + step0 * B * O, target, weight, scale,
-                              output_first - s.loss_start + step0, steps, dpred + step0 * B * O)
-        barrier(parts)
-        weight_grad(part, parts, O, H, rows, dpred, O, h_out, H, 1, dweight, H)
-        part_column_sums(part, parts, rows, O, dpred, O, <floating*>w.ones, 1, dweight + O * H)
-        part_gemm(part, parts, False, False, rows, H, O, 1, dpred, O, weight_head, H, 0,
-                  out + (output_first - first) * B * H, H)
-    barrier(parts)
+    for t in range(start, min(end, output_first)):
+        memset(out + ((t - first) * B + row0) * H, 0, rows * H * sizeof(floating))
+    start = max(start, output_first)
+    if start >= end or rows == 0:
+        return 0
+    # pred = h_t @ W^T + b ; the loss and dpred ; dL/dh_t = dpred @ W: one product over the
+    # steps when the part has every row, else one per step
+    step_rows = (end - start) * B if rows == B else rows
+    calls = 1 if rows == B else end - start
+    for t in range(start, start + calls):
+        gemm(False, True, step_rows, O, H, 1, h_out + ((t - output_first) * B + row0) * H, H,
+             weight_head, H, 0, pred + ((t - output_first) * B + row0) * O, O)
+        for r in range((t - output_first) * B + row0, (t - output_first) * B + row0 + step_rows):
+            for k in range(O):
+                pred[r * O + k] += bias[k]
+    loss = chunk_loss(s, pred + (start - output_first) * B * O, target, weight, scale,
+                      start - s.loss_start, end - start, row0, rows,
+                      dpred + (start - output_first) * B * O)
+    for t in range(start, start + calls):
+        gemm(False, False, step_rows, H, O, 1, dpred + ((t - output_first) * B + row0) * O, O,
+             weight_head, H, 0, out + ((t - first) * B + row0) * H, H)
     return loss
+
+
+cdef void head_weight_grads(const Shape* s, Work* w, floating* grads, Py_ssize_t first,
+                            Py_ssize_t last, const floating* dpred, int part,
+                            int parts) noexcept nogil:
+    """Many-to-many training, after head_chunk of the steps [first, last) ran for every row:
+    dW_head += dpred^T @ h_t, db_head += column sums of dpred (part's share)."""
+    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
+    cdef Py_ssize_t output_first = max(first, s.loss_start)
+    cdef floating* dweight = grads + layer_offset(s, s.num_layers)
+    cdef const floating* h_out = <floating*>w.hs + ((s.num_layers - 1) * (T + 1) + 1 +
+                                                     output_first) * B * H
+    if output_first >= last:
+        return
+    weight_grad(part, parts, O, H, (last - output_first) * B, dpred, O, h_out, H, 1, dweight,
+                H)
+    part_column_sums(part, parts, (last - output_first) * B, O, dpred, O,
+                     <floating*>w.ones, 1, dweight + O * H)
 
 
 cdef double backward(const Shape* s, Work* w, const floating* x, const floating* params,
@@ -951,6 +968,8 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
     cdef floating beta
     cdef bint top, top_many_to_one
     cdef double loss = 0
+    cdef Py_ssize_t O = s.output_size, chunk_index = 0, step0, steps
+    cdef floating* dpred = NULL
 
     cdef bint columns = split_columns(s, parts)
     if s.many_to_one:
@@ -989,8 +1008,20 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
         while last > 0:
             first = max(0, last - s.chunk_steps)
             if top and not s.many_to_one:
-                loss += head_chunk(s, w, params, grads, target, weight, scale, first, last,
-                                   chunk, part, parts)
+                # dpred alternates between two buffers, so that the last chunk's
+                # head_weight_grads may still be reading the other. At a column split each part
+                # computes its own rows, which its step loop reads: no barrier. At a row split
+                # each part computes its share of the steps for every row (per-step products
+                # of a few rows would cost more than the barrier).
+                dpred = <floating*>w.dpred + (chunk_index % 2) * s.chunk_steps * B * O
+                if columns:
+                    loss += head_chunk(s, w, params, target, weight, scale, first, last, 0,
+                                       last - first, row0, rows, dpred, chunk)
+                else:
+                    part_range(last - first, part, parts, 1, &step0, &steps)
+                    loss += head_chunk(s, w, params, target, weight, scale, first, last, step0,
+                                       steps, 0, B, dpred, chunk)
+                    barrier(parts)
                 inject = chunk - first * BH
             if elman:
                 dA = chunk - first * BH        # over the chunk's inject, consumed in place
@@ -1026,7 +1057,9 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                 step_product(columns, part, parts, row0, rows, B, H, GH, dA + t * B * GH, GH,
                              w_hh, H, False, panels, 1 if s.cell == CELL_GRU else 0, dh, H)
             leave_step_loop(threads)
-            barrier(parts)     # the chunk's dA complete (every row)
+            barrier(parts)     # the chunk's dA complete (every row), and its dpred
+            if top and not s.many_to_one:
+                head_weight_grads(s, w, grads, first, last, dpred, part, parts)
             if elman:
                 # this chunk's share of dW_hh = dA^T @ h_{t-1}, db_hh = column sums of dA,
                 # dW_ih = dA^T @ inputs, and the layer below's gradient dA @ W_ih
@@ -1041,13 +1074,9 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
                     # over the inject of these steps, which this layer has consumed
                     part_gemm(part, parts, False, False, n_rows, H, GH, 1, dA + first * BH, GH,
                               w_ih, in_size, 0, <floating*>w.inject + first * BH, H)
-                # before the next chunk overwrites the chunk buffer (and x_chunk); unless the
-                # next chunk starts with the head (head_chunk), whose first barrier comes before
-                # any such write
-                if not (top and not s.many_to_one and first > 0 and
-                        max(0, first - s.chunk_steps) >= s.loss_start):
-                    barrier(parts)
+                barrier(parts)     # before the next chunk overwrites the chunk buffer
             last = first
+            chunk_index += 1
         # every part its own rows: the next layer starts by zeroing them
         if st.dh0 != NULL:
             memcpy(<floating*>st.dh0 + layer * BH + row0 * H, dh + row0 * H,
@@ -1217,7 +1246,7 @@ cdef void train_step(Job* job, const floating* kind, int part, int parts) noexce
         job.scale = loss_scale(s, weight, &job.terms)
         if s.many_to_one:
             job.loss = chunk_loss(s, <floating*>job.w.pred, job.target, weight, job.scale, 0, 1,
-                                  <floating*>job.w.dpred)
+                                  0, s.batch, <floating*>job.w.dpred)
         else:
             job.loss = 0   # the head's gradients accumulate chunk by chunk
             memset(grads + layer_offset(s, s.num_layers), 0,
@@ -1393,8 +1422,9 @@ cdef class Engine:
         if c == CELL_GRU:
             sizes.update({"hn": L * T * B * H, "rec": B * GH})
         if training:
-            sizes.update({"dpred": pred_rows * output_size, "dh": B * H, "ones": T * B,
-                          "dh_last": B * H})
+            # many-to-many: two chunks' dpred (backward alternates between them)
+            sizes.update({"dpred": pred_rows * output_size * (1 if many_to_one else 2),
+                          "dh": B * H, "ones": T * B, "dh_last": B * H})
             if L > 1:
                 sizes["inject"] = T * B * H
             if not many_to_one or c == CELL_TANH or c == CELL_RELU:

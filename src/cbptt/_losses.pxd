@@ -1,6 +1,7 @@
 # Loss kernels: value and gradient w.r.t. the head's outputs in one pass.
 #
-# The kernels cover the steps [first, first + count) of a (batch, steps) grid. Predictions are
+# The kernels cover the steps [first, first + count) and the batch rows [row0, row0 + rows)
+# of a (batch, steps) grid. Predictions are
 # time-major and hold those steps only: row (t, b) at pred[((t - first) * batch + b) * width].
 # Targets and the optional per-row weights keep the caller's batch-first layout over all the
 # steps: row (t, b) at index b * steps + t. The value is scale * sum (weighted), and the gradient carries
@@ -14,7 +15,8 @@ from libc.stdint cimport int64_t
 
 cdef inline double mse_loss(const floating* pred, const floating* target,
                             const floating* weight, Py_ssize_t steps, Py_ssize_t first,
-                            Py_ssize_t count, Py_ssize_t batch, Py_ssize_t width, double scale,
+                            Py_ssize_t count, Py_ssize_t batch, Py_ssize_t row0,
+                            Py_ssize_t rows, Py_ssize_t width, double scale,
                             floating* dpred) noexcept nogil:
     """scale * sum w (pred - target)^2; dpred = 2 * scale * w * (pred - target). weight may be
     NULL (all ones)."""
@@ -24,7 +26,7 @@ cdef inline double mse_loss(const floating* pred, const floating* target,
     cdef floating* g
     cdef double diff, row_weight, row_total, total = 0
     for t in range(first, first + count):
-        for b in range(batch):
+        for b in range(row0, row0 + rows):
             p = pred + ((t - first) * batch + b) * width
             g = dpred + ((t - first) * batch + b) * width
             y = target + (b * steps + t) * width
@@ -41,8 +43,8 @@ cdef inline double mse_loss(const floating* pred, const floating* target,
 cdef inline double cross_entropy_loss(const floating* logits, const int64_t* target,
                                       const floating* weight, Py_ssize_t steps,
                                       Py_ssize_t first, Py_ssize_t count, Py_ssize_t batch,
-                                      Py_ssize_t classes, double scale,
-                                      floating* dlogits) noexcept nogil:
+                                      Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t classes,
+                                      double scale, floating* dlogits) noexcept nogil:
     """scale * sum w (-log softmax(logits)[target]); dlogits = scale * w * (softmax - onehot).
     Log-sum-exp with the row maximum subtracted, in double. weight may be NULL (all ones)."""
     cdef Py_ssize_t t, b, k, row
@@ -51,7 +53,7 @@ cdef inline double cross_entropy_loss(const floating* logits, const int64_t* tar
     cdef double zmax, norm, row_weight, total = 0
     cdef int64_t label
     for t in range(first, first + count):
-        for b in range(batch):
+        for b in range(row0, row0 + rows):
             row = (t - first) * batch + b
             z = logits + row * classes
             g = dlogits + row * classes
