@@ -203,8 +203,8 @@ def set_transposed_limit(double mnk=<double>SMALL_GEMM_MNK * MAX_STEP_SLICES):
 def set_chunking(Py_ssize_t rows=128, Py_ssize_t min_steps=4, bint whole_gated_input=True):
     """Set the chunk size of Engines made from now on (chunk_steps = max(min_steps,
     ceil(rows / batch)), at most the sequence's length; LSTM and GRU take twice that, at least
-    T/8, and copy their input in one chunk unless whole_gated_input is False); returns the previous settings. For tests: the
-    results do not depend on it beyond rounding."""
+    T/8, and copy their input in one chunk unless whole_gated_input is False); returns the
+    previous settings. For tests: the results do not depend on it beyond rounding."""
     global chunk_rows, chunk_min_steps, gated_input_whole
     previous = (chunk_rows, chunk_min_steps, gated_input_whole)
     chunk_rows = max(1, rows)
@@ -235,8 +235,9 @@ def set_team(int parts=CBPTT_TEAM_MAX, double min_flops=50_000, Py_ssize_t min_b
     qualifies uses exactly `parts` threads (capped by its batch) whatever BLAS's thread count
     is. A call qualifies when its batch has at least min_batch rows and its per-step product
     2 B H G H at least min_flops FLOPs. From column_flops FLOPs on, the per-step products are
-    split by columns (two barriers per step) instead of by batch rows. For tests and benchmarks: by default a call that
-    qualifies uses as many threads as BLAS is set to (threadpoolctl, OPENBLAS_NUM_THREADS).
+    split by columns (two barriers per step) instead of by batch rows. For tests and
+    benchmarks: by default a call that qualifies uses as many threads as BLAS is set to
+    (threadpoolctl, OPENBLAS_NUM_THREADS).
     """
     global max_parts, team_min_flops, team_min_batch, exact_parts, team_column_flops
     previous = dict(parts=max_parts, min_flops=team_min_flops, min_batch=team_min_batch,
@@ -257,13 +258,15 @@ def team_available():
 def core_round_trip_ns(long rounds=20000):
     """Round trip in ns of a cache line between the team's first two threads (the caller and
     a helper): the median of 16 batches' means over `rounds` round trips in all; None when the
-    team is busy or cannot start a helper. For benchmarks: where a host runs the two threads on cores far apart, 2-thread
-    steps slow down (see _team.h)."""
+    team is busy or cannot start a helper. For benchmarks: where a host runs the two threads
+    on cores far apart, 2-thread steps slow down (see _team.h)."""
     cdef double ns
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     with nogil:
-        cbptt_blas_hold()   # the helper asks for one BLAS thread: process-wide in SciPy's
+        # the helper asks BLAS for one thread, which sets SciPy's count for the whole
+        # process: hold and restore it, as run_job does
+        cbptt_blas_hold()
         cbptt_team_round_trip_ns(1000)   # wakes a sleeping helper: its wake-up is no round trip
         ns = cbptt_team_round_trip_ns(rounds)
         cbptt_blas_release()

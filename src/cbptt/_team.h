@@ -288,7 +288,8 @@ static double cbptt_team_round_trip_ns(long rounds)
             trip.batch_ns[j] = trip.batch_ns[j - 1];
             trip.batch_ns[j - 1] = swap;
         }
-    return 0.5 * (trip.batch_ns[CBPTT_TRIP_BATCHES / 2 - 1] + trip.batch_ns[CBPTT_TRIP_BATCHES / 2]);
+    return 0.5 * (trip.batch_ns[CBPTT_TRIP_BATCHES / 2 - 1] +
+                  trip.batch_ns[CBPTT_TRIP_BATCHES / 2]);
 }
 
 #endif
