@@ -1253,6 +1253,7 @@ cdef void train_step(Job* job, const floating* kind, int part, int parts) noexce
     cdef const floating* weight = <const floating*>job.weight
     cdef Py_ssize_t first, count
     cdef double loss
+    cdef int other
     forward(s, job.w, <const floating*>job.x, <const floating*>job.params, job.st,
             s.many_to_one, part, parts)
     if part == 0:
@@ -1272,8 +1273,8 @@ cdef void train_step(Job* job, const floating* kind, int part, int parts) noexce
     if part == 0:
         if not s.many_to_one:
             job.loss = 0
-            for first in range(parts):      # in part order: one result for a number of parts
-                job.loss += job.loss_parts[first]
+            for other in range(parts):      # in part order: one result for a number of parts
+                job.loss += job.loss_parts[other]
         copy_final_state(s, job.w, job.st, grads)
     part_range(job.n_params, part, parts, 1, &first, &count)
     job.sq_norm_parts[part] = squared_norm(grads + first, count)
