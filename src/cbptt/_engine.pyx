@@ -794,16 +794,23 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
         head_forward(s, w, params, part, parts)
 
 
+cdef inline floating* top_states(const Shape* s, const Work* w, Py_ssize_t t,
+                                 const floating* kind) noexcept nogil:
+    """The top layer's h_{t+1} (B, H), the state after step t (h_0 at t = -1)."""
+    return <floating*>w.hs + ((s.num_layers - 1) * (s.steps + 1) + 1 + t) * s.batch * \
+        s.hidden_size
+
+
 cdef void head_forward(const Shape* s, Work* w, const floating* params, int part,
                        int parts) noexcept nogil:
     """pred = h_top @ W^T + b at the output steps (every step from loss_start, or the last).
     Ends with a barrier: pred is complete on return."""
-    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
+    cdef Py_ssize_t B = s.batch, H = s.hidden_size, O = s.output_size
     cdef Py_ssize_t rows = output_steps(s) * B
     cdef Py_ssize_t r, k, b, first, count
     cdef const floating* weight = params + layer_offset(s, s.num_layers)
     cdef const floating* bias = weight + O * H
-    cdef floating* top = <floating*>w.hs + (s.num_layers - 1) * (T + 1) * B * H
+    cdef floating* top = top_states(s, w, -1, weight)
     cdef floating* pred = <floating*>w.pred
     cdef const floating* h_out
     if s.many_to_one:
@@ -884,14 +891,13 @@ cdef double head_chunk(const Shape* s, Work* w, const floating* params,
     (last - first, B, O)), and out (last - first, B, H) = the gradient reaching the top
     layer's h_t from the head (zero before loss_start). The head's own gradients, which need
     every row, are head_weight_grads'."""
-    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
+    cdef Py_ssize_t B = s.batch, H = s.hidden_size, O = s.output_size
     cdef Py_ssize_t start = first + step0, end = first + step0 + steps
     cdef Py_ssize_t output_first = max(first, s.loss_start), t, r, k, step_rows, calls
     cdef const floating* weight_head = params + layer_offset(s, s.num_layers)
     cdef const floating* bias = weight_head + O * H
     cdef floating* pred = <floating*>w.pred
-    cdef const floating* h_out = <floating*>w.hs + ((s.num_layers - 1) * (T + 1) + 1 +
-                                                     output_first) * B * H
+    cdef const floating* h_out = top_states(s, w, output_first, weight_head)
     cdef double loss = 0
     for t in range(start, min(end, output_first)):
         memset(out + ((t - first) * B + row0) * H, 0, rows * H * sizeof(floating))
@@ -922,11 +928,10 @@ cdef void head_weight_grads(const Shape* s, Work* w, floating* grads, Py_ssize_t
                             int parts) noexcept nogil:
     """Many-to-many training, after head_chunk of the steps [first, last) ran for every row:
     dW_head += dpred^T @ h_t, db_head += column sums of dpred (part's share)."""
-    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, O = s.output_size
+    cdef Py_ssize_t B = s.batch, H = s.hidden_size, O = s.output_size
     cdef Py_ssize_t output_first = max(first, s.loss_start)
     cdef floating* dweight = grads + layer_offset(s, s.num_layers)
-    cdef const floating* h_out = <floating*>w.hs + ((s.num_layers - 1) * (T + 1) + 1 +
-                                                     output_first) * B * H
+    cdef const floating* h_out = top_states(s, w, output_first, dweight)
     if output_first >= last:
         return
     weight_grad(part, parts, O, H, (last - output_first) * B, dpred, O, h_out, H, 1, dweight,

@@ -278,7 +278,6 @@ static double cbptt_team_round_trip_ns(long rounds)
     cbptt_round_trip trip;
     int i, j;
     trip.rounds = rounds / CBPTT_TRIP_BATCHES > 0 ? rounds / CBPTT_TRIP_BATCHES : 1;
-    trip.batch_ns[0] = -1;
     atomic_init(&trip.ball, 0);
     if (cbptt_team_run(2, cbptt_round_trip_task, &trip) < 2)
         return -1;
