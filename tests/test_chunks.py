@@ -17,8 +17,9 @@ def chunking():
     _engine.set_chunking(*previous)
 
 
-def run(cell, layers, batch, mode, loss, loss_start, seed=0):
-    """Engine loss and flat gradients, with h0 (and c0) and their gradients."""
+def run(cell, layers, batch, mode, loss, loss_start, seed=0, stale=0.0):
+    """Engine loss and flat gradients, with h0 (and c0) and their gradients; the gradient buffer
+    starts out holding `stale` (the engine overwrites it)."""
     rng = np.random.default_rng(seed)
     params = np.asarray(rng.uniform(-0.6, 0.6, _engine.param_count(cell, layers, INPUTS, HIDDEN,
                                                                       OUTPUTS)))
@@ -37,7 +38,7 @@ def run(cell, layers, batch, mode, loss, loss_start, seed=0):
     engine = _engine.Engine(cell, layers, INPUTS, HIDDEN, OUTPUTS, batch, STEPS, np.float64,
                             many_to_one=many_to_one, loss=loss,
                             loss_start=0 if many_to_one else loss_start)
-    grads = np.zeros_like(params)
+    grads = np.full_like(params, stale)
     dh0 = np.zeros_like(h0)
     dc0 = None if c0 is None else np.zeros_like(c0)
     value = engine.loss_and_grad(X, np.ascontiguousarray(target), params, grads, h0=h0, dh0=dh0,
@@ -142,3 +143,63 @@ def test_w_hh_used_transposed_in_blas_gives_the_same_gradients(cell, split):
     assert blas["value"] == pytest.approx(copy["value"], rel=1e-13)
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(blas[key], copy[key], rtol=1e-12, atol=1e-14)
+
+
+@pytest.fixture
+def gru_chunk_grads():
+    """Force GRU's weight gradients per chunk (True) or after the step loop (False)."""
+    previous = _engine.set_gru_chunk_grads()
+    yield lambda per_chunk: _engine.set_gru_chunk_grads(0 if per_chunk else float("inf"))
+    _engine.set_gru_chunk_grads(previous)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+@pytest.mark.parametrize("layers,mode,loss_start", [(1, "many_to_many", 0), (3, "many_to_many", 3),
+                                                    (2, "many_to_one", 0)])
+def test_gru_weight_gradients_per_chunk_equal_the_end_products(gru_chunk_grads, chunk, layers,
+                                                               mode, loss_start):
+    """GRU's dW_hh, dW_ih and biases summed chunk by chunk (large dA) equal one product over all
+    steps and the reference: every chunk counted once, in its own steps' rows."""
+    previous = _engine.set_chunking()
+    try:
+        _engine.set_chunking(rows=1, min_steps=chunk, whole_gated_input=True)
+        gru_chunk_grads(False)
+        end = run("gru", layers, 4, mode, "mse", loss_start)
+        gru_chunk_grads(True)
+        per_chunk = run("gru", layers, 4, mode, "mse", loss_start, stale=np.nan)
+    finally:
+        _engine.set_chunking(*previous)
+    assert per_chunk["chunk_steps"] == 2 * chunk < STEPS
+    assert per_chunk["value"] == pytest.approx(end["value"], rel=1e-14)
+    for key in ("grads", "dh0"):
+        np.testing.assert_allclose(per_chunk[key], end[key], rtol=1e-12, atol=1e-14, err_msg=key)
+    layout = _engine.param_layout("gru", layers, INPUTS, HIDDEN, OUTPUTS)
+    params = {name: per_chunk["params"][offset:offset + int(np.prod(shape))].reshape(shape)
+              for name, shape, offset in layout}
+    _, want = reference_loss_and_grad(
+        params, per_chunk["X"], per_chunk["Y"], cell="gru", num_layers=layers, mode=mode,
+        loss="mse", h0=per_chunk["h0"], loss_start=loss_start, lengths=per_chunk["lengths"])
+    flat = np.concatenate([np.ravel(want[name]) for name, _, _ in layout])
+    np.testing.assert_allclose(per_chunk["grads"], flat, rtol=1e-9, atol=1e-12)
+    assert np.abs(flat).max() > 0
+
+
+@pytest.mark.skipif(not _engine.team_available(), reason="no per-thread BLAS control")
+@pytest.mark.parametrize("split", ["rows", "columns"])
+def test_gru_weight_gradients_per_chunk_on_the_team(gru_chunk_grads, split):
+    previous_team, previous_chunks = _engine.set_team(), _engine.set_chunking()
+    try:
+        _engine.set_chunking(rows=1, min_steps=1, whole_gated_input=True)
+        _engine.set_team(1)
+        gru_chunk_grads(False)
+        alone = run("gru", 2, 5, "many_to_many", "mse", 2)
+        _engine.set_team(3, min_flops=0, min_batch=2, exact=True,
+                         column_flops=0 if split == "columns" else float("inf"))
+        gru_chunk_grads(True)
+        team = run("gru", 2, 5, "many_to_many", "mse", 2, stale=np.nan)
+    finally:
+        _engine.set_team(**previous_team)
+        _engine.set_chunking(*previous_chunks)
+    for key in ("grads", "dh0"):
+        np.testing.assert_allclose(team[key], alone[key], rtol=1e-12, atol=1e-14, err_msg=key)
+

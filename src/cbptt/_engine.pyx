@@ -110,6 +110,21 @@ cdef double wgrad_min_mnk = SMALL_GEMM_MNK
 cdef double wgrad_max_outputs = 262144
 # the forward's input projection on packed W_ih^T panels (engines with panels)
 cdef bint panel_input = True
+# GRU's weight gradients chunk by chunk of the backward pass, while the chunk's dA is still in
+# cache, where dA over all steps (T*B*3H values) takes at least this many bytes; below it, one
+# product over all steps after the step loop (see set_gru_chunk_grads)
+cdef double gru_chunk_grads_bytes = 16 * 1024 * 1024
+
+
+def set_gru_chunk_grads(double min_bytes=16 * 1024 * 1024):
+    """GRU layers compute dW_hh, dW_ih and the bias gradients chunk by chunk of the backward
+    pass (as each chunk's dA is complete) where dA over all steps takes at least min_bytes and
+    the first layer's input is copied whole (set_chunking), else in one product each after the
+    layer's step loop; returns the previous min_bytes. Read at every call (tests: 0 or inf)."""
+    global gru_chunk_grads_bytes
+    previous = gru_chunk_grads_bytes
+    gru_chunk_grads_bytes = min_bytes
+    return previous
 
 
 def set_panels(bint enabled=True, double min_mnk=0):
@@ -960,6 +975,7 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
     cdef Py_ssize_t layer, t, b, j, in_size, row0, rows, first, last, n_rows
     cdef int threads
     cdef bint elman = s.cell == CELL_TANH or s.cell == CELL_RELU
+    cdef bint chunk_grads = False
     cdef floating* chunk = <floating*>w.chunk
     cdef floating* panels = <floating*>w.panels
     cdef floating* inject = NULL   # indexed by step: inject + t * BH
@@ -1013,6 +1029,10 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
             da_n = hn
         top = layer == s.num_layers - 1
         top_many_to_one = s.many_to_one and top
+        # GRU's weight gradients per chunk (measured at 2 threads: large -1.3%, B=64 H=256
+        # -3-4%; with dA under ~16 MiB, or the input in chunks, 1-10% slower: at the end)
+        chunk_grads = (s.cell == CELL_GRU and (layer > 0 or s.input_steps >= T) and
+                       <double>T * B * GH * sizeof(floating) >= gru_chunk_grads_bytes)
         # below the top, the gradient from the layer above fills w.inject (all steps)
         inject = NULL if top_many_to_one else <floating*>w.inject
 
@@ -1078,6 +1098,22 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
             barrier(parts)     # the chunk's dA complete (every row), and its dpred
             if top and not s.many_to_one:
                 head_weight_grads(s, w, grads, first, last, dpred, part, parts)
+            if chunk_grads:
+                # this chunk's share of dW_hh, db_hh (GRU: db_in from da_n) and dW_ih; each
+                # part its own block of each, the same blocks at every chunk: no barrier (the
+                # narrow dW_ih path's scratch, the panel buffer, is still in use: NULL)
+                beta = 0 if last == T else 1
+                n_rows = (last - first) * B
+                weight_grad(part, parts, GH, H, n_rows, dA + first * B * GH, GH,
+                            hs + first * BH, H, beta, dw_hh, H, ones, db_hh)
+                if s.cell == CELL_GRU:
+                    part_column_sums(part, parts, n_rows, H, da_n + first * BH, H, ones, beta,
+                                     db_ih + 2 * H)
+                input_weight_grads(s, dA + first * B * GH,
+                                   NULL if da_n == NULL else da_n + first * BH,
+                                   <floating*>w.x_chunk + first * B * in_size if layer == 0
+                                   else inputs + first * B * in_size, in_size, n_rows, beta,
+                                   dw_ih, NULL, part, parts)
             if elman:
                 # this chunk's share of dW_hh = dA^T @ h_{t-1}, db_hh = column sums of dA,
                 # dW_ih = dA^T @ inputs, and the layer below's gradient dA @ W_ih
@@ -1107,27 +1143,28 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
         if elman:
             continue
 
-        # dW_hh = dA^T @ h_{0..T-1} ; db_hh = column sums of dA
-        weight_grad(part, parts, GH, H, T * B, dA, GH, hs, H, 0, dw_hh, H, ones, db_hh)
-        if s.cell == CELL_GRU:
-            part_column_sums(part, parts, T * B, H, da_n, H, ones, 0, db_ih + 2 * H)
-        # dW_ih = dA^T @ inputs (the first layer: chunk by chunk of x)
-        if layer > 0:
-            input_weight_grads(s, dA, da_n, inputs, in_size, T * B, 0, dw_ih, panels, part,
-                               parts)
-        else:
-            last = T
-            while last > 0:
-                first = max(0, last - s.input_steps)
-                if s.input_steps < T:   # else x_chunk still holds all of x, from the forward
-                    copy_input_steps(s, x, first, last, <floating*>w.x_chunk, part, parts)
-                    barrier(parts)
-                input_weight_grads(s, dA + first * B * GH,
-                                   NULL if da_n == NULL else da_n + first * BH,
-                                   <floating*>w.x_chunk, in_size, (last - first) * B,
-                                   0 if last == T else 1, dw_ih, panels, part, parts)
-                barrier(parts)   # before the next chunk overwrites x_chunk
-                last = first
+        if not chunk_grads:
+            # dW_hh = dA^T @ h_{0..T-1} ; db_hh = column sums of dA
+            weight_grad(part, parts, GH, H, T * B, dA, GH, hs, H, 0, dw_hh, H, ones, db_hh)
+            if s.cell == CELL_GRU:
+                part_column_sums(part, parts, T * B, H, da_n, H, ones, 0, db_ih + 2 * H)
+            # dW_ih = dA^T @ inputs (the first layer: chunk by chunk of x)
+            if layer > 0:
+                input_weight_grads(s, dA, da_n, inputs, in_size, T * B, 0, dw_ih, panels, part,
+                                   parts)
+            else:
+                last = T
+                while last > 0:
+                    first = max(0, last - s.input_steps)
+                    if s.input_steps < T:   # else x_chunk still holds all of x, from the forward
+                        copy_input_steps(s, x, first, last, <floating*>w.x_chunk, part, parts)
+                        barrier(parts)
+                    input_weight_grads(s, dA + first * B * GH,
+                                       NULL if da_n == NULL else da_n + first * BH,
+                                       <floating*>w.x_chunk, in_size, (last - first) * B,
+                                       0 if last == T else 1, dw_ih, panels, part, parts)
+                    barrier(parts)   # before the next chunk overwrites x_chunk
+                    last = first
         if layer > 0:
             # the layer below receives dA @ W_ih at every step (GRU: its n rows from da_n)
             if s.cell == CELL_GRU:
