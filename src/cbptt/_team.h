@@ -6,7 +6,8 @@
  * depends on the number of parts only, never on timing.
  *
  * One team serves the process: a second caller that finds it busy (another Python thread in
- * another trainer) runs its task alone, as part 0 of 1. Helpers are started on first use and
+ * another trainer) runs its task alone, as part 0 of 1 (its results then agree with a team
+ * run's to rounding: see docs/DEVELOPMENT.md, "The team of threads"). Helpers are started on first use and
  * live until the process ends. Between jobs a helper spins for CBPTT_TEAM_SPIN_NS (the gap
  * between two training steps is shorter) and then sleeps on a condition variable; the
  * sleepers counter and the job word are sequentially consistent atomics, so a job posted while
