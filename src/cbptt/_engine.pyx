@@ -969,7 +969,7 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
     outputs and their gradients, then dL/dh_t in w.chunk) and Elman's pre-activation gradients,
     written over it, whose weight-gradient GEMMs run per chunk (accumulating). LSTM and GRU
     write theirs over the layer's gates, and run their weight-gradient GEMMs over all steps at
-    the end."""
+    the end (GRU per chunk where its dA is large: set_gru_chunk_grads)."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size
     cdef Py_ssize_t GH = s.gates * H, BH = s.batch * s.hidden_size
     cdef Py_ssize_t layer, t, b, j, in_size, row0, rows, first, last, n_rows
@@ -1029,8 +1029,9 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
             da_n = hn
         top = layer == s.num_layers - 1
         top_many_to_one = s.many_to_one and top
-        # GRU's weight gradients per chunk (measured at 2 threads: large -1.3%, B=64 H=256
-        # -3-4%; with dA under ~16 MiB, or the input in chunks, 1-10% slower: at the end)
+        # GRU's weight gradients per chunk where dA is large (measured at 2 threads: large
+        # -1.3 to -2.6%, B=64 H=256 -3-4%; under 16 MiB 1-10% slower); the first layer's
+        # needs x whole in x_chunk
         chunk_grads = (s.cell == CELL_GRU and (layer > 0 or s.input_steps >= T) and
                        <double>T * B * GH * sizeof(floating) >= gru_chunk_grads_bytes)
         # below the top, the gradient from the layer above fills w.inject (all steps)
@@ -1099,18 +1100,16 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
             if top and not s.many_to_one:
                 head_weight_grads(s, w, grads, first, last, dpred, part, parts)
             if chunk_grads:
-                # this chunk's share of dW_hh, db_hh (GRU: db_in from da_n) and dW_ih; each
-                # part its own block of each, the same blocks at every chunk: no barrier (the
-                # narrow dW_ih path's scratch, the panel buffer, is still in use: NULL)
+                # this chunk's share of dW_hh, db_hh, db_in (from da_n) and dW_ih; each part
+                # its own block of each, the same blocks at every chunk: no barrier (the narrow
+                # dW_ih path's scratch, the panel buffer, is still in use: NULL)
                 beta = 0 if last == T else 1
                 n_rows = (last - first) * B
                 weight_grad(part, parts, GH, H, n_rows, dA + first * B * GH, GH,
                             hs + first * BH, H, beta, dw_hh, H, ones, db_hh)
-                if s.cell == CELL_GRU:
-                    part_column_sums(part, parts, n_rows, H, da_n + first * BH, H, ones, beta,
-                                     db_ih + 2 * H)
-                input_weight_grads(s, dA + first * B * GH,
-                                   NULL if da_n == NULL else da_n + first * BH,
+                part_column_sums(part, parts, n_rows, H, da_n + first * BH, H, ones, beta,
+                                 db_ih + 2 * H)
+                input_weight_grads(s, dA + first * B * GH, da_n + first * BH,
                                    <floating*>w.x_chunk + first * B * in_size if layer == 0
                                    else inputs + first * B * in_size, in_size, n_rows, beta,
                                    dw_ih, NULL, part, parts)

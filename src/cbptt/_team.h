@@ -7,14 +7,15 @@
  *
  * One team serves the process: a second caller that finds it busy (another Python thread in
  * another trainer) runs its task alone, as part 0 of 1 (its results then agree with a team
- * run's to rounding: see docs/DEVELOPMENT.md, "The team of threads"). Helpers are started on first use and
- * live until the process ends. Between jobs a helper spins for CBPTT_TEAM_SPIN_NS (the gap
- * between two training steps is shorter) and then sleeps on a condition variable; the
- * sleepers counter and the job word are sequentially consistent atomics, so a job posted while
- * a helper goes to sleep is never missed. After fork() the child starts a fresh team.
- * Helpers block every signal (Python handles them in the main thread) and ask for one BLAS
- * thread at the start of each task (_blas_threads.h; the caller holds BLAS at one thread for
- * the whole job). Without pthreads (Windows builds) every run is part 0 of 1. */
+ * run's to rounding: see docs/DEVELOPMENT.md, "The team of threads"). Helpers are started on
+ * first use and live until the process ends. Between jobs a helper spins for
+ * CBPTT_TEAM_SPIN_NS (the gap between two training steps is shorter) and then sleeps on a
+ * condition variable; the sleepers counter and the job word are sequentially consistent
+ * atomics, so a job posted while a helper goes to sleep is never missed. After fork() the
+ * child starts a fresh team. Helpers block every signal (Python handles them in the main
+ * thread) and ask for one BLAS thread at the start of each task (_blas_threads.h; the caller
+ * holds BLAS at one thread for the whole job). Without pthreads (Windows builds) every run is
+ * part 0 of 1. */
 #ifndef CBPTT_TEAM_H
 #define CBPTT_TEAM_H
 
