@@ -1,8 +1,8 @@
 # Loss kernels: value and gradient w.r.t. the head's outputs in one pass.
 #
 # The kernels cover the steps [first, first + count) and the batch rows [row0, row0 + rows)
-# of a (batch, steps) grid. Predictions are
-# time-major and hold those steps only: row (t, b) at pred[((t - first) * batch + b) * width].
+# of a (batch, steps) grid. Predictions are time-major and hold those steps only: row (t, b)
+# at pred[((t - first) * batch + b) * width].
 # Targets and the optional per-row weights keep the caller's batch-first layout over all the
 # steps: row (t, b) at index b * steps + t. The value is scale * sum (weighted), and the gradient carries
 # the same scale; the engine picks scale so that the value is PyTorch's 'mean' reduction (over
