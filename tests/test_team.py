@@ -17,14 +17,22 @@ pytestmark = pytest.mark.skipif(not _engine.team_available(),
                                 reason="SciPy's BLAS has no per-thread thread control")
 
 
+def set_parts(parts, split="rows"):
+    """Every qualifying call on exactly `parts` threads, splitting the per-step products by
+    batch rows ("rows": training on one sub-engine per part; "shared": on the engine's own
+    buffers) or by columns."""
+    _engine.set_split(split == "rows")
+    _engine.set_team(parts, min_flops=0, min_batch=2, exact=True,
+                     column_flops=0 if split == "columns" else float("inf"))
+
+
 @pytest.fixture
 def team():
-    """Set the team for a test (every qualifying call on exactly `parts` threads)."""
-    previous = _engine.set_team()
-    yield lambda parts, split="rows": _engine.set_team(
-        parts, min_flops=0, min_batch=2, exact=True,
-        column_flops=0 if split == "columns" else float("inf"))
+    """Set the team for a test (see set_parts)."""
+    previous, previous_split = _engine.set_team(), _engine.set_split()
+    yield set_parts
     _engine.set_team(**previous)
+    _engine.set_split(*previous_split)
 
 
 def engine_grads(cell, layers, batch, dtype, many_to_one=False, lengths=None, seed=0,
@@ -56,7 +64,7 @@ def engine_grads(cell, layers, batch, dtype, many_to_one=False, lengths=None, se
 @pytest.mark.parametrize("many_to_one", [False, True])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
-@pytest.mark.parametrize("split", ["rows", "columns"])
+@pytest.mark.parametrize("split", ["rows", "shared", "columns"])
 def test_a_split_call_computes_what_one_thread_computes(team, split, cell, layers, many_to_one,
                                                         batch, parts, dtype):
     lengths = np.arange(batch) % 6 + 1 if many_to_one else None
@@ -74,7 +82,7 @@ def test_a_split_call_computes_what_one_thread_computes(team, split, cell, layer
     assert np.abs(split["grads"]).max() > 0
 
 
-@pytest.mark.parametrize("split", ["rows", "columns"])
+@pytest.mark.parametrize("split", ["rows", "shared", "columns"])
 @pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
 def test_a_split_call_matches_the_numpy_reference(team, cell, split):
     team(2, split)
@@ -90,7 +98,7 @@ def test_a_split_call_matches_the_numpy_reference(team, cell, split):
     np.testing.assert_allclose(got["grads"], flat, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("split", ["rows", "columns"])
+@pytest.mark.parametrize("split", ["rows", "shared", "columns"])
 @pytest.mark.parametrize("trainer", ["many-to-many", "many-to-one", "truncated"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_training_on_the_team_follows_the_same_path(team, trainer, dtype, split):

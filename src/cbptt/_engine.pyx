@@ -114,6 +114,10 @@ cdef bint panel_input = True
 # cache, where dA over all steps (T*B*3H values) takes at least this many bytes; below it, one
 # product over all steps after the step loop (see set_gru_chunk_grads)
 cdef double gru_chunk_grads_bytes = 16 * 1024 * 1024
+# training calls whose parts would split the batch rows run on one sub-engine per part
+# (see run_split)
+cdef bint split_enabled = True
+cdef int split_threads = 0      # at most this many threads run a split (0: one per sub-engine)
 
 
 def set_gru_chunk_grads(double min_bytes=16 * 1024 * 1024):
@@ -124,6 +128,19 @@ def set_gru_chunk_grads(double min_bytes=16 * 1024 * 1024):
     global gru_chunk_grads_bytes
     previous = gru_chunk_grads_bytes
     gru_chunk_grads_bytes = min_bytes
+    return previous
+
+
+def set_split(bint enabled=True, int threads=0):
+    """Training calls whose team parts would split the batch rows run as a split (one
+    sub-engine per part, gradients summed; see run_split) when enabled, else on the engine's
+    own buffers with the parts sharing them; a split runs on at most `threads` threads (0:
+    one per sub-engine; fewer take the sub-engines in turn, as a busy team's caller does).
+    Returns the previous (enabled, threads) (tests, benchmarks)."""
+    global split_enabled, split_threads
+    previous = (split_enabled, split_threads)
+    split_enabled = enabled
+    split_threads = threads
     return previous
 
 
@@ -367,6 +384,8 @@ cdef struct States:
     void* dc0
     void* h_final
     void* c_final
+    Py_ssize_t layer_stride   # entries from one layer's (B, H) block to the next: B*H, or the
+                              # caller's B*H for a split's sub-engine (its rows of each layer)
     double* flow       # (L, T): mean over the batch of ||dL/dh_t|| per layer and step, or NULL
 
 
@@ -722,12 +741,12 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
             for j in range(GH):
                 bias_sum[j] = b_ih[j] + b_hh[j]
             if st.h0 != NULL:
-                memcpy(hs, <floating*>st.h0 + layer * BH, BH * sizeof(floating))
+                memcpy(hs, <floating*>st.h0 + layer * st.layer_stride, BH * sizeof(floating))
             else:
                 memset(hs, 0, BH * sizeof(floating))
             if s.cell == CELL_LSTM:
                 if st.c0 != NULL:
-                    memcpy(cs, <floating*>st.c0 + layer * BH, BH * sizeof(floating))
+                    memcpy(cs, <floating*>st.c0 + layer * st.layer_stride, BH * sizeof(floating))
                 else:
                     memset(cs, 0, BH * sizeof(floating))
         if w_hh_t != NULL:
@@ -1132,10 +1151,10 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
             chunk_index += 1
         # every part its own rows: the next layer starts by zeroing them
         if st.dh0 != NULL:
-            memcpy(<floating*>st.dh0 + layer * BH + row0 * H, dh + row0 * H,
+            memcpy(<floating*>st.dh0 + layer * st.layer_stride + row0 * H, dh + row0 * H,
                    rows * H * sizeof(floating))
         if st.dc0 != NULL and s.cell == CELL_LSTM:
-            memcpy(<floating*>st.dc0 + layer * BH + row0 * H, dc + row0 * H,
+            memcpy(<floating*>st.dc0 + layer * st.layer_stride + row0 * H, dc + row0 * H,
                    rows * H * sizeof(floating))
         if part == 0 and elman:
             memcpy(db_ih, db_hh, GH * sizeof(floating))
@@ -1236,11 +1255,11 @@ cdef void copy_final_state(const Shape* s, Work* w, const States* st,
     cdef Py_ssize_t BH = s.batch * s.hidden_size, T = s.steps, layer
     for layer in range(s.num_layers):
         if st.h_final != NULL:
-            memcpy(<floating*>st.h_final + layer * BH, <floating*>w.hs + (layer * (T + 1) + T) * BH,
-                   BH * sizeof(floating))
+            memcpy(<floating*>st.h_final + layer * st.layer_stride,
+                   <floating*>w.hs + (layer * (T + 1) + T) * BH, BH * sizeof(floating))
         if st.c_final != NULL and s.cell == CELL_LSTM:
-            memcpy(<floating*>st.c_final + layer * BH, <floating*>w.cs + (layer * (T + 1) + T) * BH,
-                   BH * sizeof(floating))
+            memcpy(<floating*>st.c_final + layer * st.layer_stride,
+                   <floating*>w.cs + (layer * (T + 1) + T) * BH, BH * sizeof(floating))
 
 
 cdef double mean_row_norm(const floating* a, const floating* b, Py_ssize_t rows,
@@ -1284,6 +1303,8 @@ cdef struct Job:
     double loss
     double terms
     double scale         # what the summed loss is multiplied by (see loss_scale)
+    bint given_scale     # a split's sub-job: scale and terms are the caller's (its whole
+                         # batch's), and the squared norm is taken after the sum (split_task)
     double sq_norm_parts[CBPTT_TEAM_MAX]   # each part's share of the gradient's squared norm
     double loss_parts[CBPTT_TEAM_MAX]      # many-to-many: each part's share of the loss
 
@@ -1298,7 +1319,8 @@ cdef void train_step(Job* job, const floating* kind, int part, int parts) noexce
     forward(s, job.w, <const floating*>job.x, <const floating*>job.params, job.st,
             s.many_to_one, part, parts)
     if part == 0:
-        job.scale = loss_scale(s, weight, &job.terms)
+        if not job.given_scale:
+            job.scale = loss_scale(s, weight, &job.terms)
         if s.many_to_one:
             job.loss = chunk_loss(s, <floating*>job.w.pred, job.target, weight, job.scale, 0, 1,
                                   0, s.batch, <floating*>job.w.dpred)
@@ -1317,6 +1339,8 @@ cdef void train_step(Job* job, const floating* kind, int part, int parts) noexce
             for other in range(parts):      # in part order: one result for a number of parts
                 job.loss += job.loss_parts[other]
         copy_final_state(s, job.w, job.st, grads)
+    if job.given_scale:
+        return
     part_range(job.n_params, part, parts, 1, &first, &count)
     job.sq_norm_parts[part] = squared_norm(grads + first, count)
 
@@ -1365,6 +1389,63 @@ cdef int run_job(Job* job, int parts) noexcept nogil:
     if job.training:
         for i in range(1, parts):
             job.sq_norm_parts[0] += job.sq_norm_parts[i]
+    return parts
+
+
+# Training calls whose parts would split the batch rows run as a split instead: one
+# sub-engine per part, each with its own workspaces for its rows, trains on them as a one-part
+# call (forward, loss at the caller's whole-batch scale, BPTT), then the parts add the
+# sub-engines' gradients up. One barrier a call, and no part touches what another writes: in
+# one engine's time-major buffers the parts' rows of a step lie next to each other, and with
+# the two cores on different dies each part's hardware prefetches of the other's lines cost
+# it up to 2x (docs/DEVELOPMENT.md). The sum runs in sub-engine order, so a split call's
+# gradients do not depend on how many threads ran it (a busy team: one, in turn).
+
+cdef struct Split:
+    Job* jobs            # one per sub-engine, in row order; jobs[0].grads is the caller's
+    int count
+    Py_ssize_t n_params
+    bint is_double
+    double sq_norm_blocks[CBPTT_TEAM_MAX]   # the squared norm of each block of the sum
+
+
+cdef void sum_block(Split* sp, int block, const floating* kind) noexcept nogil:
+    """Block `block` (of sp.count) of the gradients: the sub-engines' sum, into jobs[0]'s."""
+    cdef Py_ssize_t first, count, j
+    cdef floating* total = <floating*>sp.jobs[0].grads
+    cdef const floating* other
+    cdef int i
+    part_range(sp.n_params, block, sp.count, 16, &first, &count)
+    for i in range(1, sp.count):
+        other = <const floating*>sp.jobs[i].grads
+        for j in range(first, first + count):
+            total[j] += other[j]
+    sp.sq_norm_blocks[block] = squared_norm(total + first, count)
+
+
+cdef void split_task(void* context, int part, int parts) noexcept nogil:
+    """A team task: part `part` trains sub-engines part, part + parts, ..., then sums those
+    blocks of the gradients."""
+    cdef Split* sp = <Split*>context
+    cdef int i = part
+    while i < sp.count:
+        job_task(&sp.jobs[i], 0, 1)
+        i += parts
+    barrier(parts)
+    i = part
+    while i < sp.count:
+        if sp.is_double:
+            sum_block(sp, i, <double*>NULL)
+        else:
+            sum_block(sp, i, <float*>NULL)
+        i += parts
+
+
+cdef int run_split(Split* sp, int parts) noexcept nogil:
+    """Run a split on `parts` threads (or alone if the team is busy); returns how many ran."""
+    cbptt_blas_hold()
+    parts = cbptt_team_run(parts, split_task, sp)
+    cbptt_blas_release()
     return parts
 
 
@@ -1420,6 +1501,10 @@ cdef class Engine:
     cdef readonly double loss_terms
     cdef readonly int last_parts   # threads the last call ran on (see team_parts)
     cdef dict buffers
+    cdef dict sizes                # the buffers' sizes, allocated at the first call that uses them
+    cdef tuple config              # the arguments sub-engines are made with (see _split)
+    cdef dict splits               # parts -> ([(row0, rows, sub-engine)], [gradient buffers])
+    cdef int last_split            # sub-engines of the last call (0: it ran on this engine's)
     cdef Py_ssize_t n_params
 
     def __init__(self, str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
@@ -1442,6 +1527,9 @@ cdef class Engine:
                                        < STEP_THREADS_FLOPS)
         self.training = training
         self.n_params = param_count(cell, num_layers, input_size, hidden_size, output_size)
+        self.config = (cell, num_layers, input_size, hidden_size, output_size, steps,
+                       self.dtype, many_to_one, loss, loss_start)
+        self.splits = {}
 
         cdef Py_ssize_t B = batch, T = steps, H = hidden_size, L = num_layers
         cdef Py_ssize_t GH = self.shape.gates * H
@@ -1486,13 +1574,23 @@ cdef class Engine:
                 sizes["chunk"] = self.shape.chunk_steps * B * H
             if c == CELL_LSTM:
                 sizes["dc"] = B * H
-        self.buffers = {name: np.zeros(size, dtype=self.dtype) for name, size in sizes.items()}
-        self.buffers["last_step"] = np.full(B, T - 1, dtype=np.int64)
-        if training:
-            self.buffers["ones"][:] = 1
+        # allocated by the first call that runs on this engine's own buffers (a training call
+        # split between sub-engines needs none of them)
+        self.sizes = sizes
+        self.buffers = {"last_step": np.full(B, T - 1, dtype=np.int64)}
         memset(&self.work, 0, sizeof(Work))
-        cdef Work* w
-        w = &self.work
+        self.work.last_step = <int64_t*>cnp.PyArray_DATA(self.buffers["last_step"])
+
+    cdef int _allocate(self) except -1:
+        """The engine's own buffers, once."""
+        if self.sizes is None:
+            return 0
+        self.buffers.update({name: np.zeros(size, dtype=self.dtype)
+                             for name, size in self.sizes.items()})
+        self.sizes = None
+        if self.training:
+            self.buffers["ones"][:] = 1
+        cdef Work* w = &self.work
         w.x_chunk = self._ptr("x_chunk")
         w.hs = self._ptr("hs")
         w.gates = self._ptr("gates")
@@ -1511,7 +1609,7 @@ cdef class Engine:
         w.ones = self._ptr("ones")
         w.h_last = self._ptr("h_last")
         w.dh_last = self._ptr("dh_last")
-        self.work.last_step = <int64_t*>cnp.PyArray_DATA(self.buffers["last_step"])
+        return 0
 
     cdef void* _ptr(self, str name):
         """Data pointer of a buffer, NULL for one this configuration does not need."""
@@ -1537,8 +1635,31 @@ cdef class Engine:
 
     @property
     def workspace_bytes(self):
-        """Bytes held by this engine's buffers."""
-        return sum(b.nbytes for b in self.buffers.values())
+        """Bytes held by this engine's buffers and its sub-engines'."""
+        return sum(b.nbytes for b in self.buffers.values()) + sum(
+            sum(sub.workspace_bytes for _, _, sub in engines) + sum(g.nbytes for g in grads)
+            for engines, grads in self.splits.values())
+
+    cdef tuple _split(self, int count):
+        """count sub-engines, each for a contiguous block of the batch rows (sizes as equal as
+        can be), and gradient buffers for all but the first (made once per count)."""
+        cdef Engine sub
+        if count not in self.splits:
+            engines = []
+            row0 = 0
+            for part in range(count):
+                rows = self.shape.batch // count + (part < self.shape.batch % count)
+                (cell, num_layers, input_size, hidden_size, output_size, steps, dtype,
+                 many_to_one, loss, loss_start) = self.config
+                sub = Engine(cell, num_layers, input_size, hidden_size, output_size, rows,
+                             steps, dtype, many_to_one=many_to_one, loss=loss,
+                             loss_start=loss_start, training=True)
+                sub._allocate()
+                engines.append((row0, rows, sub))
+                row0 += rows
+            grads = [np.zeros(self.n_params, dtype=self.dtype) for _ in range(count - 1)]
+            self.splits[count] = (engines, grads)
+        return self.splits[count]
 
     cdef int _states(self, States* st, h0, c0, dh0, dc0, h_final, c_final) except -1:
         cdef Py_ssize_t size = self.shape.num_layers * self.shape.batch * self.shape.hidden_size
@@ -1546,6 +1667,7 @@ cdef class Engine:
         st.dh0 = optional_data_of(dh0, self.dtype, size, "dh0")
         st.h_final = optional_data_of(h_final, self.dtype, size, "h_final")
         st.c0 = st.dc0 = st.c_final = NULL
+        st.layer_stride = self.shape.batch * self.shape.hidden_size
         st.flow = NULL
         if self.shape.cell == CELL_LSTM:
             st.c0 = optional_data_of(c0, self.dtype, size, "c0")
@@ -1622,6 +1744,11 @@ cdef class Engine:
         self._states(&st, h0, c0, dh0, dc0, h_final, c_final)
         st.flow = <double*>optional_data_of(flow, np.float64, s.num_layers * s.steps, "flow")
         self._set_lengths(lengths)
+        cdef int parts = team_parts(s, st.flow != NULL)
+        if split_enabled and parts > 1 and not split_columns(s, parts):
+            return self._train_split(parts, &st, px, pt, pw, pp, pg, lengths)
+        self._allocate()
+        self.last_split = 0
         cdef Job job
         self._job(&job, &st, px, pp, pg, True)
         job.target = pt
@@ -1630,6 +1757,64 @@ cdef class Engine:
         self.grad_sq_norm = job.sq_norm_parts[0]
         self.loss_terms = job.terms
         return job.loss
+
+    cdef double _train_split(self, int count, const States* st, void* px, void* pt, void* pw,
+                             void* pp, void* pg, lengths) except? -1:
+        """loss_and_grad as a split (see run_split): sub-engine i trains on its block of rows
+        (pointers into the caller's arrays; its own gradient buffer, the caller's for i = 0)
+        at the whole batch's loss scale."""
+        cdef const Shape* s = &self.shape
+        cdef Py_ssize_t itemsize = self.dtype.itemsize, H = s.hidden_size, row0, rows, i
+        cdef Py_ssize_t target_row = output_steps(s) * (
+            s.output_size * itemsize if s.loss == LOSS_MSE else sizeof(int64_t))
+        cdef Job jobs[CBPTT_TEAM_MAX]
+        cdef States sub_states[CBPTT_TEAM_MAX]
+        cdef Split split
+        cdef Engine sub
+        cdef double terms, scale, loss = 0, sq_norm = 0
+        cdef int ran
+        engines, grads = self._split(count)
+        scale = (loss_scale(s, <double*>pw, &terms) if itemsize == 8 else
+                 loss_scale(s, <float*>pw, &terms))
+        for i in range(count):
+            row0, rows, sub = engines[i]
+            sub._set_lengths(None if lengths is None else np.asarray(lengths)[row0:row0 + rows])
+            sub_states[i] = st[0]    # the (L, B, H) states at this block's rows of each layer
+            if st.h0 != NULL:
+                sub_states[i].h0 = <char*>st.h0 + row0 * H * itemsize
+            if st.c0 != NULL:
+                sub_states[i].c0 = <char*>st.c0 + row0 * H * itemsize
+            if st.dh0 != NULL:
+                sub_states[i].dh0 = <char*>st.dh0 + row0 * H * itemsize
+            if st.dc0 != NULL:
+                sub_states[i].dc0 = <char*>st.dc0 + row0 * H * itemsize
+            if st.h_final != NULL:
+                sub_states[i].h_final = <char*>st.h_final + row0 * H * itemsize
+            if st.c_final != NULL:
+                sub_states[i].c_final = <char*>st.c_final + row0 * H * itemsize
+            sub._job(&jobs[i], &sub_states[i],
+                     <char*>px + row0 * s.steps * s.input_size * itemsize, pp,
+                     pg if i == 0 else cnp.PyArray_DATA(grads[i - 1]), True)
+            jobs[i].target = <char*>pt + row0 * target_row
+            jobs[i].weight = NULL if pw == NULL else <char*>pw + row0 * output_steps(s) * itemsize
+            jobs[i].scale = scale
+            jobs[i].terms = terms
+            jobs[i].given_scale = True
+            sub.last_parts = 1
+        split.jobs = jobs
+        split.count = count
+        split.n_params = self.n_params
+        split.is_double = itemsize == 8
+        with nogil:
+            ran = run_split(&split, count if split_threads <= 0 else min(split_threads, count))
+        for i in range(count):       # in row order: one result for any number of threads
+            loss += jobs[i].loss
+            sq_norm += split.sq_norm_blocks[i]
+        self.last_parts = ran
+        self.last_split = count
+        self.grad_sq_norm = sq_norm
+        self.loss_terms = terms
+        return loss
 
     def predict(self, x, params, out, h0=None, h_final=None, c0=None, c_final=None,
                 lengths=None):
@@ -1644,14 +1829,22 @@ cdef class Engine:
         cdef States st
         self._states(&st, h0, c0, None, None, h_final, c_final)
         self._set_lengths(lengths)
+        self._allocate()
+        self.last_split = 0
         cdef Job job
         self._job(&job, &st, px, pp, po, False)
         self.last_parts = self._run(&job, False)
 
     def states(self):
         """Views of the hidden states of the last call: h (L, T+1, B, H) with h[:, 0] the
-        initial state, and c likewise for lstm (None otherwise). Overwritten by the next call."""
+        initial state, and c likewise for lstm (None otherwise). Overwritten by the next call.
+        After a split call (see run_split) copies, joined from the sub-engines'."""
         cdef Shape* s = &self.shape
+        if self.last_split:
+            parts = [sub.states() for _, _, sub in self.splits[self.last_split][0]]
+            return (np.concatenate([h for h, _ in parts], axis=2),
+                    None if parts[0][1] is None else np.concatenate([c for _, c in parts], axis=2))
+        self._allocate()
         shape = (s.num_layers, s.steps + 1, s.batch, s.hidden_size)
         h = self.buffers["hs"].reshape(shape)
         c = self.buffers["cs"].reshape(shape) if "cs" in self.buffers else None
