@@ -48,7 +48,7 @@ class Engine:
     def __init__(self, cell: str, num_layers: int, input_size: int, hidden_size: int,
                  output_size: int, batch: int, steps: int, dtype: object,
                  many_to_one: bool = ..., loss: str = ..., loss_start: int = ...,
-                 training: bool = ...) -> None: ...
+                 training: bool = ..., *, chunk_steps: int = ...) -> None: ...
     def loss_and_grad(self, x: np.ndarray, target: np.ndarray, params: np.ndarray,
                       grads: np.ndarray, h0: Optional[np.ndarray] = ...,
                       dh0: Optional[np.ndarray] = ..., h_final: Optional[np.ndarray] = ...,

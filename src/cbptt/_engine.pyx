@@ -1510,7 +1510,10 @@ cdef class Engine:
     def __init__(self, str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
                  Py_ssize_t hidden_size, Py_ssize_t output_size, Py_ssize_t batch,
                  Py_ssize_t steps, dtype, bint many_to_one=False, str loss="mse",
-                 Py_ssize_t loss_start=0, bint training=True):
+                 Py_ssize_t loss_start=0, bint training=True, *, Py_ssize_t chunk_steps=0):
+        """chunk_steps: steps per chunk of the backward pass (0: from the shape, see
+        set_chunking; a split's sub-engines take their parent's, so that their chunk buffers
+        hold the parent's rows between them)."""
         _fill_shape(&self.shape, cell, num_layers, input_size, hidden_size, output_size,
                     batch, steps)
         if loss not in LOSSES:
@@ -1546,6 +1549,10 @@ cdef class Engine:
         self.shape.input_steps = self.shape.chunk_steps
         if c == CELL_LSTM or c == CELL_GRU:
             self.shape.chunk_steps = min(T, max(2 * self.shape.chunk_steps, -(-T // 8)))
+        if chunk_steps > 0:
+            self.shape.chunk_steps = min(T, chunk_steps)
+            self.shape.input_steps = self.shape.chunk_steps
+        if c == CELL_LSTM or c == CELL_GRU:
             self.shape.input_steps = T if gated_input_whole else self.shape.chunk_steps
         # many-to-many training computes the head a chunk of steps at a time (backward)
         pred_rows = self.shape.chunk_steps * B if training and not many_to_one else out_rows
@@ -1653,7 +1660,8 @@ cdef class Engine:
                  many_to_one, loss, loss_start) = self.config
                 sub = Engine(cell, num_layers, input_size, hidden_size, output_size, rows,
                              steps, dtype, many_to_one=many_to_one, loss=loss,
-                             loss_start=loss_start, training=True)
+                             loss_start=loss_start, training=True,
+                             chunk_steps=self.shape.chunk_steps)
                 sub._allocate()
                 engines.append((row0, rows, sub))
                 row0 += rows
