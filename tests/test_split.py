@@ -176,3 +176,36 @@ def test_a_trainer_on_a_split_learns_what_one_thread_learns():
         assert trainer._last_engine.last_parts == parts
         weights.append(model.params.copy())
     np.testing.assert_allclose(weights[1], weights[0], rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+def test_a_split_prediction_writes_what_one_thread_writes(cell, dtype, many_to_one):
+    """Prediction on sub-engines: each writes its block of rows of the output and of the
+    final states, from its rows of the initial states and lengths."""
+    rng = np.random.default_rng(2)
+    batch, steps, layers, hidden = 7, 6, 2, 5
+    model = cbptt.RNN(3, hidden, 4, cell=cell, num_layers=layers, seed=1, dtype=dtype)
+    X = rng.standard_normal((batch, steps, 3)).astype(dtype)
+    lstm = cell == "lstm"
+    shape = (layers, batch, hidden)
+    given = dict(h0=rng.standard_normal(shape).astype(dtype),
+                 c0=rng.standard_normal(shape).astype(dtype) if lstm else None)
+    lengths = rng.integers(1, steps + 1, size=batch) if many_to_one else None
+    results = []
+    for parts in (1, 3):
+        set_parts(parts)
+        engine = _engine.Engine(cell, layers, 3, hidden, 4, batch, steps, dtype,
+                                many_to_one=many_to_one, training=False)
+        out = np.full((batch, 4) if many_to_one else (batch, steps, 4), np.nan, dtype)
+        final = {name: np.full(shape, np.nan, dtype)
+                 for name in (["h_final", "c_final"] if lstm else ["h_final"])}
+        engine.predict(X, model.params, out, lengths=lengths, **given, **final)
+        assert engine.last_parts == parts
+        results.append(dict(out=out, **final))
+    tol = 1e-13 if dtype == np.float64 else 1e-6
+    for key in results[0]:
+        assert not np.isnan(results[1][key]).any(), key
+        np.testing.assert_allclose(results[1][key], results[0][key], rtol=tol, atol=tol,
+                                   err_msg=key)

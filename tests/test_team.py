@@ -130,7 +130,7 @@ def test_prediction_on_the_team_equals_one_thread(team):
     X = np.random.default_rng(0).standard_normal((7, 9, 3))
     team(1)
     alone = model.predict(X)
-    for split in ("rows", "columns"):
+    for split in ("rows", "shared", "columns"):
         team(3, split)
         np.testing.assert_allclose(model.predict(X), alone, rtol=1e-13, atol=1e-14)
         assert model._predict_engine.last_parts == 3

@@ -114,8 +114,7 @@ cdef bint panel_input = True
 # cache, where dA over all steps (T*B*3H values) takes at least this many bytes; below it, one
 # product over all steps after the step loop (see set_gru_chunk_grads)
 cdef double gru_chunk_grads_bytes = 16 * 1024 * 1024
-# training calls whose parts would split the batch rows run on one sub-engine per part
-# (see run_split)
+# calls whose parts would split the batch rows run on one sub-engine per part (see run_split)
 cdef bint split_enabled = True
 cdef int split_threads = 0      # at most this many threads run a split (0: one per sub-engine)
 
@@ -132,8 +131,8 @@ def set_gru_chunk_grads(double min_bytes=16 * 1024 * 1024):
 
 
 def set_split(bint enabled=True, int threads=0):
-    """Training calls whose team parts would split the batch rows run as a split (one
-    sub-engine per part, gradients summed; see run_split) when enabled, else on the engine's
+    """Calls whose team parts would split the batch rows run as a split (one sub-engine per
+    part; training sums their gradients; see run_split) when enabled, else on the engine's
     own buffers with the parts sharing them; a split runs on at most `threads` threads (0:
     one per sub-engine; fewer take the sub-engines in turn, as a busy team's caller does).
     Returns the previous (enabled, threads) (tests, benchmarks)."""
@@ -1392,10 +1391,10 @@ cdef int run_job(Job* job, int parts) noexcept nogil:
     return parts
 
 
-# Training calls whose parts would split the batch rows run as a split instead: one
-# sub-engine per part, each with its own workspaces for its rows, trains on them as a one-part
-# call (forward, loss at the caller's whole-batch scale, BPTT), then the parts add the
-# sub-engines' gradients up. One barrier a call, and no part touches what another writes: in
+# Calls whose parts would split the batch rows run as a split instead: one sub-engine per
+# part, each with its own workspaces for its rows, runs them as a one-part call (training:
+# forward, loss at the caller's whole-batch scale, BPTT; prediction: forward into its rows of
+# the output), then in training the parts add the sub-engines' gradients up. One barrier a call, and no part touches what another writes: in
 # one engine's time-major buffers the parts' rows of a step lie next to each other, and with
 # the two cores on different dies each part's hardware prefetches of the other's lines cost
 # it up to 2x (docs/DEVELOPMENT.md). The sum runs in sub-engine order, so a split call's
@@ -1406,6 +1405,7 @@ cdef struct Split:
     int count
     Py_ssize_t n_params
     bint is_double
+    bint training        # else prediction: each sub-job writes its rows of the output, no sum
     double sq_norm_blocks[CBPTT_TEAM_MAX]   # the squared norm of each block of the sum
 
 
@@ -1424,13 +1424,15 @@ cdef void sum_block(Split* sp, int block, const floating* kind) noexcept nogil:
 
 
 cdef void split_task(void* context, int part, int parts) noexcept nogil:
-    """A team task: part `part` trains sub-engines part, part + parts, ..., then sums those
-    blocks of the gradients."""
+    """A team task: part `part` runs sub-engines part, part + parts, ..., then (training)
+    sums those blocks of the gradients."""
     cdef Split* sp = <Split*>context
     cdef int i = part
     while i < sp.count:
         job_task(&sp.jobs[i], 0, 1)
         i += parts
+    if not sp.training:
+        return
     barrier(parts)
     i = part
     while i < sp.count:
@@ -1649,23 +1651,24 @@ cdef class Engine:
 
     cdef tuple _split(self, int count):
         """count sub-engines, each for a contiguous block of the batch rows (sizes as equal as
-        can be), and gradient buffers for all but the first (made once per count)."""
+        can be), and (training) gradient buffers for all but the first; made once per count."""
         cdef Engine sub
         if count not in self.splits:
+            (cell, num_layers, input_size, hidden_size, output_size, steps, dtype, many_to_one,
+             loss, loss_start) = self.config
             engines = []
             row0 = 0
             for part in range(count):
                 rows = self.shape.batch // count + (part < self.shape.batch % count)
-                (cell, num_layers, input_size, hidden_size, output_size, steps, dtype,
-                 many_to_one, loss, loss_start) = self.config
                 sub = Engine(cell, num_layers, input_size, hidden_size, output_size, rows,
                              steps, dtype, many_to_one=many_to_one, loss=loss,
-                             loss_start=loss_start, training=True,
+                             loss_start=loss_start, training=self.training,
                              chunk_steps=self.shape.chunk_steps)
                 sub._allocate()
                 engines.append((row0, rows, sub))
                 row0 += rows
-            grads = [np.zeros(self.n_params, dtype=self.dtype) for _ in range(count - 1)]
+            grads = [np.zeros(self.n_params, dtype=self.dtype)
+                     for _ in range(count - 1 if self.training else 0)]
             self.splits[count] = (engines, grads)
         return self.splits[count]
 
@@ -1813,6 +1816,7 @@ cdef class Engine:
         split.count = count
         split.n_params = self.n_params
         split.is_double = itemsize == 8
+        split.training = True
         with nogil:
             ran = run_split(&split, count if split_threads <= 0 else min(split_threads, count))
         for i in range(count):       # in row order: one result for any number of threads
@@ -1837,11 +1841,53 @@ cdef class Engine:
         cdef States st
         self._states(&st, h0, c0, None, None, h_final, c_final)
         self._set_lengths(lengths)
+        cdef int parts = team_parts(s, False)
+        if split_enabled and parts > 1 and not split_columns(s, parts):
+            self._predict_split(parts, &st, px, pp, po, lengths)
+            return
         self._allocate()
         self.last_split = 0
         cdef Job job
         self._job(&job, &st, px, pp, po, False)
         self.last_parts = self._run(&job, False)
+
+    cdef int _predict_split(self, int count, const States* st, void* px, void* pp, void* po,
+                            lengths) except -1:
+        """predict as a split (see run_split): sub-engine i writes its block of rows of out
+        (and of h_final, c_final)."""
+        cdef const Shape* s = &self.shape
+        cdef Py_ssize_t itemsize = self.dtype.itemsize, H = s.hidden_size, row0, rows, i
+        cdef Job jobs[CBPTT_TEAM_MAX]
+        cdef States sub_states[CBPTT_TEAM_MAX]
+        cdef Split split
+        cdef Engine sub
+        engines, _ = self._split(count)
+        for i in range(count):
+            row0, rows, sub = engines[i]
+            sub._set_lengths(None if lengths is None else np.asarray(lengths)[row0:row0 + rows])
+            sub_states[i] = st[0]
+            if st.h0 != NULL:
+                sub_states[i].h0 = <char*>st.h0 + row0 * H * itemsize
+            if st.c0 != NULL:
+                sub_states[i].c0 = <char*>st.c0 + row0 * H * itemsize
+            if st.h_final != NULL:
+                sub_states[i].h_final = <char*>st.h_final + row0 * H * itemsize
+            if st.c_final != NULL:
+                sub_states[i].c_final = <char*>st.c_final + row0 * H * itemsize
+            sub._job(&jobs[i], &sub_states[i],
+                     <char*>px + row0 * s.steps * s.input_size * itemsize, pp,
+                     <char*>po + row0 * output_steps(s) * s.output_size * itemsize, False)
+            sub.last_parts = 1
+        split.jobs = jobs
+        split.count = count
+        split.n_params = self.n_params
+        split.is_double = itemsize == 8
+        split.training = False
+        with nogil:
+            self.last_parts = run_split(&split, count if split_threads <= 0 else
+                                        min(split_threads, count))
+        self.last_split = count
+        return 0
 
     def states(self):
         """Views of the hidden states of the last call: h (L, T+1, B, H) with h[:, 0] the
