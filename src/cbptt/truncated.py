@@ -188,17 +188,14 @@ class Truncated(_Trainer):
         engine = self._engine_for(batch, steps, loss_start=past)
         loss = engine.loss_and_grad(Xw, Yw, m.params, self._grads, h0=h0, c0=c0, weight=weight)
         hs, cs = engine.states()
-        self._update(engine, loss, where=f"stream steps [{block_start}, {block_stop}) (block "
-                                         f"{start // self.k1} of this call)")
+        self._update(engine, loss, where=_BlockPlace(block_start, block_stop, start // self.k1))
         # keep the block's inputs and the states its steps computed (the state entering step
         # p + 1 is the one step p computed); carry the last one
-        rows = np.arange(block_start, block_stop) % k2
-        self._ring_x[rows] = X[:, start:stop].transpose(1, 0, 2)
-        rows = np.arange(block_start + 1, block_stop + 1) % k2
-        self._ring_h[rows] = hs[:, past + 1:].transpose(1, 0, 2, 3)
+        _ring_write(self._ring_x, block_start, X[:, start:stop].transpose(1, 0, 2))
+        _ring_write(self._ring_h, block_start + 1, hs[:, past + 1:].transpose(1, 0, 2, 3))
         self._h = hs[:, steps].copy()
         if cs is not None:
-            self._ring_c[rows] = cs[:, past + 1:].transpose(1, 0, 2, 3)
+            _ring_write(self._ring_c, block_start + 1, cs[:, past + 1:].transpose(1, 0, 2, 3))
             self._c = cs[:, steps].copy()
         self.position = block_stop
         return loss
@@ -272,3 +269,25 @@ def _run_forward(model, X, h0, c0):
     """The state after running X (B, T, I) from (h0, c0), without gradients."""
     _, final = model.predict(X, h0, c0, return_state=True)
     return final if model.cell == "lstm" else (final, None)
+
+
+def _ring_write(ring, first, values):
+    """ring[(first + i) % k2] = values[i] for the len(values) <= k2 values: one or two slices
+    (a block's rows of the ring, wrapping around at most once)."""
+    k2 = ring.shape[0]
+    slot = first % k2
+    head = min(len(values), k2 - slot)
+    ring[slot:slot + head] = values[:head]
+    if head < len(values):
+        ring[:len(values) - head] = values[head:]
+
+
+class _BlockPlace:
+    """Where a block is, for the non-finite update message (formatted only when raised)."""
+    __slots__ = ("start", "stop", "index")
+
+    def __init__(self, start, stop, index):
+        self.start, self.stop, self.index = start, stop, index
+
+    def __str__(self):
+        return f"stream steps [{self.start}, {self.stop}) (block {self.index} of this call)"
