@@ -166,6 +166,24 @@ def test_small_calls_and_the_default_settings_choose_one_thread():
         _engine.set_team(**previous)
 
 
+def test_the_default_settings_let_small_batches_with_long_sequences_use_the_team():
+    """Two rows qualify when their per-step products over all steps reach a million FLOPs
+    (a split measured 20-60% faster from there on, docs/DEVELOPMENT.md); a tiny call stays
+    on one thread."""
+    if scipy_blas_threads() < 2:
+        pytest.skip("BLAS runs on one thread here")
+    previous = _engine.set_team()
+    try:
+        rng = np.random.default_rng(0)
+        for steps, hidden, parts in ((200, 32, 2), (10, 32, 1)):   # 2.5M, 0.12M FLOPs
+            trainer = cbptt.ManyToMany(cbptt.RNN(3, hidden, 2, cell="gru", seed=0))
+            trainer.step(rng.standard_normal((2, steps, 3)),
+                         rng.standard_normal((2, steps, 2)))
+            assert trainer._last_engine.last_parts == parts, (steps, hidden)
+    finally:
+        _engine.set_team(**previous)
+
+
 def test_a_busy_team_makes_the_second_caller_run_alone(team):
     """Two trainers in two threads: one holds the team, the other runs on one thread; both
     end where sequential runs end, bit for bit (a split's sub-engines, and the order their

@@ -79,9 +79,12 @@ cdef extern from "_team.h" nogil:
 # Per-step products below this many FLOPs (2 B H G H) run on one BLAS thread.
 STEP_THREADS_FLOPS = 1_000_000
 # Calls with fewer batch rows than this, or whose per-step product (2 B H G H FLOPs) is below
-# team_min_flops, run without the team (benchmarks/README.md, "The team of threads").
-cdef Py_ssize_t team_min_batch = 4
+# team_min_flops and whose per-step products over all steps (T times that) are below
+# team_min_call_flops, run without the team (benchmarks/README.md, "The team of threads";
+# the thresholds for the call's work: docs/DEVELOPMENT.md, measured on splits).
+cdef Py_ssize_t team_min_batch = 2
 cdef double team_min_flops = 50_000
+cdef double team_min_call_flops = 1_000_000
 # From this many FLOPs per per-step product on, the team splits it by columns (see split_columns).
 cdef double team_column_flops = 8_000_000
 cdef int max_parts = CBPTT_TEAM_MAX
@@ -258,26 +261,31 @@ def local_thread_control():
     return set_local_threads != NULL
 
 
-def set_team(int parts=CBPTT_TEAM_MAX, double min_flops=50_000, Py_ssize_t min_batch=4,
-             bint exact=False, double column_flops=8_000_000):
+def set_team(int parts=CBPTT_TEAM_MAX, double min_flops=50_000, Py_ssize_t min_batch=2,
+             bint exact=False, double column_flops=8_000_000,
+             double min_call_flops=1_000_000):
     """Set when calls run on the engine's team of threads; returns the previous settings.
 
     parts caps the number of threads (1: never use the team); with exact=True every call that
     qualifies uses exactly `parts` threads (capped by its batch) whatever BLAS's thread count
     is. A call qualifies when its batch has at least min_batch rows and its per-step product
-    2 B H G H at least min_flops FLOPs. From column_flops FLOPs on, the per-step products are
+    2 B H G H has at least min_flops FLOPs, or those products over all T steps have at least
+    min_call_flops. From column_flops FLOPs on, the per-step products are
     split by columns (two barriers per step) instead of by batch rows. For tests and
     benchmarks: by default a call that qualifies uses as many threads as BLAS is set to
     (threadpoolctl, OPENBLAS_NUM_THREADS).
     """
     global max_parts, team_min_flops, team_min_batch, exact_parts, team_column_flops
+    global team_min_call_flops
     previous = dict(parts=max_parts, min_flops=team_min_flops, min_batch=team_min_batch,
-                    exact=exact_parts, column_flops=team_column_flops)
+                    exact=exact_parts, column_flops=team_column_flops,
+                    min_call_flops=team_min_call_flops)
     max_parts = max(1, min(parts, CBPTT_TEAM_MAX))
     team_min_flops = min_flops
     team_min_batch = max(2, min_batch)
     exact_parts = exact
     team_column_flops = column_flops
+    team_min_call_flops = min_call_flops
     return previous
 
 
@@ -1457,9 +1465,10 @@ cdef int team_parts(const Shape* s, bint flow) noexcept nogil:
     BLAS thread control (each part's BLAS calls would start threads of their own) or
     when the flow is recorded."""
     cdef int threads
+    cdef double step_flops = 2.0 * s.batch * s.hidden_size * s.gates * s.hidden_size
     if (set_local_threads == NULL or get_blas_threads == NULL or max_parts <= 1 or flow or
             s.batch < team_min_batch or
-            2.0 * s.batch * s.hidden_size * s.gates * s.hidden_size < team_min_flops):
+            (step_flops < team_min_flops and step_flops * s.steps < team_min_call_flops)):
         return 1
     threads = max_parts if exact_parts else min(cbptt_blas_threads(), max_parts)
     return max(1, min(threads, s.batch))
