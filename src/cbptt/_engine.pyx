@@ -84,7 +84,7 @@ STEP_THREADS_FLOPS = 1_000_000
 # the thresholds for the call's work: docs/DEVELOPMENT.md, measured on splits).
 cdef Py_ssize_t team_min_batch = 2
 cdef double team_min_flops = 50_000
-cdef double team_min_call_flops = 1_000_000
+cdef double team_min_call_flops = 500_000
 # From this many FLOPs per per-step product on, the team splits it by columns (see split_columns).
 cdef double team_column_flops = 8_000_000
 cdef int max_parts = CBPTT_TEAM_MAX
@@ -263,7 +263,7 @@ def local_thread_control():
 
 def set_team(int parts=CBPTT_TEAM_MAX, double min_flops=50_000, Py_ssize_t min_batch=2,
              bint exact=False, double column_flops=8_000_000,
-             double min_call_flops=1_000_000):
+             double min_call_flops=500_000):
     """Set when calls run on the engine's team of threads; returns the previous settings.
 
     parts caps the number of threads (1: never use the team); with exact=True every call that
