@@ -168,8 +168,8 @@ def test_small_calls_and_the_default_settings_choose_one_thread():
 
 def test_the_default_settings_let_small_batches_with_long_sequences_use_the_team():
     """Two rows qualify when their per-step products over all steps reach 0.5M FLOPs
-    (a split measured 20-60% faster from there on, docs/DEVELOPMENT.md); a tiny call stays
-    on one thread."""
+    (from there on a split measured even or faster with the cores near or far apart,
+    docs/DEVELOPMENT.md); a tiny call stays on one thread."""
     if scipy_blas_threads() < 2:
         pytest.skip("BLAS runs on one thread here")
     previous = _engine.set_team()
