@@ -1474,6 +1474,23 @@ cdef int team_parts(const Shape* s, bint flow) noexcept nogil:
     return max(1, min(threads, s.batch))
 
 
+cdef inline void* moved(void* data, Py_ssize_t offset_bytes) noexcept nogil:
+    return NULL if data == NULL else <char*>data + offset_bytes
+
+
+cdef inline void block_states(const States* st, States* block,
+                              Py_ssize_t offset_bytes) noexcept nogil:
+    """block = st with each state pointer moved offset_bytes into its layers' (B, H) blocks (a
+    split's block of rows); layer_stride stays the caller's B*H."""
+    block[0] = st[0]
+    block.h0 = moved(st.h0, offset_bytes)
+    block.c0 = moved(st.c0, offset_bytes)
+    block.dh0 = moved(st.dh0, offset_bytes)
+    block.dc0 = moved(st.dc0, offset_bytes)
+    block.h_final = moved(st.h_final, offset_bytes)
+    block.c_final = moved(st.c_final, offset_bytes)
+
+
 # ---------------------------------------------------------------------------------------------
 # the Python-facing class
 
@@ -1766,7 +1783,7 @@ cdef class Engine:
         self._set_lengths(lengths)
         cdef int parts = team_parts(s, st.flow != NULL)
         if split_enabled and parts > 1 and not split_columns(s, parts):
-            return self._train_split(parts, &st, px, pt, pw, pp, pg, lengths)
+            return self._run_split(parts, True, &st, px, pp, pg, pt, pw, lengths)
         self._allocate()
         self.last_split = 0
         cdef Job job
@@ -1778,61 +1795,59 @@ cdef class Engine:
         self.loss_terms = job.terms
         return job.loss
 
-    cdef double _train_split(self, int count, const States* st, void* px, void* pt, void* pw,
-                             void* pp, void* pg, lengths) except? -1:
-        """loss_and_grad as a split (see run_split): sub-engine i trains on its block of rows
-        (pointers into the caller's arrays; its own gradient buffer, the caller's for i = 0)
-        at the whole batch's loss scale."""
+    cdef double _run_split(self, int count, bint training, const States* st, void* px,
+                           void* pp, void* out, void* pt, void* pw, lengths) except? -1:
+        """A call as a split (see run_split): sub-engine i runs on its block of rows of x, of
+        the (L, B, H) states and of out: training, with the target and weight rows, at the
+        whole batch's loss scale, into its own gradient buffer (out for i = 0), returning the
+        loss; prediction, writing its rows of out (returns 0)."""
         cdef const Shape* s = &self.shape
-        cdef Py_ssize_t itemsize = self.dtype.itemsize, H = s.hidden_size, row0, rows, i
+        cdef Py_ssize_t itemsize = self.dtype.itemsize, row0, rows, i
         cdef Py_ssize_t target_row = output_steps(s) * (
             s.output_size * itemsize if s.loss == LOSS_MSE else sizeof(int64_t))
         cdef Job jobs[CBPTT_TEAM_MAX]
         cdef States sub_states[CBPTT_TEAM_MAX]
         cdef Split split
         cdef Engine sub
-        cdef double terms, scale, loss = 0, sq_norm = 0
+        cdef double terms = 0, scale = 0, loss = 0, sq_norm = 0
         cdef int ran
         engines, grads = self._split(count)
-        scale = (loss_scale(s, <double*>pw, &terms) if itemsize == 8 else
-                 loss_scale(s, <float*>pw, &terms))
+        if training:
+            scale = (loss_scale(s, <double*>pw, &terms) if itemsize == 8 else
+                     loss_scale(s, <float*>pw, &terms))
         for i in range(count):
             row0, rows, sub = engines[i]
             sub._set_lengths(None if lengths is None else np.asarray(lengths)[row0:row0 + rows])
-            sub_states[i] = st[0]    # the (L, B, H) states at this block's rows of each layer
-            if st.h0 != NULL:
-                sub_states[i].h0 = <char*>st.h0 + row0 * H * itemsize
-            if st.c0 != NULL:
-                sub_states[i].c0 = <char*>st.c0 + row0 * H * itemsize
-            if st.dh0 != NULL:
-                sub_states[i].dh0 = <char*>st.dh0 + row0 * H * itemsize
-            if st.dc0 != NULL:
-                sub_states[i].dc0 = <char*>st.dc0 + row0 * H * itemsize
-            if st.h_final != NULL:
-                sub_states[i].h_final = <char*>st.h_final + row0 * H * itemsize
-            if st.c_final != NULL:
-                sub_states[i].c_final = <char*>st.c_final + row0 * H * itemsize
-            sub._job(&jobs[i], &sub_states[i],
-                     <char*>px + row0 * s.steps * s.input_size * itemsize, pp,
-                     pg if i == 0 else cnp.PyArray_DATA(grads[i - 1]), True)
-            jobs[i].target = <char*>pt + row0 * target_row
-            jobs[i].weight = NULL if pw == NULL else <char*>pw + row0 * output_steps(s) * itemsize
-            jobs[i].scale = scale
-            jobs[i].terms = terms
-            jobs[i].given_scale = True
+            block_states(st, &sub_states[i], row0 * s.hidden_size * itemsize)
+            if not training:
+                sub._job(&jobs[i], &sub_states[i],
+                         <char*>px + row0 * s.steps * s.input_size * itemsize, pp,
+                         <char*>out + row0 * output_steps(s) * s.output_size * itemsize, False)
+            else:
+                sub._job(&jobs[i], &sub_states[i],
+                         <char*>px + row0 * s.steps * s.input_size * itemsize, pp,
+                         out if i == 0 else cnp.PyArray_DATA(grads[i - 1]), True)
+                jobs[i].target = <char*>pt + row0 * target_row
+                jobs[i].weight = (NULL if pw == NULL else
+                                  <char*>pw + row0 * output_steps(s) * itemsize)
+                jobs[i].scale = scale
+                jobs[i].terms = terms
+                jobs[i].given_scale = True
             sub.last_parts = 1
         split.jobs = jobs
         split.count = count
         split.n_params = self.n_params
         split.is_double = itemsize == 8
-        split.training = True
+        split.training = training
         with nogil:
             ran = run_split(&split, count if split_threads <= 0 else min(split_threads, count))
+        self.last_parts = ran
+        self.last_split = count
+        if not training:
+            return 0
         for i in range(count):       # in row order: one result for any number of threads
             loss += jobs[i].loss
             sq_norm += split.sq_norm_blocks[i]
-        self.last_parts = ran
-        self.last_split = count
         self.grad_sq_norm = sq_norm
         self.loss_terms = terms
         return loss
@@ -1852,51 +1867,13 @@ cdef class Engine:
         self._set_lengths(lengths)
         cdef int parts = team_parts(s, False)
         if split_enabled and parts > 1 and not split_columns(s, parts):
-            self._predict_split(parts, &st, px, pp, po, lengths)
+            self._run_split(parts, False, &st, px, pp, po, NULL, NULL, lengths)
             return
         self._allocate()
         self.last_split = 0
         cdef Job job
         self._job(&job, &st, px, pp, po, False)
         self.last_parts = self._run(&job, False)
-
-    cdef int _predict_split(self, int count, const States* st, void* px, void* pp, void* po,
-                            lengths) except -1:
-        """predict as a split (see run_split): sub-engine i writes its block of rows of out
-        (and of h_final, c_final)."""
-        cdef const Shape* s = &self.shape
-        cdef Py_ssize_t itemsize = self.dtype.itemsize, H = s.hidden_size, row0, rows, i
-        cdef Job jobs[CBPTT_TEAM_MAX]
-        cdef States sub_states[CBPTT_TEAM_MAX]
-        cdef Split split
-        cdef Engine sub
-        engines, _ = self._split(count)
-        for i in range(count):
-            row0, rows, sub = engines[i]
-            sub._set_lengths(None if lengths is None else np.asarray(lengths)[row0:row0 + rows])
-            sub_states[i] = st[0]
-            if st.h0 != NULL:
-                sub_states[i].h0 = <char*>st.h0 + row0 * H * itemsize
-            if st.c0 != NULL:
-                sub_states[i].c0 = <char*>st.c0 + row0 * H * itemsize
-            if st.h_final != NULL:
-                sub_states[i].h_final = <char*>st.h_final + row0 * H * itemsize
-            if st.c_final != NULL:
-                sub_states[i].c_final = <char*>st.c_final + row0 * H * itemsize
-            sub._job(&jobs[i], &sub_states[i],
-                     <char*>px + row0 * s.steps * s.input_size * itemsize, pp,
-                     <char*>po + row0 * output_steps(s) * s.output_size * itemsize, False)
-            sub.last_parts = 1
-        split.jobs = jobs
-        split.count = count
-        split.n_params = self.n_params
-        split.is_double = itemsize == 8
-        split.training = False
-        with nogil:
-            self.last_parts = run_split(&split, count if split_threads <= 0 else
-                                        min(split_threads, count))
-        self.last_split = count
-        return 0
 
     def states(self):
         """Views of the hidden states of the last call: h (L, T+1, B, H) with h[:, 0] the
