@@ -1451,6 +1451,11 @@ cdef void split_task(void* context, int part, int parts) noexcept nogil:
         i += parts
 
 
+cdef inline bint splits_rows(const Shape* s, int parts) noexcept nogil:
+    """Whether a call on `parts` threads runs as a split (its parts would split the batch rows)."""
+    return split_enabled and parts > 1 and not split_columns(s, parts)
+
+
 cdef int run_split(Split* sp, int parts) noexcept nogil:
     """Run a split on `parts` threads (or alone if the team is busy); returns how many ran."""
     cbptt_blas_hold()
@@ -1744,9 +1749,8 @@ cdef class Engine:
         job.is_double = self.dtype == np.float64
         job.training = training
 
-    cdef int _run(self, Job* job, bint flow):
-        """Run the job on as many threads as team_parts allows; returns how many it used."""
-        cdef int parts = team_parts(&self.shape, flow)
+    cdef int _run(self, Job* job, int parts):
+        """Run the job on `parts` threads (team_parts); returns how many it used."""
         with nogil:
             parts = run_job(job, parts)
         return parts
@@ -1782,7 +1786,7 @@ cdef class Engine:
         st.flow = <double*>optional_data_of(flow, np.float64, s.num_layers * s.steps, "flow")
         self._set_lengths(lengths)
         cdef int parts = team_parts(s, st.flow != NULL)
-        if split_enabled and parts > 1 and not split_columns(s, parts):
+        if splits_rows(s, parts):
             return self._run_split(parts, True, &st, px, pp, pg, pt, pw, lengths)
         self._allocate()
         self.last_split = 0
@@ -1790,7 +1794,7 @@ cdef class Engine:
         self._job(&job, &st, px, pp, pg, True)
         job.target = pt
         job.weight = pw
-        self.last_parts = self._run(&job, st.flow != NULL)
+        self.last_parts = self._run(&job, parts)
         self.grad_sq_norm = job.sq_norm_parts[0]
         self.loss_terms = job.terms
         return job.loss
@@ -1812,12 +1816,14 @@ cdef class Engine:
         cdef double terms = 0, scale = 0, loss = 0, sq_norm = 0
         cdef int ran
         engines, grads = self._split(count)
+        if lengths is not None:
+            lengths = np.asarray(lengths)
         if training:
             scale = (loss_scale(s, <double*>pw, &terms) if itemsize == 8 else
                      loss_scale(s, <float*>pw, &terms))
         for i in range(count):
             row0, rows, sub = engines[i]
-            sub._set_lengths(None if lengths is None else np.asarray(lengths)[row0:row0 + rows])
+            sub._set_lengths(None if lengths is None else lengths[row0:row0 + rows])
             block_states(st, &sub_states[i], row0 * s.hidden_size * itemsize)
             if not training:
                 sub._job(&jobs[i], &sub_states[i],
@@ -1866,14 +1872,14 @@ cdef class Engine:
         self._states(&st, h0, c0, None, None, h_final, c_final)
         self._set_lengths(lengths)
         cdef int parts = team_parts(s, False)
-        if split_enabled and parts > 1 and not split_columns(s, parts):
+        if splits_rows(s, parts):
             self._run_split(parts, False, &st, px, pp, po, NULL, NULL, lengths)
             return
         self._allocate()
         self.last_split = 0
         cdef Job job
         self._job(&job, &st, px, pp, po, False)
-        self.last_parts = self._run(&job, False)
+        self.last_parts = self._run(&job, parts)
 
     def states(self):
         """Views of the hidden states of the last call: h (L, T+1, B, H) with h[:, 0] the
