@@ -13,7 +13,7 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("CBPTT_CYTHON_DEBUG", "0") not in ("", "0")
 MODULES = ["_blas", "_engine"]
 HEADERS = ["_blas.pxd", "_cells.pxd", "_losses.pxd", "_vmath.h", "_gates.h", "_team.h", "_panels.h",
-           "_blas_threads.h"]
+           "_blas_threads.h", "_paths.h"]
 
 directives = {
     "language_level": "3",

@@ -44,7 +44,8 @@ def run(cell, layers, batch, mode, loss, loss_start, seed=0, stale=0.0):
     value = engine.loss_and_grad(X, np.ascontiguousarray(target), params, grads, h0=h0, dh0=dh0,
                                  c0=c0, dc0=dc0, lengths=lengths)
     return dict(value=value, grads=grads, dh0=dh0, dc0=dc0, params=params, X=X, Y=Y, h0=h0,
-                c0=c0, lengths=lengths, chunk_steps=engine.chunk_steps)
+                c0=c0, lengths=lengths, chunk_steps=engine.chunk_steps,
+                paths=engine.last_paths)
 
 
 CASES = [(cell, layers, mode, loss, loss_start)
@@ -170,6 +171,7 @@ def test_gru_weight_gradients_per_chunk_equal_the_end_products(gru_chunk_grads, 
     finally:
         _engine.set_chunking(*previous)
     assert per_chunk["chunk_steps"] == 2 * chunk < STEPS
+    assert "chunk_grads" in per_chunk["paths"] and "chunk_grads" not in end["paths"]
     assert per_chunk["value"] == pytest.approx(end["value"], rel=1e-14)
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(per_chunk[key], end[key], rtol=1e-12, atol=1e-14, err_msg=key)
@@ -200,6 +202,7 @@ def test_gru_weight_gradients_per_chunk_on_the_team(gru_chunk_grads, split):
     finally:
         _engine.set_team(**previous_team)
         _engine.set_chunking(*previous_chunks)
+    assert "chunk_grads" in team["paths"] and "chunk_grads" not in alone["paths"]
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(team[key], alone[key], rtol=1e-12, atol=1e-14, err_msg=key)
 

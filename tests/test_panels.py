@@ -84,9 +84,13 @@ def test_an_engine_on_panels_computes_what_it_computes_on_openblas(
     panels(False)
     blas = engine_run(cell, layers, batch, hidden, dtype, many_to_one)
     assert not blas["engine"].panels
+    assert "step_blas" in blas["engine"].last_paths
+    assert "step_panels" not in blas["engine"].last_paths
     panels(True)
     packed = engine_run(cell, layers, batch, hidden, dtype, many_to_one)
     assert packed["engine"].panels
+    assert "step_panels" in packed["engine"].last_paths
+    assert "step_blas" not in packed["engine"].last_paths
     tol = 1e-12 if dtype == np.float64 else 2e-5
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(packed[key], blas[key], rtol=tol, atol=tol, err_msg=key)
@@ -181,8 +185,10 @@ def test_an_engine_computes_the_same_weight_gradients_on_the_kernel_and_on_openb
         wgrad, cell, many_to_one, dtype):
     wgrad(False)
     blas = engine_run(cell, 2, 8, 70, dtype, many_to_one)
+    assert {"wgrad_kernel", "wgrad_transposed"}.isdisjoint(blas["engine"].last_paths)
     wgrad(True)
     kernel = engine_run(cell, 2, 8, 70, dtype, many_to_one)
+    assert "wgrad_kernel" in kernel["engine"].last_paths
     tol = 1e-12 if dtype == np.float64 else 2e-5
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(kernel[key], blas[key], rtol=tol, atol=tol, err_msg=key)
@@ -235,8 +241,11 @@ def test_the_input_projection_on_panels_computes_what_blas_computes(panel_input,
                                                                    dtype):
     panel_input(False)
     blas = engine_run(cell, layers, 8, 70, dtype, False)
+    assert blas["engine"].last_paths >= {"input_blas"} and \
+        "input_panels" not in blas["engine"].last_paths
     panel_input(True)
     packed = engine_run(cell, layers, 8, 70, dtype, False)
+    assert "input_panels" in packed["engine"].last_paths   # 3 inputs <= 70: on panels
     tol = 1e-12 if dtype == np.float64 else 2e-5
     for key in ("grads", "dh0", "h_final"):
         np.testing.assert_allclose(packed[key], blas[key], rtol=tol, atol=tol, err_msg=key)
@@ -280,7 +289,7 @@ def gated_grads(cell, inputs, hidden, dtype, parts=1, chunked_input=False):
         _engine.set_team(**previous_team)
         _engine.set_chunking(*previous_chunks)
     assert engine.last_parts == parts
-    return grads, model, X, Y
+    return grads, model, X, Y, engine.last_paths
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -293,12 +302,13 @@ def test_narrow_input_weight_gradients_on_the_transposed_kernel(wgrad, cell, par
     if parts > 1 and not _engine.team_available():
         pytest.skip("SciPy's BLAS has no per-thread thread control")
     wgrad(False)
-    blas, model, X, Y = gated_grads(cell, 10, 70, dtype)
+    blas, model, X, Y, blas_paths = gated_grads(cell, 10, 70, dtype)
     wgrad(True)
-    kernel, _, _, _ = gated_grads(cell, 10, 70, dtype, parts, chunked_input)
+    kernel, _, _, _, kernel_paths = gated_grads(cell, 10, 70, dtype, parts, chunked_input)
+    assert "wgrad_transposed" in kernel_paths and "wgrad_kernel" in kernel_paths
+    assert blas_paths.isdisjoint({"wgrad_transposed", "wgrad_kernel"}) and "wgrad_blas" in blas_paths
     tol = 1e-12 if dtype == np.float64 else 2e-5
     np.testing.assert_allclose(kernel, blas, rtol=tol, atol=tol)
-    assert not np.array_equal(kernel, blas) or dtype == np.float64
     if dtype == np.float64:
         _, flat = reference_flat(model, X, Y, cell, 10, 70)
         np.testing.assert_allclose(kernel, flat, rtol=1e-9, atol=1e-12)

@@ -34,6 +34,8 @@ def set_chunking(rows: int = ..., min_steps: int = ...,
                  whole_gated_input: bool = ...) -> tuple[int, int, bool]: ...
 def set_gru_chunk_grads(min_bytes: float = ...) -> float: ...
 def set_split(enabled: bool = ..., threads: int = ...) -> tuple[bool, int]: ...
+def squared_norm_of(array: np.ndarray) -> float: ...
+def path_names(flags: int) -> frozenset[str]: ...
 
 class Engine:
     dtype: np.dtype
@@ -41,6 +43,7 @@ class Engine:
     grad_sq_norm: float
     loss_terms: float
     last_parts: int
+    last_paths: frozenset[str]
     batch: int
     steps: int
     workspace_bytes: int

@@ -69,6 +69,31 @@ cdef extern from "_blas_threads.h" nogil:
     void cbptt_blas_release()
     int cbptt_blas_threads()
 
+cdef extern from "_paths.h" nogil:
+    enum:
+        CBPTT_RAN_STEP_PANELS
+        CBPTT_RAN_STEP_BLAS
+        CBPTT_RAN_INPUT_PANELS
+        CBPTT_RAN_INPUT_BLAS
+        CBPTT_RAN_WGRAD_KERNEL
+        CBPTT_RAN_WGRAD_BLAS
+        CBPTT_RAN_WGRAD_TRANSPOSED
+        CBPTT_RAN_CHUNK_GRADS
+    void cbptt_ran(unsigned flags)
+    unsigned cbptt_paths_take()
+
+PATH_NAMES = {CBPTT_RAN_STEP_PANELS: "step_panels", CBPTT_RAN_STEP_BLAS: "step_blas",
+              CBPTT_RAN_INPUT_PANELS: "input_panels", CBPTT_RAN_INPUT_BLAS: "input_blas",
+              CBPTT_RAN_WGRAD_KERNEL: "wgrad_kernel", CBPTT_RAN_WGRAD_BLAS: "wgrad_blas",
+              CBPTT_RAN_WGRAD_TRANSPOSED: "wgrad_transposed",
+              CBPTT_RAN_CHUNK_GRADS: "chunk_grads"}
+
+
+def path_names(unsigned flags):
+    """The names of the kernel paths in a record of flags (see _paths.h)."""
+    return frozenset(name for flag, name in PATH_NAMES.items() if flags & flag)
+
+
 cdef extern from "_team.h" nogil:
     enum: CBPTT_TEAM_MAX
     ctypedef void (*cbptt_team_task)(void* ctx, int part, int parts) noexcept nogil
@@ -540,10 +565,12 @@ cdef inline void weight_grad(int part, int parts, Py_ssize_t m, Py_ssize_t n, Py
     cdef Py_ssize_t start, count, a_start = 0, b_start = 0, c_start = 0, m_part = m, n_part = n
     cdef floating* part_sums = sums
     if not wgrad_fits(m, n, k, c):
+        cbptt_ran(CBPTT_RAN_WGRAD_BLAS)
         part_gemm(part, parts, True, False, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
         if sums != NULL:
             part_column_sums(part, parts, k, m, a, lda, ones, beta, sums)
         return
+    cbptt_ran(CBPTT_RAN_WGRAD_KERNEL)
     if parts > 1 and n >= m and n >= parts * panel_width(c):
         part_range(n, part, parts, panel_width(c), &start, &count)
         b_start, c_start, n_part = start, start, count
@@ -762,6 +789,8 @@ cdef void forward(const Shape* s, Work* w, const floating* x, const floating* pa
         # the input projection multiplies by packed W_ih^T panels too, where they fit the
         # panel buffer (in_size <= H), before W_hh's take their place
         input_panels = panels if panel_input and in_size <= H else NULL
+        cbptt_ran(CBPTT_RAN_INPUT_PANELS if input_panels != NULL else CBPTT_RAN_INPUT_BLAS)
+        cbptt_ran(CBPTT_RAN_STEP_PANELS if panels != NULL else CBPTT_RAN_STEP_BLAS)
         if input_panels != NULL:
             pack_panels(part, parts, w_ih, in_size, True, in_size, GH, input_panels)
         elif panels != NULL:
@@ -1060,6 +1089,9 @@ cdef double backward(const Shape* s, Work* w, const floating* x, const floating*
         # needs x whole in x_chunk
         chunk_grads = (s.cell == CELL_GRU and (layer > 0 or s.input_steps >= T) and
                        <double>T * B * GH * sizeof(floating) >= gru_chunk_grads_bytes)
+        if chunk_grads:
+            cbptt_ran(CBPTT_RAN_CHUNK_GRADS)
+        cbptt_ran(CBPTT_RAN_STEP_PANELS if panels != NULL else CBPTT_RAN_STEP_BLAS)
         # below the top, the gradient from the layer above fills w.inject (all steps)
         inject = NULL if top_many_to_one else <floating*>w.inject
 
@@ -1224,6 +1256,7 @@ cdef void input_weight_grads(const Shape* s, const floating* dA, const floating*
     cdef floating* row
     if (scratch != NULL and in_size < panel_width(scratch) and in_size <= H
             and wgrad_fits(in_size, GH, n_rows, scratch)):
+        cbptt_ran(CBPTT_RAN_WGRAD_TRANSPOSED)
         part_range(GH, part, parts, panel_width(scratch), &start, &count)
         end = start + count
         if s.cell == CELL_GRU and end > 2 * H:
@@ -1314,6 +1347,7 @@ cdef struct Job:
                          # batch's), and the squared norm is taken after the sum (split_task)
     double sq_norm_parts[CBPTT_TEAM_MAX]   # each part's share of the gradient's squared norm
     double loss_parts[CBPTT_TEAM_MAX]      # many-to-many: each part's share of the loss
+    unsigned paths_parts[CBPTT_TEAM_MAX]   # the kernel paths each part ran (_paths.h)
 
 
 cdef void train_step(Job* job, const floating* kind, int part, int parts) noexcept nogil:
@@ -1371,6 +1405,7 @@ cdef void predict_into(Job* job, const floating* kind, int part, int parts) noex
 cdef void job_task(void* context, int part, int parts) noexcept nogil:
     """A team task (see _team.h): part `part` of the job."""
     cdef Job* job = <Job*>context
+    cbptt_paths_take()      # a fresh record for this part of this job
     if job.training:
         if job.is_double:
             train_step(job, <double*>NULL, part, parts)
@@ -1380,6 +1415,7 @@ cdef void job_task(void* context, int part, int parts) noexcept nogil:
         predict_into(job, <double*>NULL, part, parts)
     else:
         predict_into(job, <float*>NULL, part, parts)
+    job.paths_parts[part] = cbptt_paths_take()
 
 
 cdef int run_job(Job* job, int parts) noexcept nogil:
@@ -1533,6 +1569,7 @@ cdef class Engine:
     cdef readonly double grad_sq_norm
     cdef readonly double loss_terms
     cdef readonly int last_parts   # threads the last call ran on (see team_parts)
+    cdef unsigned last_path_flags  # the kernel paths the last call ran (_paths.h)
     cdef dict buffers
     cdef dict sizes                # the buffers' sizes, allocated at the first call that uses them
     cdef tuple config              # the arguments sub-engines are made with (see _split)
@@ -1751,9 +1788,21 @@ cdef class Engine:
 
     cdef int _run(self, Job* job, int parts):
         """Run the job on `parts` threads (team_parts); returns how many it used."""
+        cdef int i
         with nogil:
             parts = run_job(job, parts)
+        self.last_path_flags = 0
+        for i in range(parts):
+            self.last_path_flags |= job.paths_parts[i]
         return parts
+
+    @property
+    def last_paths(self):
+        """The kernel paths the last call ran, as names (see _paths.h): "step_panels" or
+        "step_blas" (the per-step products), "input_panels"/"input_blas" (the input
+        projection), "wgrad_kernel"/"wgrad_blas"/"wgrad_transposed" (weight gradients),
+        "chunk_grads" (GRU's per-chunk weight gradients)."""
+        return path_names(self.last_path_flags)
 
     def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
                       c0=None, dc0=None, c_final=None, weight=None, lengths=None, flow=None):
@@ -1849,6 +1898,9 @@ cdef class Engine:
             ran = run_split(&split, count if split_threads <= 0 else min(split_threads, count))
         self.last_parts = ran
         self.last_split = count
+        self.last_path_flags = 0
+        for i in range(count):
+            self.last_path_flags |= jobs[i].paths_parts[0]
         if not training:
             return 0
         for i in range(count):       # in row order: one result for any number of threads
