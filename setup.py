@@ -14,6 +14,8 @@ DEBUG = os.environ.get("CBPTT_CYTHON_DEBUG", "0") not in ("", "0")
 MODULES = ["_blas", "_engine"]
 HEADERS = ["_blas.pxd", "_cells.pxd", "_losses.pxd", "_vmath.h", "_gates.h", "_team.h", "_panels.h",
            "_blas_threads.h", "_paths.h"]
+CORE = ["shape", "team", "paths", "products", "plan", "norms", "forward", "head", "gradients",
+        "backward", "jobs", "split"]
 
 directives = {
     "language_level": "3",
@@ -37,7 +39,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=[] if sys.platform == "win32" else ["-pthread"],
-        depends=[f"src/cbptt/{h}" for h in HEADERS],
+        depends=[f"src/cbptt/{h}" for h in HEADERS] + [f"src/cbptt/_core/{c}.pxd" for c in CORE],
     )
     for name in MODULES
 ]

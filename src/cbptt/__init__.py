@@ -6,6 +6,7 @@ _preload_blas()
 # isort: split
 from ._engine import Engine, _use_local_thread_control, local_thread_control, param_count, \
     param_layout
+from ._settings import get_settings, set_settings, settings
 from ._threads import find_thread_control
 from .diagnostics import gradcheck
 from .distributed import DataParallel
@@ -18,6 +19,6 @@ from .truncated import Truncated
 __version__ = "0.1.0"
 __all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "gradcheck", "SGD", "Adam",
            "Optimizer", "LOSSES", "Engine", "param_layout", "param_count",
-           "local_thread_control", "DataParallel"]
+           "local_thread_control", "DataParallel", "settings", "get_settings", "set_settings"]
 
 _use_local_thread_control(*find_thread_control())

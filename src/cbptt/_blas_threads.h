@@ -43,6 +43,11 @@ static void cbptt_blas_control(cbptt_set_threads_fn set, cbptt_get_threads_fn ge
     CBPTT_BLAS_UNLOCK();
 }
 
+/* Whether a setter is installed (BLAS can be held at one thread), and a getter too (the
+ * team can size itself by BLAS's thread count). */
+static int cbptt_blas_controlled(void) { return cbptt_blas.set != NULL; }
+static int cbptt_blas_counted(void) { return cbptt_blas.set != NULL && cbptt_blas.get != NULL; }
+
 /* BLAS on one thread until the matching cbptt_blas_release. */
 static void cbptt_blas_hold(void)
 {

@@ -1,0 +1,114 @@
+# The problem one engine solves, and where everything lives: the model's shape, the flat
+# parameter layout, the workspaces and the states of a call. Nothing here decides a strategy
+# (that is plan.pxd) or computes anything beyond offsets.
+#
+# Parameters live in one flat buffer in PyTorch's state_dict order: per layer weight_ih
+# (G*H, in), weight_hh (G*H, H), bias_ih (G*H,), bias_hh (G*H,), then head.weight (O, H) and
+# head.bias (O,). Gradients use the same layout.
+
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+cdef enum:
+    CELL_TANH = 0
+    CELL_RELU = 1
+    CELL_LSTM = 2
+    CELL_GRU = 3
+
+cdef enum:
+    LOSS_MSE = 0
+    LOSS_CROSS_ENTROPY = 1
+
+
+cdef struct Shape:
+    int cell
+    Py_ssize_t gate_count     # gates per unit G: 1 (tanh, relu), 4 (lstm), 3 (gru)
+    Py_ssize_t num_layers, input_size, hidden_size, output_size
+    Py_ssize_t batch, steps
+    bint many_to_one
+    int loss
+    Py_ssize_t loss_start     # many-to-many: first step that has an output and a loss
+
+
+cdef struct Work:
+    # Raw pointers into the Engine's NumPy buffers; void because they hold float or double.
+    void* x_chunk      # (input_steps, B, I) input_steps steps of the input, time-major
+    void* hs           # (L, T+1, B, H) h_0 .. h_T of every layer
+    void* gates        # (L, T, B, G*H) gate activations (LSTM: i, f, g, o; GRU: r, z, n)
+    void* cs           # (L, T+1, B, H) LSTM: c_0 .. c_T
+    void* hn           # (L, T, B, H) GRU: W_hn h_{t-1} + b_hn
+    void* rec          # (B, G*H) GRU: h_{t-1} @ W_hh^T of the current step
+    void* bias_sum     # (L, G*H) b_ih + b_hh
+    void* w_hh_t       # (H, G*H) W_hh^T of the layer being run forward (a no-transpose B, for
+                       # OpenBLAS's small-matrix path); NULL when the per-step product is too
+                       # big for that path anyway: W_hh is then used transposed
+    void* panels       # plan.panels: the layer's W_hh packed for the per-step products of
+                       # the pass running: W_hh^T (H, G*H) forward, W_hh (G*H, H) backward
+    void* pred         # (T_out, B, O) head outputs, time-major (many-to-many training: those
+                       # of one chunk of steps, (chunk_steps, B, O))
+    void* dpred        # the loss gradient w.r.t. pred, shaped as pred
+    void* chunk        # (chunk_steps, B, H) many-to-many: the gradient reaching the top layer's
+                       # h_t from the head, one chunk of steps at a time; Elman: its
+                       # pre-activation gradients, written over it (LSTM and GRU write theirs
+                       # over the layer's gates, which BPTT has just consumed)
+    void* inject       # (T, B, H) below the top layer: the gradient reaching h_t from above
+    void* dh           # (B, H) gradient carried back through time
+    void* dc           # (B, H) LSTM: cell-state gradient carried back through time
+    void* ones         # (T*B,) ones, for bias gradients as one GEMV
+    void* h_last       # (B, H) many-to-one: the top state each row's output reads
+    void* dh_last      # (B, H) many-to-one: the loss gradient w.r.t. h_last
+    int64_t* last_step # (B,) many-to-one: the step each row's output reads
+
+
+cdef struct States:
+    # Optional (L, B, H) arrays of the call; NULL when absent (zeros in, nothing out).
+    void* h0
+    void* c0
+    void* dh0
+    void* dc0
+    void* h_final
+    void* c_final
+    Py_ssize_t layer_stride   # entries from one layer's (B, H) block to the next: B*H, or the
+                              # caller's B*H for a split's sub-engine (its rows of each layer)
+    double* flow       # (L, T): mean over the batch of ||dL/dh_t|| per layer and step, or NULL
+
+
+cdef inline bint is_elman(const Shape* s) noexcept nogil:
+    """tanh and relu: one gate, no stored gate activations (h is all BPTT needs)."""
+    return s.cell == CELL_TANH or s.cell == CELL_RELU
+
+
+cdef inline Py_ssize_t layer_offset(const Shape* s, Py_ssize_t layer) noexcept nogil:
+    """Offset of layer's weight_ih in the flat parameter buffer (layer == L: the head)."""
+    cdef Py_ssize_t gh = s.gate_count * s.hidden_size
+    if layer == 0:
+        return 0
+    return gh * (s.input_size + s.hidden_size + 2) + (layer - 1) * gh * (2 * s.hidden_size + 2)
+
+
+cdef inline Py_ssize_t layer_input_size(const Shape* s, Py_ssize_t layer) noexcept nogil:
+    return s.input_size if layer == 0 else s.hidden_size
+
+
+cdef inline void layer_slices(const Shape* s, floating* base, Py_ssize_t layer,
+                              floating** w_ih, floating** w_hh, floating** b_ih,
+                              floating** b_hh) noexcept nogil:
+    """weight_ih, weight_hh, bias_ih, bias_hh of layer in a flat buffer laid out as the
+    parameters (the parameters themselves, or their gradients)."""
+    cdef Py_ssize_t gh = s.gate_count * s.hidden_size
+    w_ih[0] = base + layer_offset(s, layer)
+    w_hh[0] = w_ih[0] + gh * layer_input_size(s, layer)
+    b_ih[0] = w_hh[0] + gh * s.hidden_size
+    b_hh[0] = b_ih[0] + gh
+
+
+cdef inline Py_ssize_t output_steps(const Shape* s) noexcept nogil:
+    """Steps with an output: 1 for many-to-one, else T - loss_start."""
+    return 1 if s.many_to_one else s.steps - s.loss_start
+
+
+cdef inline floating* top_states(const Shape* s, const Work* w, Py_ssize_t t,
+                                 const floating* kind) noexcept nogil:
+    """The top layer's h_{t+1} (B, H), the state after step t (h_0 at t = -1)."""
+    return <floating*>w.hs + ((s.num_layers - 1) * (s.steps + 1) + 1 + t) * s.batch * \
+        s.hidden_size
