@@ -1,8 +1,9 @@
 # Cell kernels: the fused elementwise work of one time step, over a (rows, width) block.
 # Forward kernels turn pre-activations into the stored activations in place; backward kernels
 # turn the gradient w.r.t. h_t into pre-activation gradients. PyTorch's equations and gate order.
-# The transcendental functions run over contiguous gate blocks through _vmath.h, whose float32
-# versions vectorise; every other loop is a plain contiguous loop.
+# The loops themselves are C, in _gates.h (compiled for the baseline ISA, AVX2+FMA and AVX-512,
+# chosen at run time), over _vmath.h's vectorised sigmoid and tanh; this file gives them one
+# name per kernel over float and double.
 
 from cython cimport floating
 
