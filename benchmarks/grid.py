@@ -62,7 +62,7 @@ class Case:
         return [(min(T - s, k1) + (k2 - k1), min(T - s, k1)) for s in range(0, T, k1)]
 
     def flops(self):
-        """FLOPs of one training step by the model of /work/shared/engine-notes.md: per update,
+        """FLOPs of one training step by the model of docs/MATHS.md: per update,
         forward = 2*B*T*(I + H)*G*H (per layer; layers above the first read H inputs) + 2*B*T_out*H*O,
         and an update counts 3 x forward. Truncated BPTT counts the forward of every window."""
         s, G = self.shape, self.gates
@@ -75,7 +75,7 @@ class Case:
         return total
 
     def backward_floor_bytes(self):
-        """What a full-BPTT update must keep for the backward pass, by engine-notes.md: per layer
+        """What a full-BPTT update must keep for the backward pass (docs/MATHS.md): per layer
         T*B*H elements (Elman: h), 5*T*B*H (GRU: r, z, n, hn + h), 6*T*B*H (LSTM: i, f, g, o, c + h),
         over the longest window of the step."""
         per_step = {"tanh": 1, "relu": 1, "gru": 5, "lstm": 6}[self.cell]

@@ -155,7 +155,7 @@ def notes(rows, opts):
         f"Peak RSS a first training step adds (dtype {opts.dtype_name}), each contender in a fresh process after a "
         "tiny warm-up model: VmHWM after the step minus VmRSS before it, with VmHWM reset just before the step "
         "(see benchmarks/memory.py). torch's .grad tensors exist before the step, as cbptt's gradient buffer does.",
-        "backward floor: what full BPTT must keep per engine-notes.md, T·B·H (tanh), 5·T·B·H (GRU), 6·T·B·H "
+        "backward floor: what full BPTT must keep (docs/MATHS.md), T·B·H (tanh), 5·T·B·H (GRU), 6·T·B·H "
         f"(LSTM) elements per layer (truncated: T = the {TRUNCATED_K}-step window). cbptt workspace: "
         "Engine.workspace_bytes of the trainer's engines (allocated in the first step, kept for later steps). "
         f"(small): a figure under {SMALL / MIB:g} MiB, at the granularity of pages and malloc arenas, so no ratio.",

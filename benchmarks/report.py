@@ -131,7 +131,7 @@ class StepTable:
             ("jax: the same step (forward by lax.scan, jax.value_and_grad, SGD) in one jax.jit function, compiled "
              "ahead of the warm-up; 'jax compile s' is that tracing + XLA compile (first call), not in 'jax ms'; "
              "n/a on truncated rows.") if "jax" in self.names else "",
-            "Ratios > 1: cbptt is faster. GFLOP/s by the model of engine-notes.md: forward = 2·B·T·(I + H)·G·H + "
+            "Ratios > 1: cbptt is faster. GFLOP/s by the model of docs/MATHS.md: forward = 2·B·T·(I + H)·G·H + "
             "2·B·T_out·H·O (T_out = T many-to-many, 1 many-to-one; truncated counts the forward of every window), "
             "a training step = 3 × forward. others' CPU: CPUs kept busy on average by other processes (and the "
             "hypervisor's steal) during the row. GEMM GFLOP/s: scipy.linalg.blas ?gemm of the recurrent shape "

@@ -4,7 +4,7 @@ Ground truth for the compiled engine. Written the way a textbook would write it:
 time steps, one small matrix product per step and per operand, gradients derived by hand (no autograd), nothing
 hoisted or fused. It is slow on purpose and only meant for tiny shapes.
 
-Conventions are PyTorch's (see /work/shared/engine-notes.md):
+Conventions are PyTorch's (docs/MATHS.md derives every formula used here):
     batch-first data X (B, T, I); weights stored as torch.nn.RNN/LSTM/GRU state_dict keys, W_ih (G*H, I or H),
     W_hh (G*H, H), so a product is ``x @ W.T``; gates stacked (i, f, g, o) for LSTM and (r, z, n) for GRU;
     a linear head ``y_t = h_t^top @ head.weight.T + head.bias`` reads the top layer.
