@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import cbptt
-from cbptt import checkpoint, cli, data
+from cbptt import archive, checkpoint, cli, data
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -431,13 +431,13 @@ def test_optimizer_state_round_trip(make):
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     path = tmp_path / "file.bin"
-    checkpoint.atomic_write(path, lambda f: f.write(b"old"))
+    archive.atomic_write(path, lambda f: f.write(b"old"))
 
     def fails(f):
         f.write(b"half")
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.atomic_write(path, fails)
+        archive.atomic_write(path, fails)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]        # no temp file left
 

@@ -27,7 +27,8 @@ import traceback
 import numpy as np
 
 from . import __version__, data
-from .checkpoint import (CONFIG, CheckpointError, MetricsLog, atomic_write, atomic_write_text,
+from .archive import atomic_write, atomic_write_text
+from .checkpoint import (CONFIG, CheckpointError, MetricsLog,
                          has_checkpoint, load_checkpoint, make_optimizer, new_run_dir,
                          read_flow, read_metrics, restore_optimizer, restore_stream,
                          save_checkpoint)

@@ -1,17 +1,13 @@
 """The model: a stack of recurrent layers and a linear head, its parameters in one flat buffer."""
-import json
 import os
-import tempfile
 import threading
-import zipfile
 
 import numpy as np
 
-from . import _checks
+from . import _checks, archive
 from ._engine import GATES, Engine, param_count, param_layout
 
 CELLS = ("tanh", "relu", "lstm", "gru")
-FORMAT_VERSION = 1
 
 
 class RNN:
@@ -196,9 +192,7 @@ class RNN:
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"
-        arrays = {f"param:{name}": view for name, view in self._views.items()}
-        header = dict(self.config(), format_version=FORMAT_VERSION)
-        atomic_savez(path, __config__=np.array(json.dumps(header)), **arrays)
+        archive.write_archive(path, archive.model_entries(self))
 
     # -- inference ----------------------------------------------------------------------------
     def check_state(self, h0, c0, batch):
@@ -246,33 +240,6 @@ class RNN:
         return out, (h_final if c_final is None else (h_final, c_final))
 
 
-def atomic_savez(path, **arrays):
-    """numpy.savez to path through a temporary file in the same folder, fsync and rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)       # the mode a plain open() would give
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    try:                       # make the rename itself durable
-        directory = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def load(path):
     """Read a model written by ``RNN.save``. Never unpickles; a truncated, corrupted or
     foreign file gives a ValueError naming the file and what is wrong."""
@@ -280,22 +247,11 @@ def load(path):
     if not os.path.exists(path) and os.path.exists(path + ".npz"):
         path = path + ".npz"       # save() wrote it there
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            if "__config__" not in data.files:
-                raise ValueError("no __config__ entry")
-            config = json.loads(str(data["__config__"]))
-            if not isinstance(config, dict):
-                raise ValueError("__config__ is not a mapping")
-            config.pop("format_version", None)
-            state = {name[len("param:"):]: data[name] for name in data.files
-                     if name.startswith("param:")}
+        config, state = archive.model_config_and_state(archive.read_archive(path))
         model = RNN(**config)
         model.load_state_dict(state)
     except FileNotFoundError:
         raise
-    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile,
-            json.JSONDecodeError) as exc:
+    except archive.READ_ERRORS as exc:
         raise ValueError(f"{path}: not a cbptt model file, or a damaged one ({exc})") from exc
     return model
