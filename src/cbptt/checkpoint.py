@@ -24,6 +24,7 @@ import numpy as np
 from . import archive
 from .archive import atomic_write_text
 from .model import RNN
+from .names import OPTIMIZERS
 from .optim import SGD, Adam
 from .truncated import Truncated
 
@@ -62,12 +63,12 @@ def has_checkpoint(run_dir):
 
 # -- optimiser state --------------------------------------------------------------------------
 def make_optimizer(name, lr, momentum=0.0, weight_decay=0.0):
-    """cbptt.SGD or cbptt.Adam from plain values."""
+    """cbptt.SGD or cbptt.Adam (``names.OPTIMIZERS``) from plain values."""
     if name == "sgd":
         return SGD(lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
         return Adam(lr=lr, weight_decay=weight_decay)
-    raise CheckpointError(f"unknown optimizer {name!r}; choose sgd or adam")
+    raise CheckpointError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def optimizer_arrays(optimizer):

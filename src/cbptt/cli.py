@@ -34,9 +34,10 @@ from .checkpoint import (CONFIG, CheckpointError, MetricsLog,
                          save_checkpoint)
 from .data import DataError
 from .distributed import DataParallel, shard
-from .model import CELLS, RNN
+from .model import RNN
+from .names import CELLS, DTYPES, OPTIMIZERS
 from .trainers import ManyToMany, ManyToOne
-from .truncated import Truncated
+from .truncated import Truncated, join_streams, stream_rows
 
 PLOT_HINT = 'pip install "cbptt[plot]"'
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -373,8 +374,6 @@ def _flow(model, task, loss):
 # Open MPI, MVAPICH, Slurm's srun). mpi4py is imported only when one says more than one.
 _LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
                    "SLURM_STEP_NUM_TASKS")
-# The batch axis of each array of a Truncated trainer's stream state.
-_STREAM_BATCH_AXIS = {"ring_x": 1, "ring_h": 2, "ring_c": 2, "h": 1, "c": 1}
 
 
 def mpi_world():
@@ -484,30 +483,14 @@ class _World:
         if self.comm is None:
             return state
         parts = self.comm.gather(state, root=0)
-        if not self.root:
-            return None
-        batches = [int(p["batch"]) for p in parts]
-        full = {"position": parts[0]["position"],
-                "batch": np.array(-1 if min(batches) < 0 else sum(batches), np.int64)}
-        for name, axis in _STREAM_BATCH_AXIS.items():
-            if all(name in p for p in parts):
-                full[name] = np.concatenate([p[name] for p in parts], axis=axis)
-        return full
+        return join_streams(parts) if self.root else None
 
     def local_stream(self, state):
         """This rank's streams of a whole stream state (``gather_stream``'s inverse)."""
         batch = int(state["batch"])
         if self.comm is None or batch < 0:
             return state
-        part = self.shard(batch)
-        local = {"position": state["position"],
-                 "batch": np.array(part.stop - part.start, np.int64)}
-        for name, axis in _STREAM_BATCH_AXIS.items():
-            if name in state:
-                index = [slice(None)] * np.ndim(state[name])
-                index[axis] = part
-                local[name] = state[name][tuple(index)]
-        return local
+        return stream_rows(state, self.shard(batch))
 
 
 class _NoMetrics:
@@ -1084,10 +1067,10 @@ def build_parser():
     g.add_argument("--cell", choices=CELLS, help="default lstm")
     g.add_argument("--hidden", type=_int(1), help="hidden units per layer (default 64)")
     g.add_argument("--layers", type=_int(1), help="default 1")
-    g.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
+    g.add_argument("--dtype", choices=DTYPES, help="default float32")
     g.add_argument("--seed", type=_int(0), help="initialisation and shuffling (default 0)")
     g = t.add_argument_group("training")
-    g.add_argument("--optimizer", choices=["adam", "sgd"], help="default adam")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
     g.add_argument("--lr", type=_float(0, low_open=True),
                    help="learning rate (default 2e-3 for adam, 0.05 for sgd)")
     g.add_argument("--momentum", type=_float(0, 1), help="SGD momentum (default 0)")

@@ -6,8 +6,7 @@ import numpy as np
 
 from . import _checks, archive
 from ._engine import GATES, Engine, param_count, param_layout
-
-CELLS = ("tanh", "relu", "lstm", "gru")
+from .names import CELLS
 
 
 class RNN:
@@ -194,6 +193,17 @@ class RNN:
             path += ".npz"
         archive.write_archive(path, archive.model_entries(self))
 
+    # -- workspaces ---------------------------------------------------------------------------
+    def make_engine(self, batch, steps, training=True, many_to_one=False, loss="mse",
+                    loss_start=0):
+        """A workspace (``cbptt.Engine``) for sequences of this model's shape, (batch, steps)
+        at a time: for training (the loss, many-to-one or not, the first step with a loss) or,
+        with ``training=False``, for ``predict``. Its buffers are allocated by its first
+        call."""
+        return Engine(self.cell, self.num_layers, self.input_size, self.hidden_size,
+                      self.output_size, batch, steps, self.dtype, many_to_one=many_to_one,
+                      loss=loss, loss_start=loss_start, training=training)
+
     # -- inference ----------------------------------------------------------------------------
     def check_state(self, h0, c0, batch):
         """(h0, c0) as C-contiguous (num_layers, batch, hidden_size) arrays of the model's
@@ -229,8 +239,7 @@ class RNN:
         batch, steps = X.shape[:2]
         engine = self._predict_engine
         if engine is None or engine.batch != batch or engine.steps != steps:
-            engine = Engine(self.cell, self.num_layers, self.input_size, self.hidden_size,
-                            self.output_size, batch, steps, self.dtype, training=False)
+            engine = self.make_engine(batch, steps, training=False)
             self._predict_engine = engine
         out = np.empty((batch, steps, self.output_size), self.dtype)
         h_final, c_final = self.new_state(batch) if return_state else (None, None)
