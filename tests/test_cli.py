@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import cbptt
-from cbptt import archive, checkpoint, cli, data
+from cbptt import archive, checkpoint, cli, data, datasets
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -398,8 +398,8 @@ def test_char_helpers():
     np.testing.assert_array_equal(data.char_streams(np.arange(9), 2),
                                   [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]])
     assert data.unigram_bits(np.array([0, 1, 0, 1]), 3) == pytest.approx(1.0)
-    corpus = data.stdlib_docstrings(5000)
-    assert len(corpus) == 5000 and corpus == data.stdlib_docstrings(5000)   # deterministic
+    corpus = datasets.stdlib_docstrings(5000)
+    assert len(corpus) == 5000 and corpus == datasets.stdlib_docstrings(5000)   # deterministic
     model = cbptt.RNN(3, 8, 3, cell="gru", seed=0)
     text = data.sample_chars(model, vocab, "ab", 25, temperature=0.5, rng=0)
     assert len(text) == 25 and set(text) <= set(vocab)

@@ -26,7 +26,7 @@ import traceback
 
 import numpy as np
 
-from . import __version__, data
+from . import __version__, data, datasets
 from .archive import atomic_write, atomic_write_text
 from .checkpoint import (CONFIG, CheckpointError, MetricsLog,
                          has_checkpoint, load_checkpoint, make_optimizer, new_run_dir,
@@ -744,7 +744,7 @@ def demo_chars(s, seed=0, progress=True, log=print):
     evaluations [(update, held-out bpc)], sample text, seconds)."""
     from .optim import Adam
 
-    text = data.stdlib_docstrings(s["corpus"])
+    text = datasets.stdlib_docstrings(s["corpus"])
     vocab = data.build_vocab(text)
     ids = data.encode(text, vocab)
     cut = data.split_point(len(ids), 0.1)
