@@ -4,7 +4,7 @@ import threading
 
 import numpy as np
 
-from . import _checks, archive
+from . import _checks, archive, memory
 from ._engine import GATES, Engine, param_count, param_layout
 from .names import CELLS
 
@@ -32,6 +32,11 @@ class RNN:
     seed : int or None
         Seeds PyTorch's initialisation, uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter.
 
+    Raises ``cbptt.memory.InsufficientMemory`` (a MemoryError naming the bytes needed and
+    available) before allocating when the parameters cannot fit in memory; so do trainers
+    (gradients, optimiser state) and steps or predictions (their workspace, see
+    ``make_engine``).
+
     Attributes
     ----------
     params : ndarray (num_parameters,)
@@ -49,10 +54,13 @@ class RNN:
         self.cell = cell
         self.dtype = _checks.check_dtype(dtype)
         self.seed = seed
+        count = param_count(cell, self.num_layers, self.input_size, self.hidden_size,
+                            self.output_size)
+        memory.require(count * self.dtype.itemsize,
+                       f"{self!r}: the buffer of its {count:,} parameters")
         self._layout = param_layout(cell, self.num_layers, self.input_size, self.hidden_size,
                                     self.output_size)
-        self.params = np.empty(param_count(cell, self.num_layers, self.input_size,
-                                           self.hidden_size, self.output_size), self.dtype)
+        self.params = np.empty(count, self.dtype)
         self._views = {name: self.params[offset:offset + int(np.prod(shape))].reshape(shape)
                        for name, shape, offset in self._layout}
         self._predict_engine = None
@@ -199,7 +207,11 @@ class RNN:
         """A workspace (``cbptt.Engine``) for sequences of this model's shape, (batch, steps)
         at a time: for training (the loss, many-to-one or not, the first step with a loss) or,
         with ``training=False``, for ``predict``. Its buffers are allocated by its first
-        call."""
+        call; InsufficientMemory first when they cannot fit (``memory.step_bytes``)."""
+        what = "a training step" if training else "a prediction"
+        memory.require(memory.step_bytes(self, batch, steps, training, many_to_one),
+                       f"the workspace of {what} on {batch} sequences of {steps} steps "
+                       f"with {self!r}")
         return Engine(self.cell, self.num_layers, self.input_size, self.hidden_size,
                       self.output_size, batch, steps, self.dtype, many_to_one=many_to_one,
                       loss=loss, loss_start=loss_start, training=training)

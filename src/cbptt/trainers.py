@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from . import _checks
+from . import _checks, memory
 from ._engine import squared_norm_of
 from .losses import check_loss, check_targets
 from .model import RNN
@@ -43,6 +43,9 @@ class _Trainer:
         self.loss = check_loss(loss)
         self.optimizer = optimizer
         self.clip_norm = None if clip_norm is None else float(clip_norm)
+        memory.require(memory.trainer_bytes(model, optimizer),
+                       f"a trainer of {model!r} (its gradients and the state of "
+                       f"{type(optimizer).__name__})")
         self._engines = {}
         self._grads = np.zeros_like(model.params)
 
