@@ -15,14 +15,14 @@ Everything the command does can be done from Python: the run is
 ``cbptt.checkpoint``. A user's mistake (missing or malformed data, an unknown option value, a
 run that does not fit in memory) ends with one line on stderr and exit code 2.
 
-The modules: ``commands`` (``main``: dispatch, exit codes), ``parser`` (options, defaults, checks of their
-values), ``train`` (the train command), ``run`` (``train_run``, the training loop), ``tasks``
-(text and series: data, batches, evaluation), ``world`` (the ranks of an MPI launch),
-``interrupt`` (Ctrl-C), ``progress`` (progress bars), ``runs`` (sample, predict), ``demo``,
-``plots``, ``bench``, ``errors``.
+The modules: ``commands`` (``main``: dispatch, exit codes), ``parser`` (options, defaults,
+checks of their values), ``train`` (the train command), ``run`` (``train_run``, the training
+loop), ``tasks`` (text and series: data, batches, evaluation), ``world`` (the ranks of an MPI
+launch), ``interrupt`` (Ctrl-C), ``progress`` (progress bars), ``runs`` (sample, predict),
+``demo``, ``plots``, ``bench``, ``errors``.
 """
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, MissingExtra, UsageError
 from .commands import main
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, MissingExtra, UsageError
 from .parser import build_parser, resume_config, train_config
 from .plots import plot_run
 from .progress import Progress
