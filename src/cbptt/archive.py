@@ -107,14 +107,20 @@ def write_archive(path, entries):
     atomic_write(path, lambda f: np.savez(f, **entries))
 
 
-def read_archive(path):
-    """Every entry of an archive, as a dict of arrays (never unpickling). Raises what
-    ``np.load`` raises on a damaged file (one of READ_ERRORS), ValueError when the file is
-    not an ``.npz`` archive, FileNotFoundError when it does not exist."""
+def read_archive(path, wanted=None):
+    """The entries of an archive, as a dict of arrays (never unpickling): every one, or those
+    whose name ``wanted(name)`` accepts (the others are not read). Raises what ``np.load``
+    raises on a damaged file (one of READ_ERRORS), ValueError when the file is not an
+    ``.npz`` archive, FileNotFoundError when it does not exist."""
     with np.load(path, allow_pickle=False) as data:
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ValueError("not an .npz archive")
-        return {name: data[name] for name in data.files}
+        return {name: data[name] for name in data.files if wanted is None or wanted(name)}
+
+
+def is_model_entry(name):
+    """Whether an entry is part of the model (its configuration or a parameter)."""
+    return name == CONFIG_ENTRY or name.startswith(PARAM_PREFIX)
 
 
 def model_config_and_state(entries):

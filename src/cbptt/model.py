@@ -268,7 +268,8 @@ def load(path):
     if not os.path.exists(path) and os.path.exists(path + ".npz"):
         path = path + ".npz"       # save() wrote it there
     try:
-        config, state = archive.model_config_and_state(archive.read_archive(path))
+        entries = archive.read_archive(path, archive.is_model_entry)
+        config, state = archive.model_config_and_state(entries)
         model = RNN(**config)
         model.load_state_dict(state)
     except FileNotFoundError:
