@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import cbptt
-from cbptt import checkpoint, cli, data
+from cbptt import archive, checkpoint, cli, data, datasets
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def test_bench_runs_the_suite_of_a_source_checkout(tmp_path):
 
 
 def test_bench_outside_a_checkout_says_so(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_benchmarks_root", lambda: None)
+    monkeypatch.setattr("cbptt.cli.bench._benchmarks_root", lambda: None)
     assert cli.main(["bench", "--quick"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "source checkout" in err
@@ -325,6 +325,24 @@ def test_bad_input_gives_one_line_and_exit_2(files, tmp_path, case):
     result = cbptt_cmd(*[a.format(data=files) for a in args], cwd=tmp_path)
     one_error_line(result, *fragments)
     assert not (tmp_path / "runs").exists()           # no run folder for data that failed
+
+
+@pytest.mark.skipif(cbptt.memory.available_bytes() is None,
+                    reason="the memory available is unknown here (MemAvailable is Linux's)")
+def test_a_run_too_large_for_memory_is_refused_before_allocating(files, tmp_path):
+    result = cbptt_cmd("train", files / "text.txt", "--hidden", 10 ** 7, cwd=tmp_path)
+    err = one_error_line(result, "cbptt train: this run needs", "GiB of memory",
+                         "a step's workspace", "available; use a smaller --hidden")
+    needed = float(err.split("needs ")[1].split(" GiB")[0].replace(",", ""))
+    params = cbptt.param_count("lstm", 1, 40, 10 ** 7, 40) * 4 / 2 ** 30
+    assert needed > 5 * params > 5 * 1.4e6            # parameters, gradients, Adam's state
+    assert not (tmp_path / "runs").exists()
+    fits = ok("train", files / "text.txt", "--hidden", 8, "--epochs", 1, "--out", "run",
+              "--no-progress", cwd=tmp_path)
+    line = next(x for x in fits.stdout.splitlines() if x.startswith("memory: "))
+    vocab = len(json.loads((tmp_path / "run" / "config.json").read_text())["vocab"])
+    params = cbptt.param_count("lstm", 1, vocab, 8, vocab) * 4
+    assert f"parameters {cbptt.memory.describe_bytes(params)}" in line
 
 
 def test_mismatched_runs_give_one_line_and_exit_2(files, tmp_path):
@@ -398,8 +416,8 @@ def test_char_helpers():
     np.testing.assert_array_equal(data.char_streams(np.arange(9), 2),
                                   [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]])
     assert data.unigram_bits(np.array([0, 1, 0, 1]), 3) == pytest.approx(1.0)
-    corpus = data.stdlib_docstrings(5000)
-    assert len(corpus) == 5000 and corpus == data.stdlib_docstrings(5000)   # deterministic
+    corpus = datasets.stdlib_docstrings(5000)
+    assert len(corpus) == 5000 and corpus == datasets.stdlib_docstrings(5000)   # deterministic
     model = cbptt.RNN(3, 8, 3, cell="gru", seed=0)
     text = data.sample_chars(model, vocab, "ab", 25, temperature=0.5, rng=0)
     assert len(text) == 25 and set(text) <= set(vocab)
@@ -431,13 +449,13 @@ def test_optimizer_state_round_trip(make):
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     path = tmp_path / "file.bin"
-    checkpoint.atomic_write(path, lambda f: f.write(b"old"))
+    archive.atomic_write(path, lambda f: f.write(b"old"))
 
     def fails(f):
         f.write(b"half")
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.atomic_write(path, fails)
+        archive.atomic_write(path, fails)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]        # no temp file left
 
@@ -462,7 +480,7 @@ def test_truncated_stream_state_round_trip():
 
 def test_progress_without_tqdm_prints_steps_and_rate(monkeypatch):
     import io
-    monkeypatch.setattr(cli, "_tqdm", lambda: None)
+    monkeypatch.setattr("cbptt.cli.progress._tqdm", lambda: None)
     stream = io.StringIO()
     bar = cli.Progress(3, "epoch 1/1", stream=stream)
     for loss in (3.0, 2.0, 1.0):

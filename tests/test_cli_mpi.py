@@ -129,10 +129,11 @@ def test_an_error_on_rank_1_only_ends_every_rank(folder, tmp_path):
         "import sys\n"
         "from mpi4py import MPI\n"
         "from cbptt import cli, data\n"
+        "from cbptt.cli import tasks\n"
         "if MPI.COMM_WORLD.Get_rank() == 1:\n"
         "    def make_task(config):\n"
         "        raise data.DataError(config['data'] + ': unreadable here')\n"
-        "    cli.make_task = make_task\n"
+        "    tasks.make_task = make_task\n"
         "sys.exit(cli.main(sys.argv[1:]))\n")
     result = run("small.txt", "--out", "never", cwd=folder, ranks=RANKS, script=str(script))
     one_line_exit_2(result, "cbptt train: rank 1: ", "small.txt: unreadable here")

@@ -437,3 +437,15 @@ def test_torch_initialised_weights_load():
     with torch.no_grad():
         expected = head(rnn(torch.from_numpy(X))[0]).numpy()
     np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12, atol=1e-13)
+
+
+def test_the_python_names_are_the_engines():
+    from cbptt import _engine, names
+    assert set(names.CELLS) == set(_engine.CELLS) == set(_engine.GATES)
+    assert set(names.LOSSES) == set(_engine.LOSSES)
+    assert cbptt.LOSSES == names.LOSSES
+    for cell in names.CELLS:
+        for dtype in names.DTYPES:
+            assert cbptt.RNN(2, 3, 1, cell=cell, dtype=dtype).dtype == np.dtype(dtype)
+    with pytest.raises(ValueError, match=r"cell must be one of \('tanh', 'relu', 'lstm', 'gru'\)"):
+        cbptt.RNN(2, 3, 1, cell="elman")

@@ -269,3 +269,27 @@ def test_stream_and_optimiser_state_round_trip(cell):
         b.load_stream_state(state)
     with pytest.raises(ValueError, match="optimizer state"):
         b.optimizer.load_state_dict({"steps": 1, "exp_avg": np.zeros(3)}, model_b.params)
+
+
+def test_stream_rows_and_join_streams_split_and_rejoin_a_stream_state():
+    from cbptt.truncated import STREAM_BATCH_AXIS, join_streams, stream_rows
+    rng = np.random.default_rng(4)
+    trainer = cbptt.Truncated(cbptt.RNN(2, 4, 1, cell="lstm", num_layers=2, seed=0), k1=3, k2=5)
+    trainer.step(rng.normal(size=(3, 7, 2)), rng.normal(size=(3, 7, 1)))
+    whole = trainer.stream_state()
+    assert set(STREAM_BATCH_AXIS) <= set(whole)
+    first, rest = stream_rows(whole, slice(0, 1)), stream_rows(whole, slice(1, 3))
+    assert int(first["batch"]) == 1 and int(rest["batch"]) == 2
+    np.testing.assert_array_equal(rest["h"], whole["h"][:, 1:3])
+    np.testing.assert_array_equal(rest["ring_x"], whole["ring_x"][:, 1:3])
+    np.testing.assert_array_equal(first["ring_c"], whole["ring_c"][:, :, :1])
+    joined = join_streams([first, rest])
+    assert joined.keys() == whole.keys()
+    for name, value in whole.items():
+        np.testing.assert_array_equal(joined[name], value, err_msg=name)
+    # a part loads into a trainer of its own streams
+    part = cbptt.Truncated(cbptt.RNN(2, 4, 1, cell="lstm", num_layers=2, seed=0), k1=3, k2=5)
+    part.load_stream_state(rest)
+    np.testing.assert_array_equal(part.state[0], whole["h"][:, 1:3])
+    fresh = cbptt.Truncated(cbptt.RNN(2, 4, 1, seed=0), k1=3).stream_state()
+    assert stream_rows(fresh, slice(0, 1)) is fresh          # no streams yet: nothing to split

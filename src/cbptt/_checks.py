@@ -5,8 +5,9 @@ import numbers
 import numpy as np
 
 from ._engine import all_finite
+from .names import DTYPES
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_DTYPES = tuple(np.dtype(name) for name in DTYPES)
 
 
 def check_dtype(dtype):

@@ -14,18 +14,17 @@ A run directory holds:
 
 A checkpoint is either the old file or the new one, never a half-written one.
 """
-import contextlib
 import csv
 import datetime
 import io
-import json
 import os
-import tempfile
-import zipfile
 
 import numpy as np
 
-from .model import FORMAT_VERSION, RNN
+from . import archive
+from .archive import atomic_write_text
+from .model import RNN
+from .names import OPTIMIZERS
 from .optim import SGD, Adam
 from .truncated import Truncated
 
@@ -34,66 +33,12 @@ CONFIG = "config.json"
 METRICS = "metrics.csv"
 FLOW = "flow.csv"
 CHECKPOINT_VERSION = 1
+# Entries a checkpoint adds to the model archive (see cbptt.archive).
+RUN_ENTRY, OPTIM_PREFIX, STREAM_PREFIX = "__run__", "optim:", "stream:"
 
 
 class CheckpointError(ValueError):
     """A run directory or checkpoint that cannot be used (missing, damaged, mismatched)."""
-
-
-# -- atomic files -----------------------------------------------------------------------------
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:          # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()     # what open() would give a new file (mkstemp gives 0600)
-
-
-def atomic_write(path, write):
-    """Write a file so that ``path`` holds either its old content or the complete new one:
-    ``write(f)`` fills a binary temporary file in the same folder, which is flushed, fsynced
-    and renamed over ``path`` (the folder is fsynced too). On any error (or Ctrl-C) the
-    temporary file is removed and ``path`` is untouched."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def atomic_write_text(path, text):
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def save_npz_atomic(path, arrays):
-    """``np.savez`` to ``path`` (exactly that name), atomically."""
-    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 # -- run directories --------------------------------------------------------------------------
@@ -118,12 +63,12 @@ def has_checkpoint(run_dir):
 
 # -- optimiser state --------------------------------------------------------------------------
 def make_optimizer(name, lr, momentum=0.0, weight_decay=0.0):
-    """cbptt.SGD or cbptt.Adam from plain values."""
+    """cbptt.SGD or cbptt.Adam (``names.OPTIMIZERS``) from plain values."""
     if name == "sgd":
         return SGD(lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
         return Adam(lr=lr, weight_decay=weight_decay)
-    raise CheckpointError(f"unknown optimizer {name!r}; choose sgd or adam")
+    raise CheckpointError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def optimizer_arrays(optimizer):
@@ -160,17 +105,15 @@ def save_checkpoint(run_dir, model, optimizer, run, trainer=None, stream=None):
     run: a JSON-serialisable dict (configuration and progress). trainer: the stream state of
     a Truncated trainer is saved with it. stream: that stream state given directly instead
     (e.g. gathered from the ranks of a data-parallel run)."""
-    arrays = {f"param:{name}": view for name, view in model.named_parameters()}
-    arrays["__config__"] = np.array(json.dumps(dict(model.config(),
-                                                    format_version=FORMAT_VERSION)))
-    arrays["__run__"] = np.array(json.dumps(dict(run, checkpoint_version=CHECKPOINT_VERSION)))
-    arrays.update({f"optim:{k}": v for k, v in optimizer_arrays(optimizer).items()})
+    arrays = archive.model_entries(model)
+    arrays[RUN_ENTRY] = archive.json_entry(dict(run, checkpoint_version=CHECKPOINT_VERSION))
+    arrays.update({OPTIM_PREFIX + k: v for k, v in optimizer_arrays(optimizer).items()})
     if stream is None and isinstance(trainer, Truncated):
         stream = stream_arrays(trainer)
     if stream is not None:
-        arrays.update({f"stream:{k}": v for k, v in stream.items()})
+        arrays.update({STREAM_PREFIX + k: v for k, v in stream.items()})
     path = os.path.join(run_dir, CHECKPOINT)
-    save_npz_atomic(path, arrays)
+    archive.write_archive(path, arrays)
     return path
 
 
@@ -193,25 +136,22 @@ def load_checkpoint(run_dir):
         raise CheckpointError(f"{run_dir}: no {CHECKPOINT} here (not a cbptt run folder, or "
                               f"its training saved nothing yet)")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            entries = {name: data[name] for name in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        entries = archive.read_archive(path)
+    except archive.READ_ERRORS as exc:
         raise CheckpointError(f"{path}: damaged or not a cbptt checkpoint ({exc})") from None
-    if "__config__" not in entries or "__run__" not in entries:
+    if archive.CONFIG_ENTRY not in entries or RUN_ENTRY not in entries:
         raise CheckpointError(f"{path}: not a cbptt training checkpoint (a model file? it "
-                              f"has no __run__ entry)")
+                              f"has no {RUN_ENTRY} entry)")
     try:
-        config = json.loads(str(entries["__config__"]))
-        config.pop("format_version", None)
-        run = json.loads(str(entries["__run__"]))
+        config, state = archive.model_config_and_state(entries)
+        run = archive.read_json_entry(entries, RUN_ENTRY)
         model = RNN(**config)
-        model.load_state_dict({name[len("param:"):]: value for name, value in entries.items()
-                               if name.startswith("param:")})
+        model.load_state_dict(state)
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: the weights do not fit the model it describes "
                               f"({exc})") from None
-    optimizer = {k[len("optim:"):]: v for k, v in entries.items() if k.startswith("optim:")}
-    stream = {k[len("stream:"):]: v for k, v in entries.items() if k.startswith("stream:")}
+    optimizer = archive.entries_with_prefix(entries, OPTIM_PREFIX)
+    stream = archive.entries_with_prefix(entries, STREAM_PREFIX)
     if "steps" not in optimizer:
         raise CheckpointError(f"{path}: no optimizer state")
     return Checkpoint(model, run, optimizer, stream, path)

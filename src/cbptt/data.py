@@ -1,14 +1,12 @@
 """Data for the command line and for scripts: text and time series loading, windows, one-hot
-encoding, standardisation, evaluation and sampling of character models, and a small corpus of
-Python standard-library docstrings collected at run time (no downloads).
+encoding, standardisation, evaluation and sampling of character models. (Data sets made on the
+fly, such as the demo's corpus, are in ``cbptt.datasets``.)
 
 Everything here raises ``DataError`` (a ``ValueError``) with a one-line message naming the file
 and what is wrong with it, so a caller can show it to a person as it is.
 """
 import csv
 import hashlib
-import importlib
-import inspect
 import math
 import os
 
@@ -395,72 +393,6 @@ def sample_chars(model, vocab, prime, length, temperature=0.8, rng=None):
         out, final = model.predict(one_hot(np.array([[nxt]]), size, model.dtype), h, c,
                                    return_state=True)
     return "".join(generated)
-
-
-# -- a corpus that every Python has -----------------------------------------------------------
-STDLIB_MODULES = (
-    "abc", "argparse", "array", "base64", "bisect", "calendar", "collections", "colorsys",
-    "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal",
-    "difflib", "enum", "filecmp", "fnmatch", "fractions", "functools", "getopt", "gettext",
-    "glob", "gzip", "hashlib", "heapq", "hmac", "html", "inspect", "io", "ipaddress",
-    "itertools", "json", "keyword", "linecache", "locale", "logging", "math", "mimetypes",
-    "numbers", "operator", "optparse", "os", "pathlib", "pickle", "platform", "pprint",
-    "queue", "random", "re", "sched", "secrets", "selectors", "shelve", "shlex", "shutil",
-    "signal", "smtplib", "socket", "statistics", "string", "struct", "subprocess", "tarfile",
-    "tempfile", "textwrap", "threading", "timeit", "tokenize", "traceback", "types", "typing",
-    "unittest", "urllib.parse", "uuid", "warnings", "weakref", "zipfile", "zlib",
-)
-
-
-def stdlib_docstrings(max_chars=300_000, modules=STDLIB_MODULES, ascii_only=True):
-    """A corpus of English technical prose: the docstrings of a fixed list of standard-library
-    modules, their classes, functions and methods, in sorted order, each once, separated by
-    blank lines, up to ``max_chars`` characters. The same Python gives the same text.
-
-    ascii_only replaces non-ASCII characters with "?" (a handful of them would otherwise
-    each take an output of a character model)."""
-    seen, parts, total = set(), [], 0
-
-    def add(doc):
-        nonlocal total
-        if not isinstance(doc, str):
-            return
-        doc = inspect.cleandoc(doc).strip()
-        if len(doc) < 20 or doc in seen:
-            return
-        seen.add(doc)
-        if ascii_only:
-            doc = doc.encode("ascii", "replace").decode("ascii")
-        parts.append(doc)
-        total += len(doc) + 2
-
-    for name in modules:
-        if total >= max_chars:
-            break
-        try:
-            module = importlib.import_module(name)
-        except ImportError:      # a Python built without it
-            continue
-        add(module.__doc__)
-        for attr in sorted(vars(module)):
-            if attr.startswith("_"):
-                continue
-            obj = vars(module)[attr]
-            if getattr(obj, "__module__", None) != module.__name__:
-                continue
-            if inspect.isclass(obj):
-                add(obj.__doc__)
-                for member in sorted(vars(obj)):
-                    if member.startswith("_") and member != "__init__":
-                        continue
-                    value = vars(obj)[member]
-                    if isinstance(value, (staticmethod, classmethod)):
-                        value = value.__func__
-                    if inspect.isfunction(value) or isinstance(value, property):
-                        add(value.__doc__)
-            elif inspect.isfunction(obj) or inspect.isbuiltin(obj):
-                add(obj.__doc__)
-    return "\n\n".join(parts)[:max_chars]
 
 
 def bits(nats):

@@ -6,8 +6,7 @@
   ``torch.nn.CrossEntropyLoss()``. Targets are integer class ids, one per output row.
 """
 from . import _checks
-
-LOSSES = ("mse", "cross_entropy")
+from .names import LOSSES
 
 
 def check_loss(loss):

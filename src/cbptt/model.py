@@ -1,17 +1,12 @@
 """The model: a stack of recurrent layers and a linear head, its parameters in one flat buffer."""
-import json
 import os
-import tempfile
 import threading
-import zipfile
 
 import numpy as np
 
-from . import _checks
+from . import _checks, archive, memory
 from ._engine import GATES, Engine, param_count, param_layout
-
-CELLS = ("tanh", "relu", "lstm", "gru")
-FORMAT_VERSION = 1
+from .names import CELLS
 
 
 class RNN:
@@ -37,6 +32,11 @@ class RNN:
     seed : int or None
         Seeds PyTorch's initialisation, uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter.
 
+    Raises ``cbptt.memory.InsufficientMemory`` (a MemoryError naming the bytes needed and
+    available) before allocating when the parameters cannot fit in memory; so do trainers
+    (gradients, optimiser state) and steps or predictions (their workspace, see
+    ``make_engine``).
+
     Attributes
     ----------
     params : ndarray (num_parameters,)
@@ -54,10 +54,13 @@ class RNN:
         self.cell = cell
         self.dtype = _checks.check_dtype(dtype)
         self.seed = seed
+        count = param_count(cell, self.num_layers, self.input_size, self.hidden_size,
+                            self.output_size)
+        memory.require(count * self.dtype.itemsize,
+                       f"{self!r}: the buffer of its {count:,} parameters")
         self._layout = param_layout(cell, self.num_layers, self.input_size, self.hidden_size,
                                     self.output_size)
-        self.params = np.empty(param_count(cell, self.num_layers, self.input_size,
-                                           self.hidden_size, self.output_size), self.dtype)
+        self.params = np.empty(count, self.dtype)
         self._views = {name: self.params[offset:offset + int(np.prod(shape))].reshape(shape)
                        for name, shape, offset in self._layout}
         self._predict_engine = None
@@ -196,9 +199,22 @@ class RNN:
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"
-        arrays = {f"param:{name}": view for name, view in self._views.items()}
-        header = dict(self.config(), format_version=FORMAT_VERSION)
-        atomic_savez(path, __config__=np.array(json.dumps(header)), **arrays)
+        archive.write_archive(path, archive.model_entries(self))
+
+    # -- workspaces ---------------------------------------------------------------------------
+    def make_engine(self, batch, steps, training=True, many_to_one=False, loss="mse",
+                    loss_start=0):
+        """A workspace (``cbptt.Engine``) for sequences of this model's shape, (batch, steps)
+        at a time: for training (the loss, many-to-one or not, the first step with a loss) or,
+        with ``training=False``, for ``predict``. Its buffers are allocated by its first
+        call; InsufficientMemory first when they cannot fit (``memory.step_bytes``)."""
+        what = "a training step" if training else "a prediction"
+        memory.require(memory.step_bytes(self, batch, steps, training, many_to_one),
+                       f"the workspace of {what} on {batch} sequences of {steps} steps "
+                       f"with {self!r}")
+        return Engine(self.cell, self.num_layers, self.input_size, self.hidden_size,
+                      self.output_size, batch, steps, self.dtype, many_to_one=many_to_one,
+                      loss=loss, loss_start=loss_start, training=training)
 
     # -- inference ----------------------------------------------------------------------------
     def check_state(self, h0, c0, batch):
@@ -235,8 +251,7 @@ class RNN:
         batch, steps = X.shape[:2]
         engine = self._predict_engine
         if engine is None or engine.batch != batch or engine.steps != steps:
-            engine = Engine(self.cell, self.num_layers, self.input_size, self.hidden_size,
-                            self.output_size, batch, steps, self.dtype, training=False)
+            engine = self.make_engine(batch, steps, training=False)
             self._predict_engine = engine
         out = np.empty((batch, steps, self.output_size), self.dtype)
         h_final, c_final = self.new_state(batch) if return_state else (None, None)
@@ -246,33 +261,6 @@ class RNN:
         return out, (h_final if c_final is None else (h_final, c_final))
 
 
-def atomic_savez(path, **arrays):
-    """numpy.savez to path through a temporary file in the same folder, fsync and rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)       # the mode a plain open() would give
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    try:                       # make the rename itself durable
-        directory = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def load(path):
     """Read a model written by ``RNN.save``. Never unpickles; a truncated, corrupted or
     foreign file gives a ValueError naming the file and what is wrong."""
@@ -280,22 +268,12 @@ def load(path):
     if not os.path.exists(path) and os.path.exists(path + ".npz"):
         path = path + ".npz"       # save() wrote it there
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            if "__config__" not in data.files:
-                raise ValueError("no __config__ entry")
-            config = json.loads(str(data["__config__"]))
-            if not isinstance(config, dict):
-                raise ValueError("__config__ is not a mapping")
-            config.pop("format_version", None)
-            state = {name[len("param:"):]: data[name] for name in data.files
-                     if name.startswith("param:")}
+        entries = archive.read_archive(path, archive.is_model_entry)
+        config, state = archive.model_config_and_state(entries)
         model = RNN(**config)
         model.load_state_dict(state)
     except FileNotFoundError:
         raise
-    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile,
-            json.JSONDecodeError) as exc:
+    except archive.READ_ERRORS as exc:
         raise ValueError(f"{path}: not a cbptt model file, or a damaged one ({exc})") from exc
     return model

@@ -44,6 +44,15 @@ class Optimizer:
 
     state_names = ()        # the state arrays a subclass keeps, shaped like the parameters
 
+    @property
+    def parameter_copies(self):
+        """How many arrays the size of the parameters this optimiser allocates at its first
+        step (its state and its scratch array)."""
+        return len(self.state_names) + self._needs_scratch()
+
+    def _needs_scratch(self):
+        return False
+
     def state_dict(self):
         """The optimiser's state as copies: {"steps": int64 array, name: array, ...} with
         the state arrays that exist yet (none before the first step)."""
@@ -105,6 +114,9 @@ class SGD(Optimizer):
     def _init_state(self, params):
         self.buffer = np.zeros_like(params) if self.momentum else None
 
+    def _needs_scratch(self):
+        return bool(self.weight_decay or self.nesterov)
+
     def reset(self):
         super().reset()
         self.buffer = None
@@ -154,6 +166,9 @@ class Adam(Optimizer):
     def _init_state(self, params):
         self.exp_avg = np.zeros_like(params)
         self.exp_avg_sq = np.zeros_like(params)
+
+    def _needs_scratch(self):
+        return True
 
     def reset(self):
         super().reset()

@@ -9,8 +9,8 @@ import warnings
 
 import numpy as np
 
-from . import _checks
-from ._engine import Engine, squared_norm_of
+from . import _checks, memory
+from ._engine import squared_norm_of
 from .losses import check_loss, check_targets
 from .model import RNN
 from .optim import SGD, Optimizer
@@ -43,6 +43,9 @@ class _Trainer:
         self.loss = check_loss(loss)
         self.optimizer = optimizer
         self.clip_norm = None if clip_norm is None else float(clip_norm)
+        memory.require(memory.trainer_bytes(model, optimizer),
+                       f"a trainer of {model!r} (its gradients and the state of "
+                       f"{type(optimizer).__name__})")
         self._engines = {}
         self._grads = np.zeros_like(model.params)
 
@@ -55,10 +58,8 @@ class _Trainer:
         if engine is None:
             if len(self._engines) >= 8:     # a new batch shape: drop the old workspaces
                 self._engines.clear()
-            m = self.model
-            engine = Engine(m.cell, m.num_layers, m.input_size, m.hidden_size, m.output_size,
-                            batch, steps, m.dtype, many_to_one=many_to_one, loss=self.loss,
-                            loss_start=loss_start)
+            engine = self.model.make_engine(batch, steps, many_to_one=many_to_one,
+                                            loss=self.loss, loss_start=loss_start)
             self._engines[key] = engine
         return engine
 

@@ -5,6 +5,11 @@ from . import _checks
 from .losses import check_targets
 from .trainers import _Trainer, check_mask
 
+# The arrays of a stream state (``Truncated.stream_state``) and the axis of each that runs
+# over the streams: the ring of the last k2 inputs (k2, B, I) and entering states
+# (k2, L, B, H), the carried state (L, B, H).
+STREAM_BATCH_AXIS = {"ring_x": 1, "ring_h": 2, "ring_c": 2, "h": 1, "c": 1}
+
 
 class Truncated(_Trainer):
     """Truncated backpropagation through time, BPTT(k1, k2), on stateful streams.
@@ -70,7 +75,7 @@ class Truncated(_Trainer):
             return h
         return h, (None if self._c is None else self._c.copy())
 
-    _STREAM_ARRAYS = ("ring_x", "ring_h", "ring_c", "h", "c")
+    _STREAM_ARRAYS = tuple(STREAM_BATCH_AXIS)
 
     def stream_state(self):
         """The stream as copies of plain arrays, for checkpoints: position, batch (-1 when
@@ -263,6 +268,34 @@ class Truncated(_Trainer):
                 M = None if mask is None else mask[:, start:stop]
             losses.append(self.step(X, Y, M))
         return np.asarray(losses)
+
+
+def stream_rows(state, rows):
+    """The stream state of the streams ``rows`` (a slice) of a whole ``stream_state()``; a
+    state with no streams yet (batch -1) is returned as it is."""
+    batch = int(state["batch"])
+    if batch < 0:
+        return state
+    start, stop, _ = rows.indices(batch)
+    part = {"position": state["position"], "batch": np.array(stop - start, np.int64)}
+    for name, axis in STREAM_BATCH_AXIS.items():
+        if name in state:
+            index = [slice(None)] * np.ndim(state[name])
+            index[axis] = slice(start, stop)
+            part[name] = state[name][tuple(index)]
+    return part
+
+
+def join_streams(parts):
+    """The stream state of all the streams of ``parts`` (``stream_state()`` of trainers that
+    each hold some streams of one stream, in order): ``stream_rows``'s inverse."""
+    batches = [int(p["batch"]) for p in parts]
+    whole = {"position": parts[0]["position"],
+             "batch": np.array(-1 if min(batches) < 0 else sum(batches), np.int64)}
+    for name, axis in STREAM_BATCH_AXIS.items():
+        if all(name in p for p in parts):
+            whole[name] = np.concatenate([p[name] for p in parts], axis=axis)
+    return whole
 
 
 def _run_forward(model, X, h0, c0):

@@ -1,0 +1,131 @@
+"""``cbptt demo``: an LSTM on the adding problem, then a character model of Python's
+docstrings trained with truncated BPTT (under a minute; ``--quick``: a few seconds)."""
+import time
+
+import numpy as np
+
+from .. import __version__, data, datasets
+from ..model import RNN
+from ..optim import Adam
+from ..trainers import ManyToOne
+from ..truncated import Truncated
+from .errors import PLOT_HINT, MissingExtra
+from .plots import plot_demo
+from .progress import Progress
+
+DEMO = {
+    False: dict(adding_steps=50, adding_hidden=32, adding_updates=1500, adding_train=20000,
+                adding_eval_every=250, corpus=400_000, char_hidden=128, char_batch=32, k1=32,
+                k2=32, char_updates=3000, char_lr=3e-3, char_eval_every=500, sample=300),
+    True: dict(adding_steps=10, adding_hidden=16, adding_updates=400, adding_train=4000,
+               adding_eval_every=100, corpus=30_000, char_hidden=48, char_batch=16, k1=16,
+               k2=16, char_updates=300, char_lr=1e-2, char_eval_every=100, sample=80),
+}
+
+
+def demo_adding(s, seed=0, progress=True, log=print):
+    """(a) of the demo: a many-to-one LSTM on the adding problem. Returns (test MSE, losses,
+    evaluations [(update, test MSE)], seconds)."""
+    T, dtype = s["adding_steps"], np.float32
+    X, y = datasets.adding_problem(s["adding_train"], T, seed=seed, dtype=dtype)
+    X_test, y_test = datasets.adding_problem(1000, T, seed=seed + 1, dtype=dtype)
+    model = RNN(2, s["adding_hidden"], 1, cell="lstm", dtype=dtype, seed=seed)
+    trainer = ManyToOne(model, loss="mse", optimizer=Adam(lr=1e-2), clip_norm=1.0)
+    guess = float(np.mean((y_test - 1.0) ** 2))
+    log(f"(a) adding problem: many-to-one LSTM, T={T}, H={s['adding_hidden']}, float32, "
+        f"Adam 1e-2, clip 1.0, batch 32, {s['adding_updates']} updates")
+    rng = np.random.default_rng(seed)
+    losses, evals = [], []
+    bar = Progress(s["adding_updates"], "adding", progress)
+    start = time.perf_counter()
+    try:
+        for update in range(1, s["adding_updates"] + 1):
+            rows = rng.integers(0, len(X), size=32)
+            losses.append(float(trainer.step(X[rows], y[rows])))
+            bar.update(1, losses[-1])
+            if update % s["adding_eval_every"] == 0:
+                mse = float(np.mean((trainer.predict(X_test) - y_test) ** 2))
+                evals.append((update, mse))
+                bar.write(f"    update {update:5d}  test MSE {mse:.4f}")
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    mse = evals[-1][1]
+    ratio = guess / mse
+    better = (f"{ratio:.0f}x lower" if ratio >= 10 else f"{ratio:.1f}x lower" if ratio > 1
+              else "no better")
+    log(f"    test MSE {mse:.4f} vs {guess:.3f} for always guessing the mean ({better}), "
+        f"{s['adding_updates']} updates in {seconds:.1f} s")
+    return mse, losses, evals, seconds
+
+
+def demo_chars(s, seed=0, progress=True, log=print):
+    """(b) of the demo: a character-level LSTM language model of standard-library docstrings,
+    trained with truncated BPTT. Returns (held-out bpc, unigram bpc, losses in bits,
+    evaluations [(update, held-out bpc)], sample text, seconds)."""
+    text = datasets.stdlib_docstrings(s["corpus"])
+    vocab = data.build_vocab(text)
+    ids = data.encode(text, vocab)
+    cut = data.split_point(len(ids), 0.1)
+    train_ids, val_ids = ids[:cut], ids[cut:]
+    V, B, k1, k2 = len(vocab), s["char_batch"], s["k1"], s["k2"]
+    streams = data.char_streams(train_ids, B)
+    length = streams.shape[1] - 1
+    unigram = data.unigram_bits(train_ids, V)
+    log(f"(b) character model: {len(text):,} characters of standard-library docstrings "
+        f"(vocabulary {V}), the last {len(val_ids):,} held out; LSTM H={s['char_hidden']}, "
+        f"truncated BPTT k1={k1} k2={k2}, {B} streams, Adam {s['char_lr']:g}, "
+        f"{s['char_updates']} updates")
+    model = RNN(V, s["char_hidden"], V, cell="lstm", dtype=np.float32, seed=seed)
+    trainer = Truncated(model, k1=k1, k2=k2, loss="cross_entropy",
+                        optimizer=Adam(lr=s["char_lr"]), clip_norm=1.0)
+    losses, evals, position = [], [], 0
+    bar = Progress(s["char_updates"], "chars", progress)
+    start = time.perf_counter()
+    try:
+        for update in range(1, s["char_updates"] + 1):
+            if position >= length:
+                trainer.reset_state()
+                position = 0
+            block = streams[:, position:position + k1 + 1]
+            position += block.shape[1] - 1
+            loss = trainer.step(data.one_hot(block[:, :-1], V), block[:, 1:])
+            losses.append(data.bits(float(loss)))
+            bar.update(1, losses[-1])
+            if update % s["char_eval_every"] == 0:
+                bpc = data.bits(data.char_loss(model, val_ids))
+                evals.append((update, bpc))
+                bar.write(f"    update {update:5d}  held-out {bpc:.3f} bits/char")
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    bpc = evals[-1][1]
+    sample = data.sample_chars(model, vocab, "Return the", s["sample"], temperature=0.7,
+                               rng=seed)
+    log(f"    sample (temperature 0.7):\n" + _indent("Return the" + sample))
+    log(f"    held-out {bpc:.3f} bits/char vs {unigram:.3f} for the unigram frequencies "
+        f"(no context), {s['char_updates']} updates in {seconds:.1f} s")
+    return bpc, unigram, losses, evals, sample, seconds
+
+
+def _indent(text, prefix="    | "):
+    return "\n".join((prefix + line).rstrip() for line in text.split("\n"))
+
+
+def demo(quick=False, plot="cbptt-demo.png", seed=0, progress=True, log=print):
+    """The ``cbptt demo`` command. Returns a dict of the measured results."""
+    s = DEMO[bool(quick)]
+    start = time.perf_counter()
+    log(f"cbptt {__version__} demo{' (quick)' if quick else ''}: exact BPTT on the CPU")
+    adding = demo_adding(s, seed, progress, log)
+    chars = demo_chars(s, seed, progress, log)
+    if plot:
+        try:
+            plot_demo(plot, adding, chars)
+            log(f"loss curves: {plot}")
+        except MissingExtra:
+            log(f"loss curves: not drawn (matplotlib is not installed: {PLOT_HINT})")
+    total = time.perf_counter() - start
+    log(f"demo done in {total:.1f} s")
+    return {"adding_mse": adding[0], "bpc": chars[0], "unigram_bpc": chars[1],
+            "sample": chars[4], "seconds": total}

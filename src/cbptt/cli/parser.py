@@ -1,0 +1,249 @@
+"""The command line: argparse for every subcommand, the option defaults, and the checks of
+option values (``train_config`` for a new run, ``resume_config`` for a resumed one)."""
+import argparse
+import math
+import os
+
+from .. import __version__, data
+from ..names import CELLS, DTYPES, OPTIMIZERS
+from .errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _int(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _float(low, high=None, low_open=False, high_open=True):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if (not math.isfinite(value) or value < low or (low_open and value == low)
+                or (high is not None and (value > high or (high_open and value == high)))):
+            left = "(" if low_open else "["
+            right = "inf)" if high is None else f"{high}{')' if high_open else ']'}"
+            span = f"{left}{low}, {right}"
+            raise argparse.ArgumentTypeError(f"must be in {span}, got {text}")
+        return value
+    return parse
+
+
+# Options a resumed run keeps (the value in the run wins; giving another one is an error).
+FIXED_ON_RESUME = ("cell", "hidden", "layers", "dtype", "optimizer", "lr", "momentum", "clip",
+                   "batch", "seed", "val", "window", "k1", "k2", "mode", "horizon", "columns",
+                   "target", "format")
+DEFAULTS = dict(cell="lstm", hidden=64, layers=1, dtype="float32", optimizer="adam",
+                momentum=0.0, clip=1.0, epochs=10, batch=32, seed=0, val=0.1, horizon=1,
+                mode="many-to-many", checkpoint_every=500, log_every=10, format="auto")
+DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
+DEFAULT_WINDOW = {"char": 64, "forecast": 32}
+
+
+def build_parser():
+    """The parser of the ``cbptt`` command and its subcommands."""
+    p = _Parser(prog="cbptt", description="Exact, fast BPTT for recurrent networks on the CPU.",
+                epilog="Run 'cbptt COMMAND --help' for a command's options.")
+    p.add_argument("--version", action="version", version=f"cbptt {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_demo(sub)
+    _add_train(sub)
+    _add_using(sub)
+    return p
+
+
+def _add_demo(sub):
+    d = sub.add_parser("demo", help="train two small models and show what they learnt "
+                                    "(under a minute)")
+    d.add_argument("--quick", action="store_true", help="a reduced demo (a few seconds)")
+    d.add_argument("--plot", default="cbptt-demo.png", metavar="PNG",
+                   help="where to draw the loss curves (default %(default)s; needs matplotlib)")
+    d.add_argument("--no-plot", action="store_true", help="draw no PNG")
+    d.add_argument("--seed", type=_int(0), default=0)
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_train(sub):
+    t = sub.add_parser("train", help="train a model on a text file or a CSV/.npy series",
+                       description="Train on DATA: a text file gives a character model (windows, "
+                       "or truncated BPTT with --k1/--k2); a .csv/.tsv/.npy series gives a "
+                       "forecasting model. Writes a run folder (--out) with checkpoints, "
+                       "config.json and metrics.csv; --resume RUN continues a run exactly.")
+    t.add_argument("data", nargs="?", metavar="DATA", help="text file, or .csv/.tsv/.npy series "
+                   "(optional with --resume: the run's own data file)")
+    t.add_argument("--format", choices=["auto", "text", "csv", "npy"],
+                   help="how to read DATA (default: by its extension; .csv .tsv .npy are "
+                        "series, anything else text)")
+    g = t.add_argument_group("run folder")
+    g.add_argument("--out", metavar="RUN", help="run folder to create (default: a new one "
+                   "under runs/)")
+    g.add_argument("--resume", metavar="RUN", help="continue the run in RUN where its last "
+                   "checkpoint left it; --epochs gives the new total")
+    g.add_argument("--checkpoint-every", type=_int(0), metavar="N",
+                   help="save a checkpoint every N steps (default 500; 0: at epoch ends only)")
+    g.add_argument("--log-every", type=_int(1), metavar="N",
+                   help="write the mean training loss to metrics.csv every N steps (default 10)")
+    g.add_argument("--max-steps", type=_int(1), metavar="N",
+                   help="stop (with a checkpoint) once the run has made N steps in all")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_training_options(t)
+
+
+def _add_training_options(t):
+    """cbptt train's options of the model, the training and the two kinds of data."""
+    g = t.add_argument_group("model")
+    g.add_argument("--cell", choices=CELLS, help="default lstm")
+    g.add_argument("--hidden", type=_int(1), help="hidden units per layer (default 64)")
+    g.add_argument("--layers", type=_int(1), help="default 1")
+    g.add_argument("--dtype", choices=DTYPES, help="default float32")
+    g.add_argument("--seed", type=_int(0), help="initialisation and shuffling (default 0)")
+    g = t.add_argument_group("training")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
+    g.add_argument("--lr", type=_float(0, low_open=True),
+                   help="learning rate (default 2e-3 for adam, 0.05 for sgd)")
+    g.add_argument("--momentum", type=_float(0, 1), help="SGD momentum (default 0)")
+    g.add_argument("--clip", type=_float(0), help="clip the gradient norm to this (default 1.0; "
+                                                  "0: no clipping)")
+    g.add_argument("--epochs", type=_int(1), help="total epochs (default 10)")
+    g.add_argument("--batch", type=_int(1), help="windows per batch, or parallel streams with "
+                                                 "--k1 (default 32)")
+    g.add_argument("--val", type=_float(0, 1), help="fraction held out for validation, taken "
+                   "from the end of the data (default 0.1; 0: none)")
+    g.add_argument("--window", type=_int(1), help="steps per training window (default 64 for "
+                   "text, 32 for series)")
+    g = t.add_argument_group("text (character model)")
+    g.add_argument("--k1", type=_int(1), help="truncated BPTT: update every k1 characters of "
+                   "--batch parallel streams carrying their state")
+    g.add_argument("--k2", type=_int(1), help="truncated BPTT: back-propagate k2 >= k1 steps "
+                   "(default k1)")
+    g = t.add_argument_group("series (forecasting)")
+    g.add_argument("--mode", choices=["many-to-many", "many-to-one"],
+                   help="a forecast at every step of a window, or at its last step only "
+                        "(default many-to-many)")
+    g.add_argument("--horizon", type=_int(1), help="forecast this many rows ahead (default 1)")
+    g.add_argument("--columns", help="input columns, by name or index, comma-separated "
+                   "(default all)")
+    g.add_argument("--target", help="columns to forecast, by name or index (default the "
+                   "input columns)")
+
+
+def _add_using(sub):
+    """The subcommands that use a run (sample, predict, plot), and bench."""
+    s = sub.add_parser("sample", help="generate text from a character model")
+    s.add_argument("run", metavar="RUN")
+    s.add_argument("--prime", help="text to start from (default a newline)")
+    s.add_argument("-n", type=_int(0), default=500, help="characters to generate (default 500)")
+    s.add_argument("--temperature", type=_float(0), default=0.8,
+                   help="softmax temperature (default 0.8; 0: always the likeliest)")
+    s.add_argument("--seed", type=_int(0), help="seed of the sampling")
+
+    r = sub.add_parser("predict", help="forecast a series with a forecasting model")
+    r.add_argument("run", metavar="RUN")
+    r.add_argument("data", metavar="DATA")
+    r.add_argument("--format", choices=["auto", "csv", "npy"], default="auto")
+    r.add_argument("--output", "-o", metavar="CSV", help="write here instead of stdout")
+
+    pl = sub.add_parser("plot", help="loss curves (and gradient flow) of a run, as PNG")
+    pl.add_argument("run", metavar="RUN")
+    pl.add_argument("--output", "-o", metavar="PNG", help="default RUN/curves.png")
+
+    b = sub.add_parser("bench", help="run the benchmark suite (python -m benchmarks) of a "
+                                     "source checkout", add_help=False)
+    b.add_argument("args", nargs=argparse.REMAINDER)
+
+
+def train_config(args):
+    """The run configuration from parsed ``cbptt train`` options (defaults filled in)."""
+    if args.data is None:
+        raise UsageError("cbptt train: DATA is required (or --resume RUN)")
+    fmt = data.detect_format(args.data, args.format or "auto")
+    task = "char" if fmt == data.TEXT else "forecast"
+    given = {k: getattr(args, k) for k in FIXED_ON_RESUME + ("epochs", "checkpoint_every",
+                                                             "log_every")}
+    c = {k: (v if v is not None else DEFAULTS.get(k)) for k, v in given.items()}
+    c.update(task=task, data=os.path.abspath(args.data), format=fmt)
+    if c["lr"] is None:
+        c["lr"] = DEFAULT_LR[c["optimizer"]]
+    if c["momentum"] and c["optimizer"] != "sgd":
+        raise UsageError("cbptt train: --momentum is for --optimizer sgd")
+    if task == "char":
+        _text_options(c, args)
+    else:
+        _series_options(c, args)
+    return c
+
+
+def _text_options(c, args):
+    """Check and complete the options of a character model in c (from train_config)."""
+    for name in ("mode", "horizon", "columns", "target"):
+        if getattr(args, name) is not None:
+            raise UsageError(f"cbptt train: --{name} is for time series (.csv/.npy), and "
+                             f"{args.data} is read as text")
+    for name in ("mode", "horizon", "columns", "target"):
+        c.pop(name)
+    if c["k2"] is not None and c["k1"] is None:
+        raise UsageError("cbptt train: --k2 needs --k1")
+    if c["k1"] is not None:
+        if args.window is not None:
+            raise UsageError("cbptt train: --window is for window training; with --k1 the "
+                             "text is read as --batch streams")
+        c["k2"] = c["k2"] or c["k1"]
+        if c["k2"] < c["k1"]:
+            raise UsageError(f"cbptt train: --k2 must be >= --k1 (got k1={c['k1']}, "
+                             f"k2={c['k2']})")
+        c["window"] = None
+    else:
+        c["window"] = c["window"] or DEFAULT_WINDOW["char"]
+
+
+def _series_options(c, args):
+    """Check and complete the options of a forecasting model in c (from train_config)."""
+    if args.k1 is not None or args.k2 is not None:
+        raise UsageError("cbptt train: --k1/--k2 are for text files; a series trains on "
+                         "windows (--window)")
+    c.pop("k1")
+    c.pop("k2")
+    c["window"] = c["window"] or DEFAULT_WINDOW["forecast"]
+
+
+def resume_config(args, stored):
+    """The stored configuration of a run being resumed, with the options that may change."""
+    c = dict(stored)
+    for name in FIXED_ON_RESUME:
+        value = getattr(args, name, None)
+        if value is None or (name == "format" and value == "auto"):
+            continue
+        if name not in c:
+            raise UsageError(f"cbptt train: --{name} does not apply to this run (a "
+                             f"{'character' if c['task'] == 'char' else 'forecasting'} model)")
+        if value != c[name]:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"cbptt train: {flag} {value} differs from the run's "
+                             f"{c[name]}; a resumed run keeps its settings (only --epochs, "
+                             f"--checkpoint-every, --log-every and --max-steps may change)")
+    for name in ("epochs", "checkpoint_every", "log_every"):
+        if getattr(args, name) is not None:
+            c[name] = getattr(args, name)
+    if args.data is not None:
+        c["data"] = os.path.abspath(args.data)
+    if not os.path.exists(c["data"]):
+        raise UsageError(f"cbptt train: the run's data file {c['data']} is gone; pass it as "
+                         f"DATA")
+    digest = data.file_digest(c["data"])
+    if digest != stored.get("data_sha256"):
+        raise UsageError(f"cbptt train: {c['data']} is not the file the run was trained on "
+                         f"(its content differs); a resumed run needs the same data")
+    return c
