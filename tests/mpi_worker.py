@@ -1,4 +1,4 @@
-"""Run under ``mpiexec -n K python tests/mpi_worker.py MODE OUT`` by tests/test_distributed.py.
+"""Run under ``mpiexec -n K python tests/mpi_worker.py MODE OUT`` by tests/api/test_distributed.py.
 
 MODE "equivalence": for every trainer and cell, K ranks under DataParallel against one
 process on the whole batch (every rank also runs the single-process reference locally);

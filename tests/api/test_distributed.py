@@ -16,8 +16,8 @@ import pytest
 
 from cbptt.distributed import _import_mpi, shard
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.join(HERE, "mpi_worker.py")
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(TESTS, "mpi_worker.py")
 RANKS = 2
 TOLERANCE = 1e-12
 KINDS = ("many_to_many", "many_to_one", "truncated", "truncated_many_to_one")
