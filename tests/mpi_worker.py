@@ -19,10 +19,11 @@ from mpi4py import MPI
 import cbptt
 from cbptt.distributed import DataParallel, shard
 
+from helpers import CELLS
+
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
 I, H, O = 3, 5, 2
-CELLS = ("tanh", "relu", "lstm", "gru")
 
 
 def make(kind, cell, seed=0, hidden=H):

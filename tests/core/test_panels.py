@@ -7,19 +7,11 @@ import pytest
 import cbptt
 from cbptt import _engine
 
+from helpers import CELLS, engine_grads
 from reference import loss_and_grad as reference_loss_and_grad
-from test_team import engine_grads
 
 pytestmark = pytest.mark.skipif(not _engine.panels_supported(),
                                 reason="the processor has no AVX-512F (OpenBLAS is used)")
-
-
-@pytest.fixture
-def panels():
-    """Set whether engines made in a test use panels (on: for every shape)."""
-    previous = _engine.set_panels()
-    yield lambda on: _engine.set_panels(on, 0.0)
-    _engine.set_panels(*previous)
 
 
 def engine_run(cell, layers, batch, hidden, dtype, many_to_one):
@@ -39,7 +31,7 @@ def reference_flat(model, X, Y, cell, inputs, hidden, many_to_one=False, h0=None
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("many_to_one", [False, True])
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("batch, hidden", [(1, 9), (7, 40), (8, 70)])
 def test_an_engine_on_panels_computes_what_it_computes_on_openblas(
         panels, cell, layers, many_to_one, dtype, batch, hidden):
@@ -82,16 +74,12 @@ def test_an_engine_matches_the_numpy_reference_on_panels_and_on_openblas(panels,
 @pytest.mark.parametrize("on", [True, False])
 def test_a_team_computes_what_one_thread_computes_on_panels_and_on_openblas(
         panels, on, split, parts, cell, dtype):
-    previous = _engine.set_team()
     panels(on)
-    try:
-        _engine.set_team(1)
-        alone = engine_run(cell, 2, 8, 70, dtype, False)
-        _engine.set_team(parts, min_flops=0, min_batch=2, exact=True,
-                         column_flops=0 if split == "columns" else float("inf"))
-        team = engine_run(cell, 2, 8, 70, dtype, False)
-    finally:
-        _engine.set_team(**previous)
+    _engine.set_team(1)
+    alone = engine_run(cell, 2, 8, 70, dtype, False)
+    _engine.set_team(parts, min_flops=0, min_batch=2, exact=True,
+                     column_flops=0 if split == "columns" else float("inf"))
+    team = engine_run(cell, 2, 8, 70, dtype, False)
     assert team["engine"].last_parts == parts and team["engine"].panels == on
     tol = 1e-13 if dtype == np.float64 else 1e-6
     for key in ("grads", "dh0"):
@@ -108,19 +96,11 @@ def test_engines_use_panels_by_default_unless_told_not_to(panels):
     assert not _engine.Engine("lstm", 1, 4, 256, 2, 8, 3, np.float32).panels
 
 
-# The weight-gradient kernel: dW = dA^T @ inputs, read in place (cbptt_wgrad)
-
-@pytest.fixture
-def wgrad():
-    """Set when engines' weight gradients use the kernel (on: at every size it can take)."""
-    previous = _engine.set_wgrad()
-    yield lambda on: _engine.set_wgrad(on, 0.0, float("inf"))
-    _engine.set_wgrad(*previous)
-
+# Engines on the weight-gradient kernel: dW = dA^T @ inputs, read in place (cbptt_wgrad)
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("many_to_one", [False, True])
-@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_an_engine_computes_the_same_weight_gradients_on_the_kernel_and_on_openblas(
         wgrad, cell, many_to_one, dtype):
     wgrad(False)
@@ -152,31 +132,20 @@ def test_an_engine_on_the_weight_gradient_kernel_matches_the_numpy_reference(wgr
 def test_a_team_splits_the_weight_gradient_kernel_without_changing_results(wgrad, hidden,
                                                                           parts, cell, dtype):
     # H = 70: one panel of columns, split by rows of dW; H = 130: three panels, by columns
-    previous = _engine.set_team()
     wgrad(True)
-    try:
-        _engine.set_team(1)
-        alone = engine_run(cell, 2, 8, hidden, dtype, False)
-        _engine.set_team(parts, min_flops=0, min_batch=2, exact=True)
-        team = engine_run(cell, 2, 8, hidden, dtype, False)
-    finally:
-        _engine.set_team(**previous)
+    _engine.set_team(1)
+    alone = engine_run(cell, 2, 8, hidden, dtype, False)
+    _engine.set_team(parts, min_flops=0, min_batch=2, exact=True)
+    team = engine_run(cell, 2, 8, hidden, dtype, False)
     assert team["engine"].last_parts == parts
     tol = 1e-13 if dtype == np.float64 else 1e-6
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(team[key], alone[key], rtol=tol, atol=tol, err_msg=key)
 
 
-@pytest.fixture
-def panel_input():
-    previous = _engine.set_panel_input()
-    yield _engine.set_panel_input
-    _engine.set_panel_input(previous)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_the_input_projection_on_panels_computes_what_blas_computes(panel_input, cell, layers,
                                                                    dtype):
     panel_input(False)
