@@ -18,7 +18,7 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("CBPTT_CYTHON_DEBUG", "0") not in ("", "0")
 DEBUG_INFO = DEBUG or os.environ.get("CBPTT_DEBUG_INFO", "0") not in ("", "0")
-MODULES = ["_blas", "_engine"]
+MODULES = ["_blas", "_engine", "_kernels"]   # _kernels: the cell and loss kernels, for tests
 HEADERS = ["_blas.pxd", "_cells.pxd", "_losses.pxd", "_vmath.h", "_gates.h", "_team.h", "_panels.h",
            "_blas_threads.h", "_paths.h"]
 CORE = ["shape", "team", "paths", "products", "plan", "norms", "forward", "head", "gradients",

@@ -1,4 +1,4 @@
-"""Run under ``mpiexec -n K python tests/mpi_worker.py MODE OUT`` by tests/test_distributed.py.
+"""Run under ``mpiexec -n K python tests/mpi_worker.py MODE OUT`` by tests/api/test_distributed.py.
 
 MODE "equivalence": for every trainer and cell, K ranks under DataParallel against one
 process on the whole batch (every rank also runs the single-process reference locally);
@@ -19,10 +19,11 @@ from mpi4py import MPI
 import cbptt
 from cbptt.distributed import DataParallel, shard
 
+from helpers import CELLS
+
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
 I, H, O = 3, 5, 2
-CELLS = ("tanh", "relu", "lstm", "gru")
 
 
 def make(kind, cell, seed=0, hidden=H):

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 import cbptt
-import reference
 
-CELLS = ["tanh", "relu", "lstm", "gru"]
+import reference
+from helpers import CELLS
+
 TRAINERS = {"many_to_many": cbptt.ManyToMany, "many_to_one": cbptt.ManyToOne}
 
 

@@ -4,9 +4,9 @@ import pytest
 
 import cbptt
 
-torch = pytest.importorskip("torch")
+from helpers import CELLS
 
-CELLS = ["tanh", "relu", "lstm", "gru"]
+torch = pytest.importorskip("torch")
 
 
 def torch_modules(cell, input_size, hidden_size, output_size, num_layers, dtype):

@@ -6,9 +6,9 @@ import pytest
 
 import cbptt
 
+from helpers import CELLS, GATES
+
 I, H, O, B, T = 3, 5, 2, 3, 6
-CELLS = ["tanh", "relu", "lstm", "gru"]
-GATES = {"tanh": 1, "relu": 1, "lstm": 4, "gru": 3}
 
 
 def torch_keys(num_layers):

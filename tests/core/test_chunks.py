@@ -5,16 +5,11 @@ import numpy as np
 import pytest
 
 from cbptt import _engine
+
+from helpers import CELLS
 from reference import loss_and_grad as reference_loss_and_grad
 
 STEPS, INPUTS, HIDDEN, OUTPUTS = 7, 3, 5, 4
-
-
-@pytest.fixture
-def chunking():
-    previous = _engine.set_chunking()
-    yield lambda steps: _engine.set_chunking(rows=1, min_steps=steps, whole_gated_input=False)
-    _engine.set_chunking(*previous)
 
 
 def run(cell, layers, batch, mode, loss, loss_start, seed=0, stale=0.0):
@@ -49,7 +44,7 @@ def run(cell, layers, batch, mode, loss, loss_start, seed=0, stale=0.0):
 
 
 CASES = [(cell, layers, mode, loss, loss_start)
-         for cell in ("tanh", "relu", "lstm", "gru")
+         for cell in CELLS
          for layers in (1, 3)
          for mode, loss_start in (("many_to_many", 0), ("many_to_many", 3),
                                   ("many_to_one", 0))
@@ -89,34 +84,26 @@ def test_chunked_backward_equals_one_chunk_and_the_reference(chunking, cell, lay
 @pytest.mark.parametrize("split", ["rows", "columns"])
 @pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
 def test_chunks_on_the_team(chunking, cell, split):
-    previous = _engine.set_team()
-    try:
-        chunking(STEPS)
-        _engine.set_team(1)
-        whole = run(cell, 2, 5, "many_to_many", "mse", 2)
-        chunking(2)
-        _engine.set_team(3, min_flops=0, min_batch=2, exact=True,
-                         column_flops=0 if split == "columns" else float("inf"))
-        chunked = run(cell, 2, 5, "many_to_many", "mse", 2)
-    finally:
-        _engine.set_team(**previous)
+    chunking(STEPS)
+    _engine.set_team(1)
+    whole = run(cell, 2, 5, "many_to_many", "mse", 2)
+    chunking(2)
+    _engine.set_team(3, min_flops=0, min_batch=2, exact=True,
+                     column_flops=0 if split == "columns" else float("inf"))
+    chunked = run(cell, 2, 5, "many_to_many", "mse", 2)
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-12, atol=1e-14)
 
 
 def test_chunk_size_follows_the_batch():
-    previous = _engine.set_chunking()
-    try:
-        def chunk_steps(batch, steps):
-            return _engine.Engine("tanh", 1, 2, 3, 1, batch, steps, np.float64).chunk_steps
-        assert chunk_steps(1, 100) == 100          # 128 rows would need 128 steps
-        assert chunk_steps(16, 100) == 8
-        assert chunk_steps(64, 50) == 4            # at least 4 steps
-        assert chunk_steps(16, 5) == 5
-        lstm = _engine.Engine("lstm", 1, 2, 3, 1, 16, 100, np.float64).chunk_steps
-        assert lstm == 16                          # twice Elman's, at least T / 8
-    finally:
-        _engine.set_chunking(*previous)
+    def chunk_steps(batch, steps):
+        return _engine.Engine("tanh", 1, 2, 3, 1, batch, steps, np.float64).chunk_steps
+    assert chunk_steps(1, 100) == 100          # 128 rows would need 128 steps
+    assert chunk_steps(16, 100) == 8
+    assert chunk_steps(64, 50) == 4            # at least 4 steps
+    assert chunk_steps(16, 5) == 5
+    lstm = _engine.Engine("lstm", 1, 2, 3, 1, 16, 100, np.float64).chunk_steps
+    assert lstm == 16                          # twice Elman's, at least T / 8
 
 
 @pytest.mark.parametrize("split", ["alone", "rows", "columns"])
@@ -125,33 +112,18 @@ def test_w_hh_used_transposed_in_blas_gives_the_same_gradients(cell, split):
     """Large per-step products multiply by W_hh transposed in BLAS instead of a copy of W_hh^T
     (set_transposed_limit); forced here on a small shape, with the packed panels off (the
     path of processors without AVX-512)."""
-    previous_team = _engine.set_team()
-    previous_limit = _engine.set_transposed_limit()
-    previous_panels = _engine.set_panels(False)
-    try:
-        if split == "alone":
-            _engine.set_team(1)
-        else:
-            _engine.set_team(2, min_flops=0, min_batch=2, exact=True,
-                             column_flops=0 if split == "columns" else float("inf"))
-        copy = run(cell, 2, 5, "many_to_many", "mse", 1)
-        _engine.set_transposed_limit(0)
-        blas = run(cell, 2, 5, "many_to_many", "mse", 1)
-    finally:
-        _engine.set_team(**previous_team)
-        _engine.set_transposed_limit(previous_limit)
-        _engine.set_panels(*previous_panels)
+    _engine.set_panels(False)
+    if split == "alone":
+        _engine.set_team(1)
+    else:
+        _engine.set_team(2, min_flops=0, min_batch=2, exact=True,
+                         column_flops=0 if split == "columns" else float("inf"))
+    copy = run(cell, 2, 5, "many_to_many", "mse", 1)
+    _engine.set_transposed_limit(0)
+    blas = run(cell, 2, 5, "many_to_many", "mse", 1)
     assert blas["value"] == pytest.approx(copy["value"], rel=1e-13)
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(blas[key], copy[key], rtol=1e-12, atol=1e-14)
-
-
-@pytest.fixture
-def gru_chunk_grads():
-    """Force GRU's weight gradients per chunk (True) or after the step loop (False)."""
-    previous = _engine.set_gru_chunk_grads()
-    yield lambda per_chunk: _engine.set_gru_chunk_grads(0 if per_chunk else float("inf"))
-    _engine.set_gru_chunk_grads(previous)
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3])
@@ -161,15 +133,11 @@ def test_gru_weight_gradients_per_chunk_equal_the_end_products(gru_chunk_grads, 
                                                                mode, loss_start):
     """GRU's dW_hh, dW_ih and biases summed chunk by chunk (large dA) equal one product over all
     steps and the reference: every chunk counted once, in its own steps' rows."""
-    previous = _engine.set_chunking()
-    try:
-        _engine.set_chunking(rows=1, min_steps=chunk, whole_gated_input=True)
-        gru_chunk_grads(False)
-        end = run("gru", layers, 4, mode, "mse", loss_start)
-        gru_chunk_grads(True)
-        per_chunk = run("gru", layers, 4, mode, "mse", loss_start, stale=np.nan)
-    finally:
-        _engine.set_chunking(*previous)
+    _engine.set_chunking(rows=1, min_steps=chunk, whole_gated_input=True)
+    gru_chunk_grads(False)
+    end = run("gru", layers, 4, mode, "mse", loss_start)
+    gru_chunk_grads(True)
+    per_chunk = run("gru", layers, 4, mode, "mse", loss_start, stale=np.nan)
     assert per_chunk["chunk_steps"] == 2 * chunk < STEPS
     assert "chunk_grads" in per_chunk["paths"] and "chunk_grads" not in end["paths"]
     assert per_chunk["value"] == pytest.approx(end["value"], rel=1e-14)
@@ -189,19 +157,14 @@ def test_gru_weight_gradients_per_chunk_equal_the_end_products(gru_chunk_grads, 
 @pytest.mark.skipif(not _engine.team_available(), reason="no per-thread BLAS control")
 @pytest.mark.parametrize("split", ["rows", "columns"])
 def test_gru_weight_gradients_per_chunk_on_the_team(gru_chunk_grads, split):
-    previous_team, previous_chunks = _engine.set_team(), _engine.set_chunking()
-    try:
-        _engine.set_chunking(rows=1, min_steps=1, whole_gated_input=True)
-        _engine.set_team(1)
-        gru_chunk_grads(False)
-        alone = run("gru", 2, 5, "many_to_many", "mse", 2)
-        _engine.set_team(3, min_flops=0, min_batch=2, exact=True,
-                         column_flops=0 if split == "columns" else float("inf"))
-        gru_chunk_grads(True)
-        team = run("gru", 2, 5, "many_to_many", "mse", 2, stale=np.nan)
-    finally:
-        _engine.set_team(**previous_team)
-        _engine.set_chunking(*previous_chunks)
+    _engine.set_chunking(rows=1, min_steps=1, whole_gated_input=True)
+    _engine.set_team(1)
+    gru_chunk_grads(False)
+    alone = run("gru", 2, 5, "many_to_many", "mse", 2)
+    _engine.set_team(3, min_flops=0, min_batch=2, exact=True,
+                     column_flops=0 if split == "columns" else float("inf"))
+    gru_chunk_grads(True)
+    team = run("gru", 2, 5, "many_to_many", "mse", 2, stale=np.nan)
     assert "chunk_grads" in team["paths"] and "chunk_grads" not in alone["paths"]
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(team[key], alone[key], rtol=1e-12, atol=1e-14, err_msg=key)

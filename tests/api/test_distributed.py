@@ -8,7 +8,6 @@ the message instead of hanging. Skipped where mpi4py or mpiexec are missing
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -16,33 +15,14 @@ import pytest
 
 from cbptt.distributed import _import_mpi, shard
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.join(HERE, "mpi_worker.py")
+from helpers import CELLS, find_mpiexec, needs_mpi
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(TESTS, "mpi_worker.py")
 RANKS = 2
 TOLERANCE = 1e-12
 KINDS = ("many_to_many", "many_to_one", "truncated", "truncated_many_to_one")
-CELLS = ("tanh", "relu", "lstm", "gru")
 CONFIGS = [f"{kind}/{cell}/B={b}" for kind in KINDS for cell in CELLS for b in (4, 3)]
-
-
-def find_mpiexec():
-    """mpiexec beside this Python (the MPICH wheel installs it into the venv's bin), else on
-    PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
-
-
-def mpi_available():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return find_mpiexec() is not None
-
-
-REQUIRED = bool(os.environ.get("CBPTT_REQUIRE_MPI"))     # set by .ci/run: never skip there
-needs_mpi = pytest.mark.skipif(not (mpi_available() or REQUIRED),
-                               reason='mpi4py or mpiexec not installed (pip install -e ".[mpi]")')
 
 
 def launch(mode, folder, timeout):

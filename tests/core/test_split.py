@@ -3,26 +3,18 @@ part trains on its block of batch rows at the whole batch's loss scale, and the 
 summed in sub-engine order. Checked against one thread on the engine's own buffers and the
 NumPy reference, with every per-row input sliced (targets of both losses, weights, lengths,
 initial states and the states handed back), and for results that do not depend on how many
-threads ran the split."""
+threads ran the split. (A trainer on a split: tests/api/test_team_trainers.py.)"""
 import numpy as np
 import pytest
 
 import cbptt
 from cbptt import _engine
 
+from helpers import set_parts
 from reference import loss_and_grad as reference_loss_and_grad
-from test_team import set_parts
 
 pytestmark = pytest.mark.skipif(not _engine.team_available(),
                                 reason="SciPy's BLAS has no per-thread thread control")
-
-
-@pytest.fixture(autouse=True)
-def restore_settings():
-    previous, previous_split = _engine.set_team(), _engine.set_split()
-    yield
-    _engine.set_team(**previous)
-    _engine.set_split(*previous_split)
 
 
 def call(cell, layers, batch, dtype, *, many_to_one=False, loss="mse", loss_start=0,
@@ -159,23 +151,6 @@ def test_a_split_engine_allocates_only_its_sub_engines():
     gates_bytes = steps * batch * 4 * hidden * 4       # the stored LSTM gates, float32
     assert sizes["rows"] < sizes["shared"] + 16 * params.nbytes
     assert sizes["rows"] > gates_bytes                     # the sub-engines' are counted
-
-
-def test_a_trainer_on_a_split_learns_what_one_thread_learns():
-    rng = np.random.default_rng(5)
-    X = rng.standard_normal((6, 30, 4))
-    Y = rng.integers(0, 3, size=(6, 30))
-    weights = []
-    for parts in (1, 2):
-        set_parts(parts)
-        model = cbptt.RNN(4, 16, 3, cell="gru", seed=0)
-        trainer = cbptt.ManyToMany(model, loss="cross_entropy",
-                                   optimizer=cbptt.Adam(lr=1e-2), clip_norm=0.5)
-        for _ in range(8):
-            trainer.step(X, Y)
-        assert trainer._last_engine.last_parts == parts
-        weights.append(model.params.copy())
-    np.testing.assert_allclose(weights[1], weights[0], rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.parametrize("many_to_one", [False, True])

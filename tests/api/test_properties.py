@@ -5,7 +5,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cbptt
+
 import reference
+from helpers import CELLS
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -13,7 +15,7 @@ SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
 
 @st.composite
 def cases(draw):
-    cell = draw(st.sampled_from(["tanh", "relu", "lstm", "gru"]))
+    cell = draw(st.sampled_from(CELLS))
     num_layers = draw(st.integers(1, 3))
     batch, steps = draw(st.integers(1, 4)), draw(st.integers(1, 6))
     input_size, hidden_size = draw(st.integers(1, 4)), draw(st.integers(1, 5))

@@ -8,9 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-from test_distributed import find_mpiexec, needs_mpi
 
 import cbptt
+
+from helpers import find_mpiexec, needs_mpi
 
 RANKS = 2
 # no launcher variables in the one-process runs (pytest itself might run under a launcher)

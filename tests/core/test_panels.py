@@ -1,6 +1,5 @@
-"""The packed-panel product of the per-step recurrent GEMMs (_panels.h): the kernel against
-NumPy on every edge (rows not a multiple of its six-row block, columns not a multiple of a
-panel, one column, beta 0 and 1, column blocks), and engines using it against the NumPy
+"""Engines on the packed-panel product of the per-step recurrent GEMMs and on the
+weight-gradient kernel (_panels.h; the kernels alone: test_products.py): against the NumPy
 reference, against the same engine on OpenBLAS, and split over a team."""
 import numpy as np
 import pytest
@@ -8,56 +7,11 @@ import pytest
 import cbptt
 from cbptt import _engine
 
+from helpers import CELLS, engine_grads
 from reference import loss_and_grad as reference_loss_and_grad
-from test_team import engine_grads
 
 pytestmark = pytest.mark.skipif(not _engine.panels_supported(),
                                 reason="the processor has no AVX-512F (OpenBLAS is used)")
-
-WIDTH = {np.float32: 64, np.float64: 32}
-
-
-@pytest.fixture
-def panels():
-    """Set whether engines made in a test use panels (on: for every shape)."""
-    previous = _engine.set_panels()
-    yield lambda on: _engine.set_panels(on, 0.0)
-    _engine.set_panels(*previous)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("trans", [False, True])
-@pytest.mark.parametrize("beta", [0.0, 1.0])
-@pytest.mark.parametrize("rows", [1, 5, 6, 7, 13])
-@pytest.mark.parametrize("depth, cols", [(1, 1), (3, 15), (16, 64), (37, 65), (70, 130)])
-def test_the_kernel_computes_a_product(dtype, trans, beta, rows, depth, cols):
-    rng = np.random.default_rng(rows * 1000 + depth + cols)
-    a = rng.standard_normal((rows, depth)).astype(dtype)
-    b = rng.standard_normal((cols, depth) if trans else (depth, cols)).astype(dtype)
-    c = rng.standard_normal((rows, cols)).astype(dtype)
-    want = a.astype(np.float64) @ (b.T if trans else b).astype(np.float64) + beta * c
-    _engine._panel_product(a, b, trans, beta, c, 0, cols)
-    tol = 1e-12 if dtype == np.float64 else 1e-4
-    np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_column_block_leaves_the_other_columns_alone(dtype):
-    rng = np.random.default_rng(0)
-    width = WIDTH[dtype]
-    cols = 3 * width + 5
-    a = rng.standard_normal((9, 20)).astype(dtype)
-    b = rng.standard_normal((20, cols)).astype(dtype)
-    c = rng.standard_normal((9, cols)).astype(dtype)
-    before = c.copy()
-    _engine._panel_product(a, b, False, 0.0, c, width, width + 5)
-    block = slice(width, 2 * width + 5)
-    tol = 1e-12 if dtype == np.float64 else 1e-4
-    np.testing.assert_allclose(c[:, block], a @ b[:, block], rtol=tol, atol=tol)
-    np.testing.assert_array_equal(c[:, :width], before[:, :width])
-    np.testing.assert_array_equal(c[:, 2 * width + 5:], before[:, 2 * width + 5:])
-    with pytest.raises(ValueError, match="multiple of"):
-        _engine._panel_product(a, b, False, 0.0, c, 5, 10)
 
 
 def engine_run(cell, layers, batch, hidden, dtype, many_to_one):
@@ -77,7 +31,7 @@ def reference_flat(model, X, Y, cell, inputs, hidden, many_to_one=False, h0=None
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("many_to_one", [False, True])
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("batch, hidden", [(1, 9), (7, 40), (8, 70)])
 def test_an_engine_on_panels_computes_what_it_computes_on_openblas(
         panels, cell, layers, many_to_one, dtype, batch, hidden):
@@ -120,16 +74,12 @@ def test_an_engine_matches_the_numpy_reference_on_panels_and_on_openblas(panels,
 @pytest.mark.parametrize("on", [True, False])
 def test_a_team_computes_what_one_thread_computes_on_panels_and_on_openblas(
         panels, on, split, parts, cell, dtype):
-    previous = _engine.set_team()
     panels(on)
-    try:
-        _engine.set_team(1)
-        alone = engine_run(cell, 2, 8, 70, dtype, False)
-        _engine.set_team(parts, min_flops=0, min_batch=2, exact=True,
-                         column_flops=0 if split == "columns" else float("inf"))
-        team = engine_run(cell, 2, 8, 70, dtype, False)
-    finally:
-        _engine.set_team(**previous)
+    _engine.set_team(1)
+    alone = engine_run(cell, 2, 8, 70, dtype, False)
+    _engine.set_team(parts, min_flops=0, min_batch=2, exact=True,
+                     column_flops=0 if split == "columns" else float("inf"))
+    team = engine_run(cell, 2, 8, 70, dtype, False)
     assert team["engine"].last_parts == parts and team["engine"].panels == on
     tol = 1e-13 if dtype == np.float64 else 1e-6
     for key in ("grads", "dh0"):
@@ -146,41 +96,11 @@ def test_engines_use_panels_by_default_unless_told_not_to(panels):
     assert not _engine.Engine("lstm", 1, 4, 256, 2, 8, 3, np.float32).panels
 
 
-# The weight-gradient kernel: dW = dA^T @ inputs, read in place (cbptt_wgrad)
-
-@pytest.fixture
-def wgrad():
-    """Set when engines' weight gradients use the kernel (on: at every size it can take)."""
-    previous = _engine.set_wgrad()
-    yield lambda on: _engine.set_wgrad(on, 0.0, float("inf"))
-    _engine.set_wgrad(*previous)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
-@pytest.mark.parametrize("rows", [1, 5, 6, 7, 13])
-@pytest.mark.parametrize("depth, cols", [(1, 1), (3, 15), (16, 64), (129, 65), (300, 130)])
-def test_the_weight_gradient_kernel_computes_a_transposed_product(dtype, beta, rows, depth,
-                                                                  cols):
-    # depth past 128 crosses the kernel's blocks of k (beta only on the first)
-    rng = np.random.default_rng(rows * 1000 + depth + cols)
-    a = rng.standard_normal((depth, rows)).astype(dtype)
-    b = rng.standard_normal((depth, cols)).astype(dtype)
-    c = rng.standard_normal((rows, cols)).astype(dtype)
-    sums = rng.standard_normal(rows).astype(dtype)
-    want = a.T.astype(np.float64) @ b.astype(np.float64) + beta * c
-    want_sums = a.astype(np.float64).sum(axis=0) + beta * sums
-    if beta == 0:
-        c[:], sums[:] = np.nan, np.nan       # beta 0 overwrites: old values never read
-    _engine._weight_gradient(a, b, beta, c, sums)
-    tol = 1e-12 if dtype == np.float64 else 1e-4
-    np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
-    np.testing.assert_allclose(sums, want_sums, rtol=tol, atol=tol)
-
+# Engines on the weight-gradient kernel: dW = dA^T @ inputs, read in place (cbptt_wgrad)
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("many_to_one", [False, True])
-@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_an_engine_computes_the_same_weight_gradients_on_the_kernel_and_on_openblas(
         wgrad, cell, many_to_one, dtype):
     wgrad(False)
@@ -212,31 +132,20 @@ def test_an_engine_on_the_weight_gradient_kernel_matches_the_numpy_reference(wgr
 def test_a_team_splits_the_weight_gradient_kernel_without_changing_results(wgrad, hidden,
                                                                           parts, cell, dtype):
     # H = 70: one panel of columns, split by rows of dW; H = 130: three panels, by columns
-    previous = _engine.set_team()
     wgrad(True)
-    try:
-        _engine.set_team(1)
-        alone = engine_run(cell, 2, 8, hidden, dtype, False)
-        _engine.set_team(parts, min_flops=0, min_batch=2, exact=True)
-        team = engine_run(cell, 2, 8, hidden, dtype, False)
-    finally:
-        _engine.set_team(**previous)
+    _engine.set_team(1)
+    alone = engine_run(cell, 2, 8, hidden, dtype, False)
+    _engine.set_team(parts, min_flops=0, min_batch=2, exact=True)
+    team = engine_run(cell, 2, 8, hidden, dtype, False)
     assert team["engine"].last_parts == parts
     tol = 1e-13 if dtype == np.float64 else 1e-6
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(team[key], alone[key], rtol=tol, atol=tol, err_msg=key)
 
 
-@pytest.fixture
-def panel_input():
-    previous = _engine.set_panel_input()
-    yield _engine.set_panel_input
-    _engine.set_panel_input(previous)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_the_input_projection_on_panels_computes_what_blas_computes(panel_input, cell, layers,
                                                                    dtype):
     panel_input(False)

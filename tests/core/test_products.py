@@ -1,4 +1,6 @@
-"""The row-major BLAS shim (_blas.pxd) through its Python twins, against NumPy.
+"""The products of the compiled core against NumPy: the row-major BLAS shim (_blas.pxd) through
+its Python twins, the packed-panel product of the per-step recurrent GEMMs and the
+weight-gradient kernel (_panels.h, AVX-512F) through their test hooks in _engine.
 
 The twins are Cython fused functions whose first fused argument is a scalar, and Cython's
 dispatcher maps a Python float only to the double version (np.float32 scalars match nothing),
@@ -9,6 +11,7 @@ import itertools
 import numpy as np
 import pytest
 
+from cbptt import _engine
 from cbptt._blas import gemm_twin, gemv_twin
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -94,3 +97,73 @@ def test_twins_reject_mismatched_shapes():
         gemm_twin(False, False, 1.0, a, np.ones((2, 3)), 0.0, np.ones((2, 3)))
     with pytest.raises(ValueError, match="shapes"):
         gemv_twin(False, 1.0, a, np.ones(2), 0.0, np.ones(2))
+
+
+# The packed-panel product (_panels.h): every edge (rows not a multiple of its six-row block,
+# columns not a multiple of a panel, one column, beta 0 and 1, column blocks)
+
+needs_panels = pytest.mark.skipif(not _engine.panels_supported(),
+                                  reason="the processor has no AVX-512F (OpenBLAS is used)")
+WIDTH = {np.float32: 64, np.float64: 32}
+
+
+@needs_panels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("rows", [1, 5, 6, 7, 13])
+@pytest.mark.parametrize("depth, cols", [(1, 1), (3, 15), (16, 64), (37, 65), (70, 130)])
+def test_the_kernel_computes_a_product(dtype, trans, beta, rows, depth, cols):
+    rng = np.random.default_rng(rows * 1000 + depth + cols)
+    a = rng.standard_normal((rows, depth)).astype(dtype)
+    b = rng.standard_normal((cols, depth) if trans else (depth, cols)).astype(dtype)
+    c = rng.standard_normal((rows, cols)).astype(dtype)
+    want = a.astype(np.float64) @ (b.T if trans else b).astype(np.float64) + beta * c
+    _engine._panel_product(a, b, trans, beta, c, 0, cols)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
+
+
+@needs_panels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_column_block_leaves_the_other_columns_alone(dtype):
+    rng = np.random.default_rng(0)
+    width = WIDTH[dtype]
+    cols = 3 * width + 5
+    a = rng.standard_normal((9, 20)).astype(dtype)
+    b = rng.standard_normal((20, cols)).astype(dtype)
+    c = rng.standard_normal((9, cols)).astype(dtype)
+    before = c.copy()
+    _engine._panel_product(a, b, False, 0.0, c, width, width + 5)
+    block = slice(width, 2 * width + 5)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(c[:, block], a @ b[:, block], rtol=tol, atol=tol)
+    np.testing.assert_array_equal(c[:, :width], before[:, :width])
+    np.testing.assert_array_equal(c[:, 2 * width + 5:], before[:, 2 * width + 5:])
+    with pytest.raises(ValueError, match="multiple of"):
+        _engine._panel_product(a, b, False, 0.0, c, 5, 10)
+
+
+# The weight-gradient kernel: dW = dA^T @ inputs, read in place (cbptt_wgrad)
+
+@needs_panels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+@pytest.mark.parametrize("rows", [1, 5, 6, 7, 13])
+@pytest.mark.parametrize("depth, cols", [(1, 1), (3, 15), (16, 64), (129, 65), (300, 130)])
+def test_the_weight_gradient_kernel_computes_a_transposed_product(dtype, beta, rows, depth,
+                                                                  cols):
+    # depth past 128 crosses the kernel's blocks of k (beta only on the first)
+    rng = np.random.default_rng(rows * 1000 + depth + cols)
+    a = rng.standard_normal((depth, rows)).astype(dtype)
+    b = rng.standard_normal((depth, cols)).astype(dtype)
+    c = rng.standard_normal((rows, cols)).astype(dtype)
+    sums = rng.standard_normal(rows).astype(dtype)
+    want = a.T.astype(np.float64) @ b.astype(np.float64) + beta * c
+    want_sums = a.astype(np.float64).sum(axis=0) + beta * sums
+    if beta == 0:
+        c[:], sums[:] = np.nan, np.nan       # beta 0 overwrites: old values never read
+    _engine._weight_gradient(a, b, beta, c, sums)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(sums, want_sums, rtol=tol, atol=tol)

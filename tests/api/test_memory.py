@@ -11,6 +11,8 @@ import pytest
 import cbptt
 from cbptt import memory
 
+from helpers import CELLS
+
 GIB = 2 ** 30
 
 
@@ -143,7 +145,7 @@ def test_truncated_refuses_a_window_too_large(available):
     assert trainer.optimizer.steps == 2 and not np.array_equal(model.params, params)
 
 
-@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("many_to_one", [False, True])
 @pytest.mark.parametrize("B, T, H", [(3, 40, 16), (32, 20, 128)])    # the second may split
