@@ -21,9 +21,9 @@ def set_parts(parts, split="rows"):
     """Every qualifying call on exactly `parts` threads, splitting the per-step products by
     batch rows ("rows": training on one sub-engine per part; "shared": on the engine's own
     buffers) or by columns."""
-    _engine.set_split(split == "rows")
-    _engine.set_team(parts, min_flops=0, min_batch=2, exact=True,
-                     column_flops=0 if split == "columns" else float("inf"))
+    cbptt.set_settings(split=split == "rows")
+    cbptt.set_settings(team=parts, team_min_flops=0, team_min_batch=2, team_exact=True,
+                       team_column_flops=0 if split == "columns" else float("inf"))
 
 
 def engine_grads(cell, layers, batch, dtype, many_to_one=False, lengths=None, seed=0,

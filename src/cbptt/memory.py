@@ -78,8 +78,8 @@ def trainer_bytes(model, optimizer):
 def step_elements(cell, num_layers, input_size, hidden_size, output_size, batch, steps,
                   training=True, many_to_one=False, threads=None):
     """Elements of the workspace of one (batch, steps) call: the buffers ``Engine`` allocates
-    (see Engine.__init__ in _engine.pyx), with its default chunks of the backward pass
-    (``set_chunking``) taken at their largest. A call split over ``threads`` threads
+    (see Engine._layout in _engine.pyx), with its default chunks of the backward pass
+    (cbptt.settings' chunk_rows, chunk_min_steps) taken at their largest. A call split over ``threads`` threads
     (default: the processor count; at most one per sequence) runs on one sub-engine per
     thread, which between them hold the same tensors plus, each, a copy of W_hh and, for
     training, a gradient buffer (all but the first)."""

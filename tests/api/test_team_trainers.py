@@ -74,7 +74,7 @@ def test_small_calls_and_the_default_settings_choose_one_thread():
     trainer = cbptt.ManyToMany(model)
     trainer.step(rng.standard_normal((16, 5, 3)), rng.standard_normal((16, 5, 2)))
     assert trainer._last_engine.last_parts == 1
-    _engine.set_team(1)
+    cbptt.set_settings(team=1)
     model = cbptt.RNN(3, 128, 2, cell="lstm", seed=0)
     trainer = cbptt.ManyToMany(model)
     trainer.step(rng.standard_normal((16, 5, 3)), rng.standard_normal((16, 5, 2)))
@@ -139,12 +139,18 @@ def test_concurrent_trainers_leave_the_blas_thread_count_as_they_found_it():
     before = scipy_blas_threads()
     if before < 2:
         pytest.skip("BLAS runs on one thread here: nothing to lose")
-    _engine.set_team(2, min_flops=0, min_batch=2)     # BLAS's count decides the parts
+    knobs = dict(team=2, team_min_flops=0, team_min_batch=2)    # BLAS's count decides the parts
+    cbptt.set_settings(**knobs)
+
+    def five_steps(trainer):
+        with cbptt.settings(**knobs):      # the settings are thread-local
+            for _ in range(5):
+                trainer.step(X, Y)
+
     for _ in range(15):
         trainers = [cbptt.ManyToMany(cbptt.RNN(8, 32, 4, cell="lstm", seed=s))
                     for s in range(3)]
-        threads = [threading.Thread(target=lambda t=t: [t.step(X, Y) for _ in range(5)])
-                   for t in trainers]
+        threads = [threading.Thread(target=five_steps, args=(t,)) for t in trainers]
         for t in threads:
             t.start()
         for t in threads:

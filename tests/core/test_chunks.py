@@ -4,6 +4,8 @@ chunk, many-to-one rows ending in different chunks, stacked layers and the team 
 import numpy as np
 import pytest
 
+import cbptt
+
 from cbptt import _engine
 
 from helpers import CELLS
@@ -85,11 +87,11 @@ def test_chunked_backward_equals_one_chunk_and_the_reference(chunking, cell, lay
 @pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
 def test_chunks_on_the_team(chunking, cell, split):
     chunking(STEPS)
-    _engine.set_team(1)
+    cbptt.set_settings(team=1)
     whole = run(cell, 2, 5, "many_to_many", "mse", 2)
     chunking(2)
-    _engine.set_team(3, min_flops=0, min_batch=2, exact=True,
-                     column_flops=0 if split == "columns" else float("inf"))
+    cbptt.set_settings(team=3, team_min_flops=0, team_min_batch=2, team_exact=True,
+                       team_column_flops=0 if split == "columns" else float("inf"))
     chunked = run(cell, 2, 5, "many_to_many", "mse", 2)
     for key in ("grads", "dh0"):
         np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-12, atol=1e-14)
@@ -112,14 +114,14 @@ def test_w_hh_used_transposed_in_blas_gives_the_same_gradients(cell, split):
     """Large per-step products multiply by W_hh transposed in BLAS instead of a copy of W_hh^T
     (set_transposed_limit); forced here on a small shape, with the packed panels off (the
     path of processors without AVX-512)."""
-    _engine.set_panels(False)
+    cbptt.set_settings(panels=False)
     if split == "alone":
-        _engine.set_team(1)
+        cbptt.set_settings(team=1)
     else:
-        _engine.set_team(2, min_flops=0, min_batch=2, exact=True,
-                         column_flops=0 if split == "columns" else float("inf"))
+        cbptt.set_settings(team=2, team_min_flops=0, team_min_batch=2, team_exact=True,
+                           team_column_flops=0 if split == "columns" else float("inf"))
     copy = run(cell, 2, 5, "many_to_many", "mse", 1)
-    _engine.set_transposed_limit(0)
+    cbptt.set_settings(transposed_limit=0)
     blas = run(cell, 2, 5, "many_to_many", "mse", 1)
     assert blas["value"] == pytest.approx(copy["value"], rel=1e-13)
     for key in ("grads", "dh0"):
@@ -133,7 +135,7 @@ def test_gru_weight_gradients_per_chunk_equal_the_end_products(gru_chunk_grads, 
                                                                mode, loss_start):
     """GRU's dW_hh, dW_ih and biases summed chunk by chunk (large dA) equal one product over all
     steps and the reference: every chunk counted once, in its own steps' rows."""
-    _engine.set_chunking(rows=1, min_steps=chunk, whole_gated_input=True)
+    cbptt.set_settings(chunk_rows=1, chunk_min_steps=chunk, whole_gated_input=True)
     gru_chunk_grads(False)
     end = run("gru", layers, 4, mode, "mse", loss_start)
     gru_chunk_grads(True)
@@ -157,12 +159,12 @@ def test_gru_weight_gradients_per_chunk_equal_the_end_products(gru_chunk_grads, 
 @pytest.mark.skipif(not _engine.team_available(), reason="no per-thread BLAS control")
 @pytest.mark.parametrize("split", ["rows", "columns"])
 def test_gru_weight_gradients_per_chunk_on_the_team(gru_chunk_grads, split):
-    _engine.set_chunking(rows=1, min_steps=1, whole_gated_input=True)
-    _engine.set_team(1)
+    cbptt.set_settings(chunk_rows=1, chunk_min_steps=1, whole_gated_input=True)
+    cbptt.set_settings(team=1)
     gru_chunk_grads(False)
     alone = run("gru", 2, 5, "many_to_many", "mse", 2)
-    _engine.set_team(3, min_flops=0, min_batch=2, exact=True,
-                     column_flops=0 if split == "columns" else float("inf"))
+    cbptt.set_settings(team=3, team_min_flops=0, team_min_batch=2, team_exact=True,
+                       team_column_flops=0 if split == "columns" else float("inf"))
     gru_chunk_grads(True)
     team = run("gru", 2, 5, "many_to_many", "mse", 2, stale=np.nan)
     assert "chunk_grads" in team["paths"] and "chunk_grads" not in alone["paths"]

@@ -75,10 +75,10 @@ def test_an_engine_matches_the_numpy_reference_on_panels_and_on_openblas(panels,
 def test_a_team_computes_what_one_thread_computes_on_panels_and_on_openblas(
         panels, on, split, parts, cell, dtype):
     panels(on)
-    _engine.set_team(1)
+    cbptt.set_settings(team=1)
     alone = engine_run(cell, 2, 8, 70, dtype, False)
-    _engine.set_team(parts, min_flops=0, min_batch=2, exact=True,
-                     column_flops=0 if split == "columns" else float("inf"))
+    cbptt.set_settings(team=parts, team_min_flops=0, team_min_batch=2, team_exact=True,
+                       team_column_flops=0 if split == "columns" else float("inf"))
     team = engine_run(cell, 2, 8, 70, dtype, False)
     assert team["engine"].last_parts == parts and team["engine"].panels == on
     tol = 1e-13 if dtype == np.float64 else 1e-6
@@ -89,7 +89,7 @@ def test_a_team_computes_what_one_thread_computes_on_panels_and_on_openblas(
 def test_engines_use_panels_by_default_unless_told_not_to(panels):
     assert _engine.Engine("lstm", 1, 4, 256, 2, 8, 3, np.float32).panels
     assert _engine.Engine("tanh", 1, 4, 8, 2, 1, 3, np.float64).panels
-    _engine.set_panels(True, 1e6)
+    cbptt.set_settings(panels=True, panels_min_mnk=1e6)
     assert not _engine.Engine("lstm", 1, 4, 64, 2, 8, 3, np.float32).panels   # 131k <= 1e6
     assert _engine.Engine("lstm", 1, 4, 256, 2, 8, 3, np.float32).panels
     panels(False)
@@ -133,9 +133,9 @@ def test_a_team_splits_the_weight_gradient_kernel_without_changing_results(wgrad
                                                                           parts, cell, dtype):
     # H = 70: one panel of columns, split by rows of dW; H = 130: three panels, by columns
     wgrad(True)
-    _engine.set_team(1)
+    cbptt.set_settings(team=1)
     alone = engine_run(cell, 2, 8, hidden, dtype, False)
-    _engine.set_team(parts, min_flops=0, min_batch=2, exact=True)
+    cbptt.set_settings(team=parts, team_min_flops=0, team_min_batch=2, team_exact=True)
     team = engine_run(cell, 2, 8, hidden, dtype, False)
     assert team["engine"].last_parts == parts
     tol = 1e-13 if dtype == np.float64 else 1e-6
@@ -186,17 +186,13 @@ def gated_grads(cell, inputs, hidden, dtype, parts=1, chunked_input=False):
     model = cbptt.RNN(inputs, hidden, 2, cell=cell, num_layers=2, seed=2, dtype=dtype)
     X = rng.standard_normal((6, 7, inputs)).astype(dtype)
     Y = rng.standard_normal((6, 7, 2)).astype(dtype)
-    previous_team, previous_chunks = _engine.set_team(), _engine.set_chunking()
-    try:
-        _engine.set_team(parts, min_flops=0, min_batch=2, exact=True)
-        if chunked_input:
-            _engine.set_chunking(rows=6, min_steps=1, whole_gated_input=False)
+    chunks = dict(chunk_rows=6, chunk_min_steps=1, whole_gated_input=False) if chunked_input \
+        else {}
+    with cbptt.settings(team=parts, team_min_flops=0, team_min_batch=2, team_exact=True,
+                        **chunks):
         engine = _engine.Engine(cell, 2, inputs, hidden, 2, 6, 7, dtype)
         grads = np.zeros_like(model.params)
         engine.loss_and_grad(X, Y, model.params, grads)
-    finally:
-        _engine.set_team(**previous_team)
-        _engine.set_chunking(*previous_chunks)
     assert engine.last_parts == parts
     return grads, model, X, Y, engine.last_paths
 

@@ -115,7 +115,7 @@ def test_a_split_gives_the_same_bits_on_any_number_of_threads(cell, dtype):
     runs = []
     for threads in (0, 1, 2):
         set_parts(4)
-        _engine.set_split(True, threads=threads)
+        cbptt.set_settings(split=True, split_threads=threads)
         runs.append(call(cell, 2, 9, dtype, weighted=True))
         assert runs[-1]["parts"] == (threads or 4)
     for run in runs[1:]:
