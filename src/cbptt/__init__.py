@@ -4,6 +4,9 @@ from ._scipy_blas import preload as _preload_blas
 _preload_blas()
 
 # isort: split
+from . import _isa  # noqa: F401  (first: refuses an unknown CBPTT_ISA)
+
+# isort: split
 from ._engine import Engine, _use_local_thread_control, local_thread_control, param_count, \
     param_layout
 from ._settings import get_settings, set_settings, settings
