@@ -16,12 +16,14 @@ from .distributed import DataParallel
 from .losses import LOSSES
 from .model import RNN, load
 from .optim import SGD, Adam, Optimizer
+from .sysinfo import show_config
 from .trainers import ManyToMany, ManyToOne
 from .truncated import Truncated
 
 __version__ = "0.1.0"
 __all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "gradcheck", "SGD", "Adam",
            "Optimizer", "LOSSES", "Engine", "param_layout", "param_count",
-           "local_thread_control", "DataParallel", "settings", "get_settings", "set_settings"]
+           "local_thread_control", "DataParallel", "settings", "get_settings", "set_settings",
+           "show_config"]
 
 _use_local_thread_control(*find_thread_control())
