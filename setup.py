@@ -8,6 +8,10 @@ Python's CFLAGS carry -g, which puts 4 MB of DWARF into the two modules (1.5 MB 
 wheel); the optimised build drops it with -g0 (the instructions do not change; the symbol table
 stays, so perf still names functions). CBPTT_DEBUG_INFO=1 keeps it, for addr2line or perf
 annotate on the optimised build.
+
+CBPTT_PORTABLE=1 compiles the kernels as plain C only, as on a processor without the x86-64
+dispatch of _isa.h: no AVX2 or AVX-512 variants and no AVX-512 panel products (OpenBLAS runs
+every product).
 """
 import os
 import sys
@@ -18,9 +22,11 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("CBPTT_CYTHON_DEBUG", "0") not in ("", "0")
 DEBUG_INFO = DEBUG or os.environ.get("CBPTT_DEBUG_INFO", "0") not in ("", "0")
-MODULES = ["_blas", "_engine", "_kernels"]   # _kernels: the cell and loss kernels, for tests
-HEADERS = ["_blas.pxd", "_cells.pxd", "_losses.pxd", "_vmath.h", "_gates.h", "_team.h", "_panels.h",
-           "_blas_threads.h", "_paths.h"]
+PORTABLE = os.environ.get("CBPTT_PORTABLE", "0") not in ("", "0")
+# _isa: the instruction set in use; _kernels: the cell and loss kernels, for tests
+MODULES = ["_isa", "_blas", "_engine", "_kernels"]
+HEADERS = ["_blas.pxd", "_cells.pxd", "_losses.pxd", "_isa.h", "_vmath.h", "_gates.h", "_team.h",
+           "_panels.h", "_blas_threads.h", "_paths.h"]
 CORE = ["shape", "team", "paths", "products", "plan", "norms", "forward", "head", "gradients",
         "backward", "jobs", "split"]
 
@@ -45,7 +51,8 @@ extensions = [
         f"cbptt.{name}",
         [f"src/cbptt/{name}.pyx"],
         include_dirs=[np.get_include(), "src/cbptt"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+        + ([("CBPTT_PORTABLE", "1")] if PORTABLE else []),
         extra_compile_args=compile_args,
         extra_link_args=[] if sys.platform == "win32" else ["-pthread"],
         depends=[f"src/cbptt/{h}" for h in HEADERS] + [f"src/cbptt/_core/{c}.pxd" for c in CORE],

@@ -4,6 +4,9 @@ from ._scipy_blas import preload as _preload_blas
 _preload_blas()
 
 # isort: split
+from . import _isa  # noqa: F401  (first: refuses an unknown CBPTT_ISA)
+
+# isort: split
 from ._engine import Engine, _use_local_thread_control, local_thread_control, param_count, \
     param_layout
 from ._settings import get_settings, set_settings, settings
@@ -13,12 +16,14 @@ from .distributed import DataParallel
 from .losses import LOSSES
 from .model import RNN, load
 from .optim import SGD, Adam, Optimizer
+from .sysinfo import show_config
 from .trainers import ManyToMany, ManyToOne
 from .truncated import Truncated
 
 __version__ = "0.1.0"
 __all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "gradcheck", "SGD", "Adam",
            "Optimizer", "LOSSES", "Engine", "param_layout", "param_count",
-           "local_thread_control", "DataParallel", "settings", "get_settings", "set_settings"]
+           "local_thread_control", "DataParallel", "settings", "get_settings", "set_settings",
+           "show_config"]
 
 _use_local_thread_control(*find_thread_control())

@@ -13,8 +13,9 @@
  * Every entry of C is one sum over k in order, whatever the column block or row block it is
  * computed in, so results do not depend on how a team splits the product.
  *
- * AVX-512F only (checked at run time: cbptt_panels_supported); elsewhere the engine keeps
- * OpenBLAS. float32 panels are 64 columns wide (four 16-lane registers), float64 panels 32.
+ * AVX-512F only (checked at run time: cbptt_panels_supported, which CBPTT_ISA below avx512
+ * turns off and a CBPTT_PORTABLE build compiles out); elsewhere the engine keeps OpenBLAS.
+ * float32 panels are 64 columns wide (four 16-lane registers), float64 panels 32.
  *
  * The same register blocking serves the weight gradients dW = dA^T @ h (cbptt_wgrad), with
  * dA read in place: OpenBLAS packs both operands of those calls first (a transposing copy of
@@ -25,6 +26,8 @@
 
 #include <stddef.h>
 #include <string.h>
+
+#include "_isa.h"
 
 #define CBPTT_PANEL_F32 64
 #define CBPTT_PANEL_F64 32
@@ -58,19 +61,15 @@
 CBPTT_PACK(f32, float, CBPTT_PANEL_F32)
 CBPTT_PACK(f64, double, CBPTT_PANEL_F64)
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(CBPTT_NO_DISPATCH)
+#ifdef CBPTT_DISPATCH
 #include <immintrin.h>
 #define CBPTT_PANELS 1
 #define CBPTT_AVX512 __attribute__((target("avx512f")))
 
+/* the processor has AVX-512F and CBPTT_ISA does not cap it below avx512 (_isa.h) */
 static int cbptt_panels_supported(void)
 {
-    static int cached = -1;          /* benign race: every thread writes the same value */
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f");
-    }
-    return cached;
+    return cbptt_isa_allows_avx512f();
 }
 
 /* the first `left` of `lanes` lanes (all of them from lanes on, none at 0 or below) */
@@ -229,7 +228,7 @@ CBPTT_WGRAD(f32, float, 16, ps, __mmask16)
 CBPTT_WGRAD(f64, double, 8, pd, __mmask8)
 
 #else
-/* No AVX-512 build: the engine never calls the products (cbptt_panels_supported is 0). */
+/* No dispatch (_isa.h): the engine never calls the products (cbptt_panels_supported is 0). */
 static int cbptt_panels_supported(void) { return 0; }
 static void cbptt_panel_gemm_f32(ptrdiff_t m, ptrdiff_t k, const float *a, ptrdiff_t lda,
                                  const float *panels, ptrdiff_t first, ptrdiff_t count,

@@ -8,9 +8,10 @@
  * by Cephes' rational approximation below 0.625 and 1 - 2 / (e^{2|x|} + 1) above, both
  * branch-free, so that they vectorise like the float32 ones (libm's exp and tanh do not).
  *
- * On x86-64 with GCC or Clang the float32 array functions also exist compiled for AVX2 + FMA
- * and for AVX-512 (16 lanes), picked at run time; CBPTT_NO_DISPATCH turns that off. Compile with -fno-trapping-math so
- * that the selects in these functions can be vectorised.
+ * On x86-64 with GCC or Clang the array functions also exist compiled for AVX2 + FMA and for
+ * AVX-512 (16 float32 lanes), picked at run time by the level _isa.h reports (CBPTT_ISA caps
+ * it; a CBPTT_PORTABLE build compiles the plain C ones only). Compile with -fno-trapping-math
+ * so that the selects in these functions can be vectorised.
  */
 #ifndef CBPTT_VMATH_H
 #define CBPTT_VMATH_H
@@ -19,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_isa.h"
 
 /* e^x for -87.3 <= x <= 88.3 (callers clamp) */
 static inline float cbptt_expf_in_range(float x)
@@ -121,7 +124,7 @@ static inline double cbptt_tanh(double x)
 
 /* out[i] = f(x[i] + bias[i]) over n entries for f = sigmoid and tanh, float32 and float64; bias
  * may be NULL; out may be x. Defined three times on x86-64: for the baseline ISA, AVX2 + FMA and
- * AVX-512, chosen at run time by what the processor supports (CBPTT_PICK). */
+ * AVX-512, chosen at run time by _isa.h's level (CBPTT_PICK). */
 #define CBPTT_ARRAY_FUNCTION(name, T, tag, suffix, attributes, f)                             \
     attributes static void cbptt_##name##_##tag##_##suffix(const T *x, const T *bias, T *out, \
                                                            ptrdiff_t n)                      \
@@ -141,8 +144,7 @@ static inline double cbptt_tanh(double x)
 
 CBPTT_ARRAY_FUNCTIONS(baseline, )
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(CBPTT_NO_DISPATCH)
-#define CBPTT_DISPATCH 1
+#ifdef CBPTT_DISPATCH
 #define CBPTT_TARGET_AVX2 __attribute__((target("avx2,fma")))
 /* GCC vectorises 256 bits wide unless told otherwise, even where AVX-512 is allowed (Clang
  * does not take that option in a target attribute: it would ignore the whole attribute) */
@@ -155,30 +157,10 @@ CBPTT_ARRAY_FUNCTIONS(baseline, )
 CBPTT_ARRAY_FUNCTIONS(avx2, CBPTT_TARGET_AVX2)
 CBPTT_ARRAY_FUNCTIONS(avx512, CBPTT_TARGET_AVX512)
 
-static int cbptt_has_avx512(void)
-{
-    static int cached = -1;          /* benign race: every thread writes the same value */
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-    }
-    return cached;
-}
-
-static int cbptt_has_avx2(void)
-{
-    static int cached = -1;          /* benign race: every thread writes the same value */
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
-
-/* the best build of name_T (name_T_avx512, _avx2 or _baseline) for this processor */
+/* the build of name_T (name_T_avx512, _avx2 or _baseline) for the level in use (_isa.h) */
 #define CBPTT_PICK(name, T)                                                                   \
-    (cbptt_has_avx512() ? name##_##T##_avx512                                                  \
-                        : cbptt_has_avx2() ? name##_##T##_avx2 : name##_##T##_baseline)
+    (cbptt_isa_level() >= CBPTT_ISA_AVX512 ? name##_##T##_avx512                              \
+     : cbptt_isa_level() >= CBPTT_ISA_AVX2 ? name##_##T##_avx2 : name##_##T##_baseline)
 #else
 #define CBPTT_PICK(name, T) name##_##T##_baseline
 #endif

@@ -1,0 +1,9 @@
+"""Type stubs for the instruction-set report."""
+from typing import Optional
+
+ALLOWED: tuple[str, ...]
+requested: Optional[str]
+
+def isa_compiled() -> str: ...
+def isa_in_use() -> str: ...
+def isa_requested() -> Optional[str]: ...
