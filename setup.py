@@ -10,9 +10,10 @@ stays, so perf still names functions). CBPTT_DEBUG_INFO=1 keeps it, for addr2lin
 annotate on the optimised build.
 
 CBPTT_PORTABLE=1 compiles the kernels as plain C only, as on a processor without the x86-64
-dispatch of _isa.h: no AVX2 or AVX-512 variants and no AVX-512 panel products (OpenBLAS runs
+dispatch of isa.h: no AVX2 or AVX-512 variants and no AVX-512 panel products (OpenBLAS runs
 every product).
 """
+import glob
 import os
 import sys
 
@@ -25,10 +26,10 @@ DEBUG_INFO = DEBUG or os.environ.get("CBPTT_DEBUG_INFO", "0") not in ("", "0")
 PORTABLE = os.environ.get("CBPTT_PORTABLE", "0") not in ("", "0")
 # _isa: the instruction set in use; _kernels: the cell and loss kernels, for tests
 MODULES = ["_isa", "_blas", "_engine", "_kernels"]
-HEADERS = ["_blas.pxd", "_cells.pxd", "_losses.pxd", "_isa.h", "_vmath.h", "_gates.h", "_team.h",
-           "_panels.h", "_blas_threads.h", "_paths.h"]
-CORE = ["shape", "team", "paths", "products", "plan", "norms", "forward", "head", "gradients",
-        "backward", "jobs", "split"]
+# what the modules are built from besides their .pyx: the BLAS layer and the engine's layers
+# (src/cbptt/_core: the C kernels and the inline .pxd layers over them)
+DEPENDS = ["src/cbptt/_blas.pxd"] + sorted(glob.glob("src/cbptt/_core/*.pxd") +
+                                           glob.glob("src/cbptt/_core/*.h"))
 
 directives = {
     "language_level": "3",
@@ -39,10 +40,10 @@ directives = {
     "cdivision": True,
     "embedsignature": True,
 }
-# -fno-trapping-math lets the compiler vectorise the selects of _vmath.h (no FP traps are used)
+# -fno-trapping-math lets the compiler vectorise the selects of vmath.h (no FP traps are used)
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math", "-fno-math-errno"]
 if sys.platform != "win32":
-    compile_args.append("-pthread")   # _team.h
+    compile_args.append("-pthread")   # team.h
     if not DEBUG_INFO:
         compile_args.append("-g0")    # after Python's -g, so it wins
 
@@ -55,12 +56,16 @@ extensions = [
         + ([("CBPTT_PORTABLE", "1")] if PORTABLE else []),
         extra_compile_args=compile_args,
         extra_link_args=[] if sys.platform == "win32" else ["-pthread"],
-        depends=[f"src/cbptt/{h}" for h in HEADERS] + [f"src/cbptt/_core/{c}.pxd" for c in CORE],
+        depends=DEPENDS,
     )
     for name in MODULES
 ]
 
 setup(
-    ext_modules=cythonize(extensions, compiler_directives=directives, include_path=["src"]),
+    # the debug build's C goes to a folder of its own: Cython regenerates a .c only when it is
+    # older than its sources, not when the directives change, so sharing one would give the
+    # debug build the optimised C (no bounds checks), and the next optimised build the debug C
+    ext_modules=cythonize(extensions, compiler_directives=directives, include_path=["src"],
+                          build_dir="build/cython-debug" if DEBUG else None),
     zip_safe=False,
 )

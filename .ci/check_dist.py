@@ -6,8 +6,8 @@ A wheel (.whl) carries the Python modules, one compiled module and one .pyi stub
 src/cbptt, and py.typed; no build input or build output other than the compiled modules: no .c
 (Cython's generated C, 3.5 MB), .pyx, .pxd (cbptt's are internal kernels, not an API) or .h.
 It must stay under MAX_WHEEL_BYTES (0.5 MB at 2026-12-04; 2.51 MB when it shipped the .c and
-the modules' DWARF). An sdist (.tar.gz) carries every .pyx, .pxd and .h of src/cbptt (a build
-needs them all) and no .c (a build regenerates it). Prints one line per file checked; exits 1
+the modules' DWARF). An sdist (.tar.gz) carries every .pyx, .pxd and .h of src/cbptt and of
+src/cbptt/_core (a build needs them all) and no .c (a build regenerates it). Prints one line per file checked; exits 1
 with a line per problem.
 """
 import sys
@@ -21,8 +21,9 @@ BUILD_ONLY = (".c", ".pyx", ".pxd", ".h")
 
 
 def build_inputs():
-    """Names of the files under src/cbptt that a build of the compiled modules reads."""
-    return sorted(p.name for p in SOURCE.iterdir() if p.suffix in (".pyx", ".pxd", ".h"))
+    """Paths (below src/cbptt) of the files that a build of the compiled modules reads."""
+    return sorted(p.relative_to(SOURCE).as_posix() for p in SOURCE.rglob("*")
+                  if p.suffix in (".pyx", ".pxd", ".h"))
 
 
 def extension_names():
@@ -53,7 +54,7 @@ def sdist_problems(path):
     """What is wrong with the sdist at path (empty list: nothing)."""
     with tarfile.open(path) as sdist:
         members = [PurePosixPath(name) for name in sdist.getnames()]
-    package = {m.name for m in members if m.parent.parts[-2:] == ("src", "cbptt")}
+    package = {"/".join(m.parts[3:]) for m in members if m.parts[1:3] == ("src", "cbptt")}
     problems = [f"lacks src/cbptt/{name}" for name in build_inputs() if name not in package]
     problems += [f"ships {m}" for m in members if m.suffix == ".c"]
     return problems

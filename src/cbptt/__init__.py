@@ -4,7 +4,17 @@ from ._scipy_blas import preload as _preload_blas
 _preload_blas()
 
 # isort: split
-from . import _isa  # noqa: F401  (first: refuses an unknown CBPTT_ISA)
+try:
+    from . import _isa  # noqa: F401  (first: refuses an unknown CBPTT_ISA)
+except ValueError as _exc:
+    import os as _os
+    import sys as _sys
+    if (_os.path.basename(_sys.argv[0]) == "cbptt" if _sys.argv else False) or \
+            getattr(_sys, "orig_argv", [])[1:3] == ["-m", "cbptt"]:
+        # the cbptt command: a user's mistake is one line and exit status 2, not a traceback
+        print(f"cbptt: {_exc}", file=_sys.stderr)
+        raise SystemExit(2) from None
+    raise
 
 # isort: split
 from ._engine import Engine, _use_local_thread_control, local_thread_control, param_count, \

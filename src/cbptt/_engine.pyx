@@ -12,9 +12,9 @@ here only check the sizes and dtypes of what they are handed.
 BLAS threads: the recurrent products inside the time loop are small, and waking BLAS worker
 threads for each of them costs more than it saves (measured in benchmarks/). OpenBLAS >= 0.3.27
 has openblas_set_num_threads_local (which in SciPy's pthreads build sets the count of the whole
-process: _blas_threads.h holds it safely across threads); its address, and that of the
+process: _core/blas_threads.h holds it safely across threads); its address, and that of the
 thread-count getter, are found once, at import (see _threads.py). With them, a call whose
-per-step product is big enough runs on a team of cbptt's own threads (_team.h), as many as
+per-step product is big enough runs on a team of cbptt's own threads (_core/team.h), as many as
 BLAS's thread count, each calling BLAS on one thread; smaller calls run in the calling thread,
 with the per-step products on one BLAS thread and the hoisted GEMMs on BLAS's own threads.
 Without them the loop runs with the library's setting.
@@ -25,7 +25,6 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-from ._cells cimport v_sigmoid, v_tanh
 from ._core.jobs cimport Job, run_job
 from ._core.norms cimport squared_norm
 from ._core.paths cimport (CBPTT_RAN_CHUNK_GRADS, CBPTT_RAN_INPUT_BLAS, CBPTT_RAN_INPUT_PANELS,
@@ -34,9 +33,7 @@ from ._core.paths cimport (CBPTT_RAN_CHUNK_GRADS, CBPTT_RAN_INPUT_BLAS, CBPTT_RA
 from ._core.head cimport loss_scale
 from ._core.plan cimport STEP_THREADS_FLOPS as _STEP_THREADS_FLOPS
 from ._core.plan cimport Plan, call_parts, fill_plan, runs_as_split
-from ._core.products cimport (CBPTT_PANEL_F32, CBPTT_PANEL_F64, cbptt_pack_f32, cbptt_pack_f64,
-                              cbptt_panel_gemm_f32, cbptt_panel_gemm_f64,
-                              cbptt_panels_supported, cbptt_wgrad_f32, cbptt_wgrad_f64)
+from ._core.products cimport CBPTT_PANEL_F32, CBPTT_PANEL_F64, cbptt_panels_supported
 from ._core.shape cimport (CELL_GRU, CELL_LSTM, CELL_RELU, CELL_TANH, LOSS_CROSS_ENTROPY,
                            LOSS_MSE, Shape, States, Work, is_elman, layer_offset, output_steps)
 from ._core.split cimport Split, rows_of_call, run_split
@@ -63,7 +60,7 @@ PATH_NAMES = {CBPTT_RAN_STEP_PANELS: "step_panels", CBPTT_RAN_STEP_BLAS: "step_b
 
 
 def path_names(unsigned flags):
-    """The names of the kernel paths in a record of flags (see _paths.h)."""
+    """The names of the kernel paths in a record of flags (see _core/paths.h)."""
     return frozenset(name for flag, name in PATH_NAMES.items() if flags & flag)
 
 
@@ -143,7 +140,7 @@ def core_round_trip_ns(long rounds=20000):
     """Round trip in ns of a cache line between the team's first two threads (the caller and
     a helper): the median of 16 batches' means over `rounds` round trips in all; None when the
     team is busy or cannot start a helper. For benchmarks: where a host runs the two threads
-    on cores far apart, 2-thread steps slow down (see _team.h)."""
+    on cores far apart, 2-thread steps slow down (see _core/team.h)."""
     cdef double ns
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
@@ -158,53 +155,13 @@ def core_round_trip_ns(long rounds=20000):
 
 
 # ---------------------------------------------------------------------------------------------
-# the panel kernels alone, for tests
-
-def _weight_gradient(a, b, double beta, c, sums=None):
-    """c = a.T @ b + beta c (and, if given, sums = a's column sums + beta sums) through the
-    weight-gradient kernel of _panels.h: for tests. a (k, m), b (k, n), c (m, n), sums (m,),
-    C-contiguous of one float dtype."""
-    if not cbptt_panels_supported():
-        raise RuntimeError("this processor has no AVX-512F")
-    cdef cnp.ndarray A = a, B = b, C = c
-    cdef cnp.ndarray S = None if sums is None else sums
-    if A.dtype == np.float32:
-        cbptt_wgrad_f32(A.shape[1], B.shape[1], A.shape[0], <float*>A.data, A.shape[1],
-                        <float*>B.data, B.shape[1], <float>beta, <float*>C.data, C.shape[1],
-                        NULL if S is None else <float*>S.data)
-    else:
-        cbptt_wgrad_f64(A.shape[1], B.shape[1], A.shape[0], <double*>A.data, A.shape[1],
-                        <double*>B.data, B.shape[1], beta, <double*>C.data, C.shape[1],
-                        NULL if S is None else <double*>S.data)
-
+# the panel kernels' availability
 
 def panels_supported():
     """Whether this processor runs the packed-panel products (AVX-512F)."""
     return bool(cbptt_panels_supported())
 
 
-def _panel_product(a, b, bint trans, double beta, c, Py_ssize_t first, Py_ssize_t count):
-    """c[:, first:first+count] = a @ op(b)[:, first:first+count] + beta c[:, first:first+count]
-    through the packed-panel product (op(b) = b.T with trans), first a multiple of the panel
-    width: the kernel alone, for tests. a, b, c C-contiguous of one float dtype."""
-    if not cbptt_panels_supported():
-        raise RuntimeError("this processor has no AVX-512F")
-    cdef cnp.ndarray A = a, B = b, C = c
-    k = A.shape[1]
-    n = B.shape[0] if trans else B.shape[1]
-    dtype = C.dtype
-    width = CBPTT_PANEL_F32 if dtype == np.float32 else CBPTT_PANEL_F64
-    if first % width or not 0 <= first <= first + count <= n:
-        raise ValueError(f"first must be a multiple of {width} and the block inside {n} columns")
-    cdef cnp.ndarray panels = np.empty(k * (-(-n // width) * width), dtype=dtype)
-    if dtype == np.float32:
-        cbptt_pack_f32(<float*>B.data, B.shape[1], trans, k, first, count, <float*>panels.data)
-        cbptt_panel_gemm_f32(A.shape[0], k, <float*>A.data, k, <float*>panels.data, first,
-                             count, <float>beta, <float*>C.data, C.shape[1])
-    else:
-        cbptt_pack_f64(<double*>B.data, B.shape[1], trans, k, first, count, <double*>panels.data)
-        cbptt_panel_gemm_f64(A.shape[0], k, <double*>A.data, k, <double*>panels.data, first,
-                             count, beta, <double*>C.data, C.shape[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +204,7 @@ cdef class Engine:
     cdef readonly double grad_sq_norm
     cdef readonly double loss_terms
     cdef readonly int last_parts   # threads the last call ran on (see plan.pxd's call_parts)
-    cdef unsigned last_path_flags  # the kernel paths the last call ran (_paths.h)
+    cdef unsigned last_path_flags  # the kernel paths the last call ran (_core/paths.h)
     cdef dict buffers
     cdef dict layout               # the buffers' sizes under the plan
     cdef bint allocated            # the layout's buffers exist (made by the first call on them)
@@ -389,7 +346,7 @@ cdef class Engine:
 
     @property
     def panels(self):
-        """Whether the per-step products multiply by packed W_hh panels (_panels.h)."""
+        """Whether the per-step products multiply by packed W_hh panels (_core/panels.h)."""
         self._plan_current()
         return bool(self.plan.panels)
 
@@ -494,7 +451,7 @@ cdef class Engine:
 
     @property
     def last_paths(self):
-        """The kernel paths the last call ran, as names (see _paths.h): "step_panels" or
+        """The kernel paths the last call ran, as names (see _core/paths.h): "step_panels" or
         "step_blas" (the per-step products), "input_panels"/"input_blas" (the input
         projection), "wgrad_kernel"/"wgrad_blas"/"wgrad_transposed" (weight gradients),
         "chunk_grads" (GRU's per-chunk weight gradients)."""
@@ -634,9 +591,9 @@ cdef class Engine:
 
 
 # ---------------------------------------------------------------------------------------------
-# array checks for the trainers, and the vectorised functions alone, for tests
+# array checks for the trainers
 
-cdef extern from "_vmath.h" nogil:
+cdef extern from "_core/vmath.h" nogil:
     int cbptt_all_finite_f32(const float* x, Py_ssize_t n)
     int cbptt_all_finite_f64(const double* x, Py_ssize_t n)
 
@@ -677,24 +634,3 @@ def squared_norm_of(array):
         else:
             result = squared_norm(<float*>data, count)
     return result
-
-
-def _activation(str name, array):
-    """sigmoid or tanh of a C-contiguous float32/float64 array, in place, through the cell
-    kernels' vectorised functions (_vmath.h): for tests."""
-    cdef void* data
-    cdef Py_ssize_t count
-    cdef bint is_double = float_buffer(array, "_activation", &data, &count)
-    if name not in ("sigmoid", "tanh"):
-        raise ValueError(f"name must be 'sigmoid' or 'tanh', got {name!r}")
-    with nogil:
-        if is_double:
-            if name == "sigmoid":
-                v_sigmoid(<double*>data, <double*>NULL, <double*>data, count)
-            else:
-                v_tanh(<double*>data, <double*>NULL, <double*>data, count)
-        elif name == "sigmoid":
-            v_sigmoid(<float*>data, <float*>NULL, <float*>data, count)
-        else:
-            v_tanh(<float*>data, <float*>NULL, <float*>data, count)
-    return array

@@ -1,13 +1,13 @@
-"""Which instruction set cbptt's kernels were compiled for and run on (see _isa.h).
+"""Which instruction set cbptt's kernels were compiled for and run on (see _core/isa.h).
 
 CBPTT_ISA=baseline|avx2|avx512 caps the variant of the elementwise and gate kernels picked at
-run time and, below avx512, turns _panels.h's AVX-512 products off (OpenBLAS runs them). Each
+run time and, below avx512, turns _core/panels.h's AVX-512 products off (OpenBLAS runs them). Each
 compiled module reads it once, when it is loaded; this one, imported first by the package,
 refuses an unknown value.
 """
 import os
 
-cdef extern from "_isa.h" nogil:
+cdef extern from "_core/isa.h" nogil:
     int cbptt_isa_requested()
     int cbptt_isa_level()
     int cbptt_isa_compiled()

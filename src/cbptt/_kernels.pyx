@@ -1,5 +1,7 @@
-"""Python wrappers of the cell step kernels (_cells.pxd over _gates.h) and the loss kernels
-(_losses.pxd), for the tests only (tests/core/test_gates.py, test_losses.py): the kernels are
+"""Python wrappers of the engine's kernels, for the tests only: the vectorised functions
+(_core/vmath.h; tests/core/test_vmath.py), the panel kernels (_core/panels.h;
+test_products.py), the cell step kernels (_core/cells.pxd over _core/cell_steps.h;
+test_gates.py) and the loss kernels (_core/losses.pxd; test_losses.py). The kernels are
 ``cdef inline`` functions that the engine calls on raw pointers, unreachable from Python.
 
 Each wrapper checks its arrays (C-contiguous, of the first array's dtype, float32 or float64,
@@ -15,9 +17,13 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._cells cimport (elman_backward, elman_forward, gru_backward, gru_forward,
+from ._core.cells cimport (elman_backward, elman_forward, gru_backward, gru_forward,
                       lstm_backward, lstm_forward)
-from ._losses cimport cross_entropy_loss, mse_loss
+from ._core.losses cimport cross_entropy_loss, mse_loss
+from ._core.cells cimport v_sigmoid, v_tanh
+from ._core.products cimport (CBPTT_PANEL_F32, CBPTT_PANEL_F64, cbptt_pack_f32, cbptt_pack_f64,
+                              cbptt_panel_gemm_f32, cbptt_panel_gemm_f64,
+                              cbptt_panels_supported, cbptt_wgrad_f32, cbptt_wgrad_f64)
 
 cnp.import_array()
 
@@ -271,3 +277,71 @@ def loss(str kind, pred, target, weight=None, double scale=1.0, *, Py_ssize_t fi
             value = _loss(mse, <float*>p, y, <float*>w, n_steps, first, n_count, n_batch,
                           row0, n_rows, n_width, scale, <float*>g)
     return value, dpred
+
+
+# the vectorised functions and the panel kernels alone
+
+def activation(str name, array):
+    """sigmoid or tanh of a C-contiguous float32/float64 array, in place, through the cell
+    kernels' vectorised functions (_core/vmath.h): for tests."""
+    if not isinstance(array, np.ndarray) or array.dtype not in (np.float32, np.float64):
+        raise TypeError("array: expected a float32 or float64 ndarray")
+    _checked(array, "array", array.shape, array.dtype, writable=True)
+    cdef void* data = _data(array)
+    cdef Py_ssize_t count = array.size
+    cdef bint is_double = array.dtype == np.float64
+    if name not in ("sigmoid", "tanh"):
+        raise ValueError(f"name must be 'sigmoid' or 'tanh', got {name!r}")
+    with nogil:
+        if is_double:
+            if name == "sigmoid":
+                v_sigmoid(<double*>data, <double*>NULL, <double*>data, count)
+            else:
+                v_tanh(<double*>data, <double*>NULL, <double*>data, count)
+        elif name == "sigmoid":
+            v_sigmoid(<float*>data, <float*>NULL, <float*>data, count)
+        else:
+            v_tanh(<float*>data, <float*>NULL, <float*>data, count)
+    return array
+
+
+def weight_gradient(a, b, double beta, c, sums=None):
+    """c = a.T @ b + beta c (and, if given, sums = a's column sums + beta sums) through the
+    weight-gradient kernel of _core/panels.h: for tests. a (k, m), b (k, n), c (m, n), sums (m,),
+    C-contiguous of one float dtype."""
+    if not cbptt_panels_supported():
+        raise RuntimeError("this processor has no AVX-512F")
+    cdef cnp.ndarray A = a, B = b, C = c
+    cdef cnp.ndarray S = None if sums is None else sums
+    if A.dtype == np.float32:
+        cbptt_wgrad_f32(A.shape[1], B.shape[1], A.shape[0], <float*>A.data, A.shape[1],
+                        <float*>B.data, B.shape[1], <float>beta, <float*>C.data, C.shape[1],
+                        NULL if S is None else <float*>S.data)
+    else:
+        cbptt_wgrad_f64(A.shape[1], B.shape[1], A.shape[0], <double*>A.data, A.shape[1],
+                        <double*>B.data, B.shape[1], beta, <double*>C.data, C.shape[1],
+                        NULL if S is None else <double*>S.data)
+
+
+def panel_product(a, b, bint trans, double beta, c, Py_ssize_t first, Py_ssize_t count):
+    """c[:, first:first+count] = a @ op(b)[:, first:first+count] + beta c[:, first:first+count]
+    through the packed-panel product (op(b) = b.T with trans), first a multiple of the panel
+    width: the kernel alone, for tests. a, b, c C-contiguous of one float dtype."""
+    if not cbptt_panels_supported():
+        raise RuntimeError("this processor has no AVX-512F")
+    cdef cnp.ndarray A = a, B = b, C = c
+    k = A.shape[1]
+    n = B.shape[0] if trans else B.shape[1]
+    dtype = C.dtype
+    width = CBPTT_PANEL_F32 if dtype == np.float32 else CBPTT_PANEL_F64
+    if first % width or not 0 <= first <= first + count <= n:
+        raise ValueError(f"first must be a multiple of {width} and the block inside {n} columns")
+    cdef cnp.ndarray panels = np.empty(k * (-(-n // width) * width), dtype=dtype)
+    if dtype == np.float32:
+        cbptt_pack_f32(<float*>B.data, B.shape[1], trans, k, first, count, <float*>panels.data)
+        cbptt_panel_gemm_f32(A.shape[0], k, <float*>A.data, k, <float*>panels.data, first,
+                             count, <float>beta, <float*>C.data, C.shape[1])
+    else:
+        cbptt_pack_f64(<double*>B.data, B.shape[1], trans, k, first, count, <double*>panels.data)
+        cbptt_panel_gemm_f64(A.shape[0], k, <double*>A.data, k, <double*>panels.data, first,
+                             count, beta, <double*>C.data, C.shape[1])

@@ -4,7 +4,7 @@ cbptt calls BLAS through scipy.linalg.cython_blas. When that BLAS is OpenBLAS >=
 exports ``openblas_set_num_threads_local``. Despite the name, in SciPy's pthreads build it sets
 the thread count of the whole process (it calls ``openblas_set_num_threads``), so the engine
 holds it at one thread only for the duration of a call, under a lock shared by every caller
-(_blas_threads.h): to run the small per-step products of the time loop on one thread, and, with
+(_core/blas_threads.h): to run the small per-step products of the time loop on one thread, and, with
 ``openblas_get_num_threads``, to split larger calls over its own team of threads with BLAS on
 one thread in each. Anything else (MKL, an older OpenBLAS, a library we cannot locate) leaves
 BLAS threading as it is.

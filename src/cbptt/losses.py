@@ -1,4 +1,4 @@
-"""The losses and their reductions (the kernels are in _losses.pxd).
+"""The losses and their reductions (the kernels are in _core/losses.pxd).
 
 - ``"mse"``: the mean over every output element of (y_hat - y)^2, as ``torch.nn.MSELoss()``.
   Targets are floats shaped like the outputs.

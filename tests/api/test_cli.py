@@ -488,3 +488,17 @@ def test_progress_without_tqdm_prints_steps_and_rate(monkeypatch):
     bar.close()
     assert "epoch 1/1  step 3/3  loss 1.0000" in stream.getvalue()
     assert "steps/s" in stream.getvalue()
+
+
+def test_info_says_what_runs_here(tmp_path):
+    from cbptt import _isa
+    out = ok("info", cwd=tmp_path).stdout
+    assert f"isa_in_use: {_isa.isa_in_use()}" in out and "isa_compiled:" in out
+    assert "library:" in out and "threads:" in out and "team_available:" in out
+    capped = ok("info", cwd=tmp_path, env={"CBPTT_ISA": "baseline"}).stdout
+    assert "isa_in_use: baseline" in capped and "panels: False" in capped
+
+
+def test_an_unknown_instruction_set_is_one_line(tmp_path):
+    one_error_line(cbptt_cmd("info", cwd=tmp_path, env={"CBPTT_ISA": "avx9000"}),
+                   "CBPTT_ISA", "baseline, avx2, avx512")

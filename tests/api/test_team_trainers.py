@@ -1,4 +1,4 @@
-"""Trainers and models on the engine's team of threads (_team.h; the Engine's splits:
+"""Trainers and models on the engine's team of threads (_core/team.h; the Engine's splits:
 tests/core/test_team.py, test_split.py): training and prediction follow one thread's path,
 recorded flows and small calls run on one thread and the default settings pick the team for
 what measured faster on it; a busy team makes a second caller run alone, and concurrent

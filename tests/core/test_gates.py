@@ -1,5 +1,5 @@
-"""The cell step kernels (_cells.pxd over _gates.h), one forward and one backward step of each
-cell through cbptt._kernels, against NumPy twins written here in float64 from _cells.pxd's
+"""The cell step kernels (_core/cells.pxd over _core/cell_steps.h), one forward and one backward step of each
+cell through cbptt._kernels, against NumPy twins written here in float64 from _core/cells.pxd's
 equations (PyTorch's): float64 to 1e-12 and float32 to 8 ulps of the magnitudes that enter
 each value; on one row, on H that is not a multiple of the vector width (16 float32, 8
 float64 lanes with AVX-512), on pre-activations far into sigmoid's and tanh's saturated
@@ -82,7 +82,7 @@ def forward_twin(cell, x, bias, c_prev=None, h_prev=None, rec=None, b_hh=None):
 
 def backward_twin(cell, acts, dh, dh_inject, c_prev=None, c=None, dc=None, h_prev=None,
                   hn=None, absolute=False):
-    """One backward step in float64 (_cells.pxd's equations): "da" and, for lstm, "dc" and
+    """One backward step in float64 (_core/cells.pxd's equations): "da" and, for lstm, "dc" and
     "dh" (dh + dh_inject), for gru, "da_n" and "dh" ((dh + dh_inject) z). With absolute=True
     every input is replaced by its magnitude and every difference by a sum (tanh(c) by
     1 + |tanh(c)|): the magnitudes that enter each value, its error's scale."""

@@ -1,4 +1,4 @@
-"""CBPTT_ISA (_isa.h): the cap on the kernels' run-time dispatch, read when cbptt is imported,
+"""CBPTT_ISA (_core/isa.h): the cap on the kernels' run-time dispatch, read when cbptt is imported,
 so each case runs in a fresh interpreter; what the build compiled in (CBPTT_PORTABLE=1 at build
 time: plain C only); and cbptt.show_config()'s record of it, of SciPy's BLAS and of the versions.
 

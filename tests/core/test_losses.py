@@ -1,4 +1,4 @@
-"""The loss kernels (_losses.pxd) through cbptt._kernels.loss, against a NumPy twin written
+"""The loss kernels (_core/losses.pxd) through cbptt._kernels.loss, against a NumPy twin written
 here in float64: mean squared error and cross-entropy, value and gradient, on a block of steps
 and batch rows of the (batch, steps) grid (predictions time-major and holding those steps
 only, targets and weights batch-first over all steps), with weights (zeros among them), one

@@ -1,5 +1,5 @@
 """Engines on the packed-panel product of the per-step recurrent GEMMs and on the
-weight-gradient kernel (_panels.h; the kernels alone: test_products.py): against the NumPy
+weight-gradient kernel (_core/panels.h; the kernels alone: test_products.py): against the NumPy
 reference, against the same engine on OpenBLAS, and split over a team."""
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from helpers import CELLS, engine_grads
 from reference import loss_and_grad as reference_loss_and_grad
 
 pytestmark = pytest.mark.skipif(not _engine.panels_supported(),
-                                reason="the processor has no AVX-512F (OpenBLAS is used)")
+                                reason="the panel kernels are off (no AVX-512F, or CBPTT_ISA below avx512)")
 
 
 def engine_run(cell, layers, batch, hidden, dtype, many_to_one):

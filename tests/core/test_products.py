@@ -1,6 +1,6 @@
 """The products of the compiled core against NumPy: the row-major BLAS shim (_blas.pxd) through
 its Python twins, the packed-panel product of the per-step recurrent GEMMs and the
-weight-gradient kernel (_panels.h, AVX-512F) through their test hooks in _engine.
+weight-gradient kernel (_core/panels.h, AVX-512F) through their test hooks in _engine.
 
 The twins are Cython fused functions whose first fused argument is a scalar, and Cython's
 dispatcher maps a Python float only to the double version (np.float32 scalars match nothing),
@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import pytest
 
-from cbptt import _engine
+from cbptt import _engine, _kernels
 from cbptt._blas import gemm_twin, gemv_twin
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -99,11 +99,11 @@ def test_twins_reject_mismatched_shapes():
         gemv_twin(False, 1.0, a, np.ones(2), 0.0, np.ones(2))
 
 
-# The packed-panel product (_panels.h): every edge (rows not a multiple of its six-row block,
+# The packed-panel product (_core/panels.h): every edge (rows not a multiple of its six-row block,
 # columns not a multiple of a panel, one column, beta 0 and 1, column blocks)
 
 needs_panels = pytest.mark.skipif(not _engine.panels_supported(),
-                                  reason="the processor has no AVX-512F (OpenBLAS is used)")
+                                  reason="the panel kernels are off (no AVX-512F, or CBPTT_ISA below avx512)")
 WIDTH = {np.float32: 64, np.float64: 32}
 
 
@@ -119,7 +119,7 @@ def test_the_kernel_computes_a_product(dtype, trans, beta, rows, depth, cols):
     b = rng.standard_normal((cols, depth) if trans else (depth, cols)).astype(dtype)
     c = rng.standard_normal((rows, cols)).astype(dtype)
     want = a.astype(np.float64) @ (b.T if trans else b).astype(np.float64) + beta * c
-    _engine._panel_product(a, b, trans, beta, c, 0, cols)
+    _kernels.panel_product(a, b, trans, beta, c, 0, cols)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
 
@@ -134,14 +134,14 @@ def test_a_column_block_leaves_the_other_columns_alone(dtype):
     b = rng.standard_normal((20, cols)).astype(dtype)
     c = rng.standard_normal((9, cols)).astype(dtype)
     before = c.copy()
-    _engine._panel_product(a, b, False, 0.0, c, width, width + 5)
+    _kernels.panel_product(a, b, False, 0.0, c, width, width + 5)
     block = slice(width, 2 * width + 5)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(c[:, block], a @ b[:, block], rtol=tol, atol=tol)
     np.testing.assert_array_equal(c[:, :width], before[:, :width])
     np.testing.assert_array_equal(c[:, 2 * width + 5:], before[:, 2 * width + 5:])
     with pytest.raises(ValueError, match="multiple of"):
-        _engine._panel_product(a, b, False, 0.0, c, 5, 10)
+        _kernels.panel_product(a, b, False, 0.0, c, 5, 10)
 
 
 # The weight-gradient kernel: dW = dA^T @ inputs, read in place (cbptt_wgrad)
@@ -163,7 +163,7 @@ def test_the_weight_gradient_kernel_computes_a_transposed_product(dtype, beta, r
     want_sums = a.astype(np.float64).sum(axis=0) + beta * sums
     if beta == 0:
         c[:], sums[:] = np.nan, np.nan       # beta 0 overwrites: old values never read
-    _engine._weight_gradient(a, b, beta, c, sums)
+    _kernels.weight_gradient(a, b, beta, c, sums)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
     np.testing.assert_allclose(sums, want_sums, rtol=tol, atol=tol)

@@ -1,4 +1,4 @@
-"""The engine's team of threads (_team.h): an Engine call split over 2, 3 or 4 threads (by
+"""The engine's team of threads (_core/team.h): an Engine call split over 2, 3 or 4 threads (by
 batch rows on sub-engines or on shared buffers, or by columns between barriers) computes what
 one thread computes, checked against the independent NumPy reference too; the team in a
 forked child; the round trip between two of its threads. (Trainers and models on the team:

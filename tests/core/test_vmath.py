@@ -1,10 +1,10 @@
-"""The vectorised sigmoid and tanh of the cell kernels (_vmath.h), against references in higher
+"""The vectorised sigmoid and tanh of the cell kernels (_core/vmath.h), against references in higher
 precision: float64 within libm's accuracy (80-bit long double reference; NumPy's own libm-based
 results measured on the same points for comparison), float32 within 2-3 ulp; special values."""
 import numpy as np
 import pytest
 
-from cbptt import _engine
+from cbptt import _engine, _kernels
 
 HAS_LONG_DOUBLE = np.finfo(np.longdouble).nmant > np.finfo(np.float64).nmant
 
@@ -35,7 +35,7 @@ def reference(name, x, wide):
 def test_float64_keeps_libm_accuracy(name, bound):
     x = sample_points(np.float64, -700.0)
     want = reference(name, x, np.longdouble)
-    ours = ulp_error(_engine._activation(name, x.copy()), want, np.float64).max()
+    ours = ulp_error(_kernels.activation(name, x.copy()), want, np.float64).max()
     libm = ulp_error(reference(name, x, np.float64), want, np.float64).max()
     # measured here: tanh 1.31 ulp (NumPy's libm tanh 1.19), sigmoid 2.15 (libm exp in the
     # same formula 2.02)
@@ -48,18 +48,18 @@ def test_float32_is_within_a_few_ulp(name, bound):
     x = sample_points(np.float32, -80.0)          # float32's sigmoid stays normal down to -87
     want = reference(name, x, np.float64)
     # measured here: tanh 1.29 ulp, sigmoid 2.25 (1 / (1 + exp(-x)) in NumPy float32: 3.39)
-    assert ulp_error(_engine._activation(name, x.copy()), want, np.float32).max() <= bound
+    assert ulp_error(_kernels.activation(name, x.copy()), want, np.float32).max() <= bound
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_special_values(dtype):
     x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 800.0, -800.0], dtype=dtype)
-    t = _engine._activation("tanh", x.copy())
+    t = _kernels.activation("tanh", x.copy())
     np.testing.assert_array_equal(t[:4], [0.0, -0.0, 1.0, -1.0])
     assert np.signbit(t[1]) and not np.signbit(t[0])
     assert np.isnan(t[4])
     np.testing.assert_array_equal(t[5:], [1.0, -1.0])
-    s = _engine._activation("sigmoid", x.copy())
+    s = _kernels.activation("sigmoid", x.copy())
     np.testing.assert_array_equal(s[:3], [0.5, 0.5, 1.0])
     assert np.isnan(s[4]) and s[5] == 1.0
     # below the smallest normal exponent the result is that tiny normal number, not 0
@@ -68,6 +68,6 @@ def test_special_values(dtype):
 
 def test_activation_refuses_other_arrays():
     with pytest.raises(TypeError, match="float32 or float64"):
-        _engine._activation("tanh", np.arange(3))
+        _kernels.activation("tanh", np.arange(3))
     with pytest.raises(ValueError, match="sigmoid"):
-        _engine._activation("relu", np.zeros(3))
+        _kernels.activation("relu", np.zeros(3))

@@ -18,7 +18,7 @@
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from .._cells cimport elman_backward, gru_backward, lstm_backward
+from .cells cimport elman_backward, gru_backward, lstm_backward
 from .forward cimport copy_input_steps
 from .gradients cimport (LayerBack, elman_chunk_grads, gru_chunk_grads, input_weight_grads,
                          pass_down)

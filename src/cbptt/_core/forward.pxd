@@ -10,7 +10,7 @@
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from .._cells cimport elman_forward, gru_forward, lstm_forward
+from .cells cimport elman_forward, gru_forward, lstm_forward
 from .paths cimport (cbptt_ran, CBPTT_RAN_INPUT_BLAS, CBPTT_RAN_INPUT_PANELS,
                      CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS)
 from .plan cimport Plan, by_columns

@@ -1,5 +1,5 @@
 # The head's loss and gradients in training: the loss's scale (PyTorch's 'mean'), the loss
-# of a block of outputs with its gradient (_losses.pxd), and the head's backward: at once for
+# of a block of outputs with its gradient (losses.pxd), and the head's backward: at once for
 # many-to-one (head_backward), chunk by chunk of steps for many-to-many (head_chunk computes a
 # chunk's outputs, loss and the gradient reaching h_t; head_weight_grads the head's own
 # gradients once every row of the chunk is done). The head's forward is in forward.pxd.
@@ -9,7 +9,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from .._blas cimport gemm
-from .._losses cimport cross_entropy_loss, mse_loss
+from .losses cimport cross_entropy_loss, mse_loss
 from .plan cimport Plan
 from .products cimport part_column_sums, part_gemm, weight_grad
 from .shape cimport LOSS_MSE, Shape, Work, layer_offset, output_steps, top_states

@@ -1,4 +1,4 @@
-# One call as a job that the parts of a team run together (_team.h): training (forward,
+# One call as a job that the parts of a team run together (team.h): training (forward,
 # the loss, BPTT, each part's share of the gradient's squared norm) or prediction (forward
 # into the outputs, batch-first).
 #
@@ -53,7 +53,7 @@ cdef struct Job:
                          # batch's), and the squared norm is taken after the sum (split_task)
     double sq_norm_parts[CBPTT_TEAM_MAX]   # each part's share of the gradient's squared norm
     double loss_parts[CBPTT_TEAM_MAX]      # many-to-many: each part's share of the loss
-    unsigned paths_parts[CBPTT_TEAM_MAX]   # the kernel paths each part ran (_paths.h)
+    unsigned paths_parts[CBPTT_TEAM_MAX]   # the kernel paths each part ran (paths.h)
 
 
 cdef inline void train_step(Job* job, const floating* kind, int part,
@@ -111,7 +111,7 @@ cdef inline void predict_into(Job* job, const floating* kind, int part,
 
 
 cdef inline void job_task(void* context, int part, int parts) noexcept nogil:
-    """A team task (see _team.h): part `part` of the job."""
+    """A team task (see team.h): part `part` of the job."""
     cdef Job* job = <Job*>context
     cbptt_paths_take()      # a fresh record for this part of this job
     if job.training:

@@ -1,7 +1,7 @@
-# The record of what a call ran (_paths.h): which kernel path each product took, for tests
+# The record of what a call ran (paths.h): which kernel path each product took, for tests
 # and for Engine.last_paths.
 
-cdef extern from "_paths.h" nogil:
+cdef extern from "_core/paths.h" nogil:
     enum:
         CBPTT_RAN_STEP_PANELS
         CBPTT_RAN_STEP_BLAS

@@ -16,7 +16,7 @@ cdef struct Plan:
     bint step_threads_one     # the per-step products on one BLAS thread (they are small)
     Py_ssize_t chunk_steps    # steps per chunk of the backward pass (see backward.pxd)
     Py_ssize_t input_steps    # steps per chunk of the first layer's input (w.x_chunk)
-    bint panels               # per-step products on packed W_hh (w.panels, _panels.h)
+    bint panels               # per-step products on packed W_hh (w.panels, panels.h)
     bint w_hh_transposed      # without panels: W_hh^T kept (w.w_hh_t) for OpenBLAS's
                               # small-matrix path; else W_hh is used transposed
     bint panel_input          # with panels: the input projection on packed W_ih^T too

@@ -1,5 +1,5 @@
 # The products: every matrix product of the engine, each as a part's share of it (see
-# team.pxd). BLAS (_blas.pxd) or, on AVX-512, the panel kernels of _panels.h: the per-step
+# team.pxd). BLAS (_blas.pxd) or, on AVX-512, the panel kernels of panels.h: the per-step
 # products and the input projection on weights packed once per pass, and the weight
 # gradients dA^T @ inputs read in place. Which one runs is the caller's plan (plan.pxd) or,
 # for the weight gradients, a WgradRule from it; each records the path it took (paths.pxd).
@@ -10,7 +10,7 @@ from .._blas cimport gemm, gemv, step_gemm
 from .paths cimport (cbptt_ran, CBPTT_RAN_WGRAD_BLAS, CBPTT_RAN_WGRAD_KERNEL)
 from .team cimport barrier, part_range
 
-cdef extern from "_panels.h" nogil:
+cdef extern from "_core/panels.h" nogil:
     enum: CBPTT_PANEL_F32, CBPTT_PANEL_F64
     int cbptt_panels_supported()
     void cbptt_pack_f32(const float* b, Py_ssize_t ldb, int trans, Py_ssize_t k,
@@ -61,7 +61,7 @@ cdef inline void part_gemm(int part, int parts, bint trans_a, bint trans_b, Py_s
 
 cdef inline bint wgrad_fits(const WgradRule* rule, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                             const floating* kind) noexcept nogil:
-    """Whether C (m, n) = A^T @ B over k rows goes to _panels.h's weight-gradient kernel
+    """Whether C (m, n) = A^T @ B over k rows goes to panels.h's weight-gradient kernel
     (under rule) rather than BLAS."""
     return (rule.enabled and m >= 6 and n >= panel_width(kind)
             and <double>m * n <= rule.max_outputs and <double>m * n * k > rule.min_mnk)
@@ -74,7 +74,7 @@ cdef inline void weight_grad(const WgradRule* rule, int part, int parts, Py_ssiz
                              floating* sums=NULL) noexcept nogil:
     """part's block of C (m, n) = A^T @ B + beta C for A (k, m), B (k, n), and, unless sums is
     NULL, of sums (m,) = A's column sums + beta sums (ones: k ones, for BLAS): through
-    _panels.h's weight-gradient kernel where rule lets it (it adds the sums while A is in
+    panels.h's weight-gradient kernel where rule lets it (it adds the sums while A is in
     cache), else BLAS; split as part_gemm."""
     cdef Py_ssize_t start, count, a_start = 0, b_start = 0, c_start = 0, m_part = m, n_part = n
     cdef floating* part_sums = sums
@@ -107,7 +107,7 @@ cdef inline void weight_grad(const WgradRule* rule, int part, int parts, Py_ssiz
 cdef inline void wgrad_kernel(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* a,
                               Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
                               floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
-    """C (m, n) = A^T @ B + beta C on _panels.h's weight-gradient kernel."""
+    """C (m, n) = A^T @ B + beta C on panels.h's weight-gradient kernel."""
     if m <= 0 or n <= 0:
         return
     if floating is float:
@@ -132,7 +132,7 @@ cdef inline Py_ssize_t panel_width(const floating* kind) noexcept nogil:
 cdef inline void pack_panels(int part, int parts, const floating* b, Py_ssize_t ldb,
                              bint trans, Py_ssize_t k, Py_ssize_t n,
                              floating* panels) noexcept nogil:
-    """Pack op(B) (k, n) (B (k, n), or B (n, k) with trans) into panels (_panels.h): part's
+    """Pack op(B) (k, n) (B (k, n), or B (n, k) with trans) into panels (panels.h): part's
     block of columns, the block its share of a column split multiplies by. Split by rows,
     every part reads every panel: the caller meets the others at a barrier before using them."""
     cdef Py_ssize_t start, count

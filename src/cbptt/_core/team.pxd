@@ -1,4 +1,4 @@
-# The team of threads (_team.h) and BLAS's thread count (_blas_threads.h), as the layers
+# The team of threads (team.h) and BLAS's thread count (blas_threads.h), as the layers
 # above use them.
 #
 # Every function of the layers above that takes (part, parts) runs in each part of a team at
@@ -10,7 +10,7 @@
 # larger side, and the parts meet at barrier() before and after them. The split is static: a
 # result depends on the number of parts (and the split chosen), never on timing.
 
-cdef extern from "_blas_threads.h" nogil:
+cdef extern from "_core/blas_threads.h" nogil:
     ctypedef int (*cbptt_set_threads_fn)(int)
     ctypedef int (*cbptt_get_threads_fn)()
     void cbptt_blas_control(cbptt_set_threads_fn set, cbptt_get_threads_fn get)
@@ -20,7 +20,7 @@ cdef extern from "_blas_threads.h" nogil:
     void cbptt_blas_release()
     int cbptt_blas_threads()
 
-cdef extern from "_team.h" nogil:
+cdef extern from "_core/team.h" nogil:
     enum: CBPTT_TEAM_MAX
     ctypedef void (*cbptt_team_task)(void* ctx, int part, int parts) noexcept nogil
     int cbptt_team_run(int parts, cbptt_team_task task, void* ctx)

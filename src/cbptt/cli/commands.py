@@ -79,5 +79,11 @@ def _plot(args):
     return 0
 
 
+def _info(args):
+    from ..sysinfo import show_config
+    show_config()
+    return 0
+
+
 _COMMANDS = {"demo": _demo, "train": cmd_train, "sample": _sample, "predict": _predict,
-             "plot": _plot}
+             "plot": _plot, "info": _info}

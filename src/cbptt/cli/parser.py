@@ -160,6 +160,9 @@ def _add_using(sub):
     pl.add_argument("run", metavar="RUN")
     pl.add_argument("--output", "-o", metavar="PNG", help="default RUN/curves.png")
 
+    sub.add_parser("info", help="what cbptt runs on here: its version, the instruction set "
+                                "compiled and in use, SciPy's BLAS and its threads")
+
     b = sub.add_parser("bench", help="run the benchmark suite (python -m benchmarks) of a "
                                      "source checkout", add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER)

@@ -1,21 +1,21 @@
 # Cell kernels: the fused elementwise work of one time step, over a (rows, width) block.
 # Forward kernels turn pre-activations into the stored activations in place; backward kernels
 # turn the gradient w.r.t. h_t into pre-activation gradients. PyTorch's equations and gate order.
-# The loops themselves are C, in _gates.h (compiled for the baseline ISA, AVX2+FMA and AVX-512,
-# chosen at run time), over _vmath.h's vectorised sigmoid and tanh; this file gives them one
+# The loops themselves are C, in cell_steps.h (compiled for the baseline ISA, AVX2+FMA and AVX-512,
+# chosen at run time), over vmath.h's vectorised sigmoid and tanh; this file gives them one
 # name per kernel over float and double.
 
 from cython cimport floating
 
 
-cdef extern from "_vmath.h" nogil:
+cdef extern from "_core/vmath.h" nogil:
     void cbptt_sigmoid_f32(const float* x, const float* bias, float* out, Py_ssize_t n)
     void cbptt_tanh_f32(const float* x, const float* bias, float* out, Py_ssize_t n)
     void cbptt_sigmoid_f64(const double* x, const double* bias, double* out, Py_ssize_t n)
     void cbptt_tanh_f64(const double* x, const double* bias, double* out, Py_ssize_t n)
 
 
-cdef extern from "_gates.h" nogil:
+cdef extern from "_core/cell_steps.h" nogil:
     void cbptt_elman_forward_f32(bint relu, float* pre, const float* bias, Py_ssize_t rows,
                                  Py_ssize_t hidden)
     void cbptt_elman_forward_f64(bint relu, double* pre, const double* bias, Py_ssize_t rows,
@@ -68,7 +68,7 @@ cdef inline void v_tanh(const floating* x, const floating* bias, floating* out,
 
 cdef inline void elman_forward(bint relu, floating* pre, const floating* bias,
                                Py_ssize_t rows, Py_ssize_t hidden) noexcept nogil:
-    """h = act(pre + bias) in place (the loop is in _gates.h); pre (rows, hidden), bias
+    """h = act(pre + bias) in place (the loop is in cell_steps.h); pre (rows, hidden), bias
     (hidden,)."""
     if floating is float:
         cbptt_elman_forward_f32(relu, pre, bias, rows, hidden)
@@ -80,7 +80,7 @@ cdef inline void elman_backward(bint relu, const floating* h, const floating* dh
                                 const floating* dh_inject, floating* da,
                                 Py_ssize_t count) noexcept nogil:
     """da = (dh_carry + dh_inject) * act'(a), from the stored h = act(a), in the cell's own
-    precision (the loop is in _gates.h); dh_inject may be NULL.
+    precision (the loop is in cell_steps.h); dh_inject may be NULL.
 
     tanh' = 1 - h^2, relu' = [h > 0]. All arrays hold count elements.
     """
@@ -93,7 +93,7 @@ cdef inline void elman_backward(bint relu, const floating* h, const floating* dh
 cdef inline void lstm_forward(floating* gates, const floating* bias, const floating* c_prev,
                               floating* c, floating* h, Py_ssize_t rows,
                               Py_ssize_t hidden) noexcept nogil:
-    """One LSTM step from pre-activations (one pass, in _gates.h): gates (rows, 4H) in z order
+    """One LSTM step from pre-activations (one pass, in cell_steps.h): gates (rows, 4H) in z order
     i, f, g, o (without bias) become the activations i, f, g, o in place; c = f c_prev + i g;
     h = o tanh(c)."""
     if floating is float:
@@ -105,7 +105,7 @@ cdef inline void lstm_forward(floating* gates, const floating* bias, const float
 cdef inline void lstm_backward(const floating* gates, const floating* c_prev, const floating* c,
                                floating* dh_carry, const floating* dh_inject, floating* dc,
                                floating* da, Py_ssize_t rows, Py_ssize_t hidden) noexcept nogil:
-    """Pre-activation gradients da (rows, 4H) of one LSTM step (the loop is in _gates.h; it
+    """Pre-activation gradients da (rows, 4H) of one LSTM step (the loop is in cell_steps.h; it
     recomputes tanh(c_t) rather than storing it); dh_inject may be NULL and is added into
     dh_carry.
 
@@ -122,7 +122,7 @@ cdef inline void lstm_backward(const floating* gates, const floating* c_prev, co
 cdef inline void gru_forward(floating* gates, const floating* rec, const floating* b_ih,
                              const floating* b_hh, const floating* h_prev, floating* h,
                              floating* hn, Py_ssize_t rows, Py_ssize_t hidden) noexcept nogil:
-    """One GRU step (one pass, in _gates.h). gates (rows, 3H) holds x W_ih^T (order r, z, n,
+    """One GRU step (one pass, in cell_steps.h). gates (rows, 3H) holds x W_ih^T (order r, z, n,
     without bias) and becomes the activations r, z, n in place; rec (rows, 3H) = h_prev W_hh^T
     (without bias). r = s(xr + hr), z = s(xz + hz), hn = W_hn h + b_hn (kept),
     n = tanh(xn + r hn), h = (1 - z) n + z h_prev."""
@@ -135,7 +135,7 @@ cdef inline void gru_forward(floating* gates, const floating* rec, const floatin
 cdef inline void gru_backward(const floating* gates, const floating* hn, const floating* h_prev,
                               floating* dh, const floating* dh_inject, floating* da_hh,
                               floating* da_n, Py_ssize_t rows, Py_ssize_t hidden) noexcept nogil:
-    """Pre-activation gradients of one GRU step (the loop is in _gates.h); dh_inject may be
+    """Pre-activation gradients of one GRU step (the loop is in cell_steps.h); dh_inject may be
     NULL.
 
     dh enters as dL/dh_t from step t+1 and leaves holding the direct part of dL/dh_{t-1},

@@ -1,7 +1,7 @@
 /* The Elman, LSTM and GRU steps (forward and backward), in C so that they are
  * compiled three times on x86-64 (baseline, AVX2 + FMA and AVX-512, picked at run time, as in
- * _vmath.h), each one pass over the step's values with the gate functions inlined. The maths
- * and the argument conventions are those documented in _cells.pxd; each function handles one
+ * vmath.h), each one pass over the step's values with the gate functions inlined. The maths
+ * and the argument conventions are those documented in cells.pxd; each function handles one
  * step's block of rows * hidden entries. dh_inject (may be NULL) is first added into the
  * carried gradient, which the caller overwrites afterwards anyway, so the main loops are
  * branch-free. */
@@ -9,7 +9,7 @@
 #define CBPTT_GATES_H
 
 #include <stddef.h>
-#include "_vmath.h"
+#include "vmath.h"
 
 /* Within a row the four gate blocks are disjoint and iteration j touches index j of each, so
  * the loops carry no dependence; GCC cannot prove it for a run-time H (in-place gates). */

@@ -1,10 +1,10 @@
-/* Which instruction set the kernels of _vmath.h, _gates.h and _panels.h run on.
+/* Which instruction set the kernels of vmath.h, cell_steps.h and panels.h run on.
  *
  * On x86-64 with GCC or Clang those kernels are compiled three times (baseline x86-64, AVX2 +
  * FMA, AVX-512) and the best one the processor supports is picked at run time (CBPTT_DISPATCH).
  * The environment variable CBPTT_ISA=baseline|avx2|avx512 caps that choice, so that the code
  * users without AVX-512 run can be run and tested on a machine that has it: below avx512 the
- * per-step products go to OpenBLAS instead of _panels.h's kernels. Unset or empty: no cap; a
+ * per-step products go to OpenBLAS instead of panels.h's kernels. Unset or empty: no cap; a
  * cap above what the processor supports: what it supports; an unknown value: no cap here
  * (cbptt/_isa.pyx refuses it at import with a ValueError).
  *
@@ -95,7 +95,7 @@ static int cbptt_isa_level(void)
     return cbptt_isa_level_cached;
 }
 
-/* whether _panels.h's AVX-512F kernels may run: the cap allows AVX-512 and the processor has
+/* whether panels.h's AVX-512F kernels may run: the cap allows AVX-512 and the processor has
  * AVX-512F */
 static int cbptt_isa_allows_avx512f(void)
 {

@@ -13,13 +13,13 @@
  * condition variable; the sleepers counter and the job word are sequentially consistent
  * atomics, so a job posted while a helper goes to sleep is never missed. After fork() the
  * child starts a fresh team. Helpers block every signal (Python handles them in the main
- * thread) and ask for one BLAS thread at the start of each task (_blas_threads.h; the caller
+ * thread) and ask for one BLAS thread at the start of each task (blas_threads.h; the caller
  * holds BLAS at one thread for the whole job). Without pthreads (Windows builds) every run is
  * part 0 of 1. */
 #ifndef CBPTT_TEAM_H
 #define CBPTT_TEAM_H
 
-#include "_blas_threads.h"
+#include "blas_threads.h"
 
 typedef void (*cbptt_team_task)(void *ctx, int part, int parts);
 

@@ -9,7 +9,7 @@
  * branch-free, so that they vectorise like the float32 ones (libm's exp and tanh do not).
  *
  * On x86-64 with GCC or Clang the array functions also exist compiled for AVX2 + FMA and for
- * AVX-512 (16 float32 lanes), picked at run time by the level _isa.h reports (CBPTT_ISA caps
+ * AVX-512 (16 float32 lanes), picked at run time by the level isa.h reports (CBPTT_ISA caps
  * it; a CBPTT_PORTABLE build compiles the plain C ones only). Compile with -fno-trapping-math
  * so that the selects in these functions can be vectorised.
  */
@@ -21,7 +21,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "_isa.h"
+#include "isa.h"
 
 /* e^x for -87.3 <= x <= 88.3 (callers clamp) */
 static inline float cbptt_expf_in_range(float x)
@@ -124,7 +124,7 @@ static inline double cbptt_tanh(double x)
 
 /* out[i] = f(x[i] + bias[i]) over n entries for f = sigmoid and tanh, float32 and float64; bias
  * may be NULL; out may be x. Defined three times on x86-64: for the baseline ISA, AVX2 + FMA and
- * AVX-512, chosen at run time by _isa.h's level (CBPTT_PICK). */
+ * AVX-512, chosen at run time by isa.h's level (CBPTT_PICK). */
 #define CBPTT_ARRAY_FUNCTION(name, T, tag, suffix, attributes, f)                             \
     attributes static void cbptt_##name##_##tag##_##suffix(const T *x, const T *bias, T *out, \
                                                            ptrdiff_t n)                      \
@@ -157,7 +157,7 @@ CBPTT_ARRAY_FUNCTIONS(baseline, )
 CBPTT_ARRAY_FUNCTIONS(avx2, CBPTT_TARGET_AVX2)
 CBPTT_ARRAY_FUNCTIONS(avx512, CBPTT_TARGET_AVX512)
 
-/* the build of name_T (name_T_avx512, _avx2 or _baseline) for the level in use (_isa.h) */
+/* the build of name_T (name_T_avx512, _avx2 or _baseline) for the level in use (isa.h) */
 #define CBPTT_PICK(name, T)                                                                   \
     (cbptt_isa_level() >= CBPTT_ISA_AVX512 ? name##_##T##_avx512                              \
      : cbptt_isa_level() >= CBPTT_ISA_AVX2 ? name##_##T##_avx2 : name##_##T##_baseline)

@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "_isa.h"
+#include "isa.h"
 
 #define CBPTT_PANEL_F32 64
 #define CBPTT_PANEL_F64 32
@@ -66,7 +66,7 @@ CBPTT_PACK(f64, double, CBPTT_PANEL_F64)
 #define CBPTT_PANELS 1
 #define CBPTT_AVX512 __attribute__((target("avx512f")))
 
-/* the processor has AVX-512F and CBPTT_ISA does not cap it below avx512 (_isa.h) */
+/* the processor has AVX-512F and CBPTT_ISA does not cap it below avx512 (isa.h) */
 static int cbptt_panels_supported(void)
 {
     return cbptt_isa_allows_avx512f();
@@ -228,7 +228,7 @@ CBPTT_WGRAD(f32, float, 16, ps, __mmask16)
 CBPTT_WGRAD(f64, double, 8, pd, __mmask8)
 
 #else
-/* No dispatch (_isa.h): the engine never calls the products (cbptt_panels_supported is 0). */
+/* No dispatch (isa.h): the engine never calls the products (cbptt_panels_supported is 0). */
 static int cbptt_panels_supported(void) { return 0; }
 static void cbptt_panel_gemm_f32(ptrdiff_t m, ptrdiff_t k, const float *a, ptrdiff_t lda,
                                  const float *panels, ptrdiff_t first, ptrdiff_t count,
