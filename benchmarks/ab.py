@@ -47,8 +47,12 @@ for line in sys.stdin:
             os.sched_setaffinity(0, set(msg["cpus"]))
         params, X, Y = grid.make_problem(case)
         _, trainer = grid.build_cbptt(case, params)
-        losses = [float(trainer.step(X, Y)) for _ in range(msg["warmup"])]
-        print(json.dumps({"losses": losses}), flush=True)
+        losses, times = [], []
+        for _ in range(msg["warmup"]):
+            t0 = time.perf_counter_ns()
+            losses.append(float(trainer.step(X, Y)))
+            times.append((time.perf_counter_ns() - t0) * 1e-6)
+        print(json.dumps({"losses": losses, "ms": times}), flush=True)
     elif msg["op"] == "time":
         times = []
         for _ in range(msg["steps"]):
@@ -92,14 +96,18 @@ def run_row(workers, row, opts, cpus):
     """Both builds on one row: set up, warm up, then alternating timed blocks."""
     pin = cpus[0] if row["threads"] == 1 else None
     warm = [w.ask(op="setup", warmup=opts.warmup, pin=pin, cpus=cpus, **row) for w in workers]
+    # a block: at least opts.steps steps and about opts.block_ms of them (small rows take
+    # hundreds of steps a block, so that a block outlasts the scheduler's jitter)
+    step_ms = min(min(w["ms"][1:] or w["ms"]) for w in warm)
+    steps = max(opts.steps, round(opts.block_ms / max(step_ms, 1e-3)))
     samples = [[] for _ in workers]
     for r in range(opts.rounds):
         order = range(len(workers)) if r % 2 == 0 else reversed(range(len(workers)))
         for i in order:
             time.sleep(opts.settle)
-            samples[i] += workers[i].ask(op="time", steps=opts.steps)["ms"]
+            samples[i] += workers[i].ask(op="time", steps=steps)["ms"]
     medians = [statistics.median(s) for s in samples]
-    return dict(row, median_ms=medians, ratio=medians[1] / medians[0],
+    return dict(row, median_ms=medians, ratio=medians[1] / medians[0], block_steps=steps,
                 warmup_losses=[w["losses"] for w in warm])
 
 
@@ -112,9 +120,11 @@ def main(argv=None):
     ap.add_argument("--shapes", default=",".join(s.name for s in grid.SHAPES))
     ap.add_argument("--cells", default="tanh,lstm,gru")
     ap.add_argument("--trainers", default="many-to-many,many-to-one,truncated")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per block")
+    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per block, at least")
+    ap.add_argument("--block-ms", type=float, default=60.0,
+                    help="timed steps per block: about this many milliseconds of them")
     ap.add_argument("--settle", type=float, default=0.05)
     ap.add_argument("--out", default=None, help="JSON file of the rows (default: benchmarks/"
                                                 "results/ab-<time>.json)")
