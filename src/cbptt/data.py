@@ -212,7 +212,7 @@ def unstandardise(values, mean, std):
 
 
 # -- windows ----------------------------------------------------------------------------------
-def split_point(length, val_fraction):
+def holdout_start(length, val_fraction):
     """Index where the held-out tail starts: the last ``val_fraction`` of ``length`` items
     (held-out data is the end of the series or text, never shuffled in)."""
     if not 0 <= val_fraction < 1:

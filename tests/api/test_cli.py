@@ -398,7 +398,7 @@ def test_windows_and_standardisation():
     assert mean.tolist() == [2, 5] and std.tolist() == [1, 1]          # constant column: 1
     z = data.standardise([[3.0, 7.0]], mean, std)
     np.testing.assert_allclose(data.unstandardise(z, mean, std), [[3.0, 7.0]])
-    assert data.split_point(100, 0.1) == 90 and data.split_point(100, 0) == 100
+    assert data.holdout_start(100, 0.1) == 90 and data.holdout_start(100, 0) == 100
     np.testing.assert_array_equal(data.last_windows(series, 9)[:, :, 0],
                                   [np.arange(9), np.arange(1, 10)])
 

@@ -210,7 +210,7 @@ cdef inline double layer_backward(const Shape* s, const Plan* p, Work* w, const 
         first = max(0, last - p.chunk_steps)
         if head_chunks:
             # dpred alternates between two buffers, so that the last chunk's
-            # head_weight_grads may still be reading the other. At a column split each part
+            # head_weight_grads may still be reading the other. At a column partition each part
             # computes its own rows, which its step loop reads: no barrier. At a row split
             # each part computes its share of the steps for every row (per-step products
             # of a few rows would cost more than the barrier).

@@ -59,7 +59,7 @@ cdef inline void project_inputs(const Shape* s, const Plan* p, Work* w, const fl
     and the parts split by rows, on panels, it runs straight from x instead: each of the
     part's batch rows is one product over its T steps (x's rows b*T .. b*T + T - 1 into gates'
     rows t*B + b, a row stride of B*G*H), no copy, one barrier (measured: long tanh -3-4% at 2
-    threads; at a column split, or in one chunk (LSTM, GRU), 1-2% slower)."""
+    threads; at a column partition, or in one chunk (LSTM, GRU), 1-2% slower)."""
     cdef Py_ssize_t B = s.batch, T = s.steps, GH = s.gate_count * s.hidden_size
     cdef Py_ssize_t in_size = layer_input_size(s, layer), b, first, last
     cdef floating* x_chunk = <floating*>w.x_chunk
@@ -90,7 +90,7 @@ cdef inline void run_steps(const Shape* s, floating* hs, floating* gates, floati
                            const floating* b_hh, bint zero_h0, bint columns, Py_ssize_t row0,
                            Py_ssize_t rows, int part, int parts) noexcept nogil:
     """The time loop of one layer, for the part's rows (row split: independent sequences, no
-    barrier; column split: a barrier a step): per step h_{t-1} @ W_hh^T, then the cell's
+    barrier; column partition: a barrier a step): per step h_{t-1} @ W_hh^T, then the cell's
     elementwise step. The cell is chosen here, once; each loop runs one cell. From a zero h_0
     (zero_h0: no h0 given) the first step's product is zero: skipped."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, t

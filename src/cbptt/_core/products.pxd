@@ -133,7 +133,7 @@ cdef inline void pack_panels(int part, int parts, const floating* b, Py_ssize_t 
                              bint trans, Py_ssize_t k, Py_ssize_t n,
                              floating* panels) noexcept nogil:
     """Pack op(B) (k, n) (B (k, n), or B (n, k) with trans) into panels (panels.h): part's
-    block of columns, the block its share of a column split multiplies by. Split by rows,
+    block of columns, the block its share of a column partition multiplies by. By rows,
     every part reads every panel: the caller meets the others at a barrier before using them."""
     cdef Py_ssize_t start, count
     part_range(n, part, parts, panel_width(panels), &start, &count)

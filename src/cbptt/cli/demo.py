@@ -66,7 +66,7 @@ def demo_chars(s, seed=0, progress=True, log=print):
     text = datasets.stdlib_docstrings(s["corpus"])
     vocab = data.build_vocab(text)
     ids = data.encode(text, vocab)
-    cut = data.split_point(len(ids), 0.1)
+    cut = data.holdout_start(len(ids), 0.1)
     train_ids, val_ids = ids[:cut], ids[cut:]
     V, B, k1, k2 = len(vocab), s["char_batch"], s["k1"], s["k2"]
     streams = data.char_streams(train_ids, B)

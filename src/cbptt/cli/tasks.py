@@ -45,7 +45,7 @@ class CharTask(_Task):
             config["vocab"] = data.build_vocab(text)
         self.vocab = config["vocab"]
         ids = data.encode(text, self.vocab, what=f"{config['data']}")
-        cut = data.split_point(len(ids), config["val"])
+        cut = data.holdout_start(len(ids), config["val"])
         self.train_ids, self.val_ids = ids[:cut], ids[cut:]
         self.size = len(self.vocab)
         self.input_size = self.output_size = self.size
@@ -149,7 +149,7 @@ class ForecastTask(_Task):
         values, names = data.read_series(c["data"], c["format"])
         inputs, targets = _columns(c, names)
         X_all, Y_all = values[:, inputs], values[:, targets]
-        cut = data.split_point(len(values), c["val"])
+        cut = data.holdout_start(len(values), c["val"])
         if "input_mean" not in c:
             c["input_mean"], c["input_std"] = map(list, data.fit_standardisation(X_all[:cut]))
             c["target_mean"], c["target_std"] = map(list, data.fit_standardisation(Y_all[:cut]))
