@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <math.h>
 #include <time.h>
-#include "../../src/cbptt/_panels.h"
+#include "../../src/cbptt/_core/panels.h"
 enum { T = 1000, H = 64, B = 8 };
 static float *panels;
 static float *shared_h;        // (T+1, B, H)
