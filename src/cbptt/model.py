@@ -24,7 +24,8 @@ class RNN:
     Parameters
     ----------
     input_size, hidden_size, output_size : int
-        I, H and O.
+        I, H and O. ``output_size=None`` makes a model without a head (its ``state_dict()``
+        has no ``head.*``): an encoder only, which trainers and ``predict`` refuse.
     cell : {"tanh", "relu", "lstm", "gru"}
     num_layers : int
     dtype : float32 or float64
@@ -47,19 +48,24 @@ class RNN:
                  dtype=np.float64, seed=None):
         self.input_size = _checks.check_size(input_size, "input_size")
         self.hidden_size = _checks.check_size(hidden_size, "hidden_size")
-        self.output_size = _checks.check_size(output_size, "output_size")
+        # None: no head, an encoder only (see has_head)
+        self.output_size = (None if output_size is None else
+                            _checks.check_size(output_size, "output_size"))
         self.num_layers = _checks.check_size(num_layers, "num_layers")
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
         self.cell = cell
         self.dtype = _checks.check_dtype(dtype)
         self.seed = seed
-        count = param_count(cell, self.num_layers, self.input_size, self.hidden_size,
-                            self.output_size)
+        # the engine's layout; a model without a head keeps everything before the head's
+        # entries, which come last (so its recurrent weights are a headed model's, seed for seed)
+        layout = param_layout(cell, self.num_layers, self.input_size, self.hidden_size,
+                              self.output_size or 1)
+        self._layout = [entry for entry in layout
+                        if self.has_head or not entry[0].startswith("head.")]
+        count = sum(int(np.prod(shape)) for _, shape, _ in self._layout)
         memory.require(count * self.dtype.itemsize,
                        f"{self!r}: the buffer of its {count:,} parameters")
-        self._layout = param_layout(cell, self.num_layers, self.input_size, self.hidden_size,
-                                    self.output_size)
         self.params = np.empty(count, self.dtype)
         self._views = {name: self.params[offset:offset + int(np.prod(shape))].reshape(shape)
                        for name, shape, offset in self._layout}
@@ -73,6 +79,19 @@ class RNN:
     def gates(self):
         """Gate blocks stacked in each weight matrix (1 Elman, 4 LSTM, 3 GRU)."""
         return GATES[self.cell]
+
+    @property
+    def has_head(self):
+        """Whether the model has its linear head (``output_size`` given). A model without one
+        (``output_size=None``) is an encoder only: it has no outputs, so trainers, ``predict``
+        and the engine refuse it."""
+        return self.output_size is not None
+
+    def require_head(self, what):
+        """ValueError naming ``what`` unless the model has a head."""
+        if not self.has_head:
+            raise ValueError(f"model: {what} needs outputs, and {self!r} has no head "
+                             f"(output_size=None: an encoder only); give it an output_size")
 
     @property
     def num_parameters(self):
@@ -131,8 +150,8 @@ class RNN:
     @classmethod
     def from_torch(cls, rnn_module, head_module, dtype=None):
         """A model with the weights of ``torch.nn.RNN``/``LSTM``/``GRU`` (batch_first, one
-        direction, biases, no projections or dropout) and the ``torch.nn.Linear`` head.
-        dtype defaults to the torch module's (float32 or float64)."""
+        direction, biases, no projections or dropout) and the ``torch.nn.Linear`` head (None:
+        a model without a head). dtype defaults to the torch module's (float32 or float64)."""
         import torch
 
         kinds = {torch.nn.LSTM: "lstm", torch.nn.GRU: "gru"}
@@ -143,33 +162,37 @@ class RNN:
         else:
             raise TypeError(f"rnn_module must be torch.nn.RNN, LSTM or GRU, got "
                             f"{type(rnn_module).__name__}")
-        if not isinstance(head_module, torch.nn.Linear):
-            raise TypeError(f"head_module must be torch.nn.Linear, got "
+        if head_module is not None and not isinstance(head_module, torch.nn.Linear):
+            raise TypeError(f"head_module must be torch.nn.Linear or None, got "
                             f"{type(head_module).__name__}")
         unsupported = [name for name, bad in (
             ("bidirectional", rnn_module.bidirectional), ("bias=False", not rnn_module.bias),
             ("batch_first=False", not rnn_module.batch_first),
             ("proj_size", getattr(rnn_module, "proj_size", 0)),
-            ("dropout", rnn_module.dropout), ("head without bias", head_module.bias is None))
+            ("dropout", rnn_module.dropout),
+            ("head without bias", head_module is not None and head_module.bias is None))
             if bad]
         if unsupported:
             raise ValueError(f"cannot convert a torch module with {', '.join(unsupported)}")
-        if head_module.in_features != rnn_module.hidden_size:
+        if head_module is not None and head_module.in_features != rnn_module.hidden_size:
             raise ValueError(f"head_module.in_features ({head_module.in_features}) must equal "
                              f"rnn_module.hidden_size ({rnn_module.hidden_size})")
         state = {k: v.detach().cpu().numpy() for k, v in rnn_module.state_dict().items()}
-        state.update({f"head.{k}": v.detach().cpu().numpy()
-                      for k, v in head_module.state_dict().items()})
+        if head_module is not None:
+            state.update({f"head.{k}": v.detach().cpu().numpy()
+                          for k, v in head_module.state_dict().items()})
         if dtype is None:
-            dtype = state["head.weight"].dtype
-        model = cls(rnn_module.input_size, rnn_module.hidden_size, head_module.out_features,
-                    cell=cell, num_layers=rnn_module.num_layers, dtype=dtype)
+            dtype = state["weight_ih_l0"].dtype
+        model = cls(rnn_module.input_size, rnn_module.hidden_size,
+                    None if head_module is None else head_module.out_features, cell=cell,
+                    num_layers=rnn_module.num_layers, dtype=dtype)
         model.load_state_dict(state)
         return model
 
     def to_torch(self):
         """(rnn_module, head_module): ``torch.nn.RNN``/``LSTM``/``GRU(batch_first=True)`` and
-        ``torch.nn.Linear`` in this model's dtype, holding copies of its weights."""
+        ``torch.nn.Linear`` (None for a model without a head) in this model's dtype, holding
+        copies of its weights."""
         import torch
 
         size = (self.input_size, self.hidden_size)
@@ -180,12 +203,14 @@ class RNN:
         else:
             rnn = torch.nn.RNN(*size, num_layers=self.num_layers, nonlinearity=self.cell,
                                batch_first=True)
-        head = torch.nn.Linear(self.hidden_size, self.output_size)
         torch_dtype = torch.float64 if self.dtype == np.float64 else torch.float32
-        rnn, head = rnn.to(torch_dtype), head.to(torch_dtype)
+        rnn = rnn.to(torch_dtype)
         state = self.state_dict()
         rnn.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()
                              if not k.startswith("head.")})
+        if not self.has_head:
+            return rnn, None
+        head = torch.nn.Linear(self.hidden_size, self.output_size).to(torch_dtype)
         head.load_state_dict({k[len("head."):]: torch.from_numpy(v) for k, v in state.items()
                               if k.startswith("head.")})
         return rnn, head
@@ -209,6 +234,7 @@ class RNN:
         with ``training=False``, for ``predict``. Its buffers are allocated by its first
         call; InsufficientMemory first when they cannot fit (``memory.step_bytes``)."""
         what = "a training step" if training else "a prediction"
+        self.require_head(what)
         memory.require(memory.step_bytes(self, batch, steps, training, many_to_one),
                        f"the workspace of {what} on {batch} sequences of {steps} steps "
                        f"with {self!r}")
@@ -241,6 +267,7 @@ class RNN:
         Returns Y_hat (B, T, O), and with ``return_state=True`` also the final state:
         h (num_layers, B, H), or the pair (h, c) for lstm.
         """
+        self.require_head("predict")
         X = _checks.sequence_batch(X, self.input_size, self.dtype)
         batch, steps = X.shape[:2]
         h0, c0 = self.check_state(h0, c0, batch)

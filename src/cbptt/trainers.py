@@ -25,6 +25,7 @@ class _Trainer:
                  on_nonfinite="raise"):
         if not isinstance(model, RNN):
             raise TypeError(f"model must be a cbptt.RNN, got {type(model).__name__}")
+        model.require_head(type(self).__name__)
         if optimizer is None:
             optimizer = SGD(lr=0.01)
         if not isinstance(optimizer, Optimizer):
