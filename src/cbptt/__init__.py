@@ -9,7 +9,7 @@ try:
 except ValueError as _exc:
     import os as _os
     import sys as _sys
-    if (_os.path.basename(_sys.argv[0]) == "cbptt" if _sys.argv else False) or \
+    if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "cbptt" or \
             getattr(_sys, "orig_argv", [])[1:3] == ["-m", "cbptt"]:
         # the cbptt command: a user's mistake is one line and exit status 2, not a traceback
         print(f"cbptt: {_exc}", file=_sys.stderr)

@@ -238,9 +238,7 @@ cdef class Engine:
                        self.dtype, many_to_one, loss, loss_start)
         self.fixed_chunk_steps = chunk_steps
         self.buffers = {"last_step": np.full(batch, steps - 1, dtype=np.int64)}
-        self.layout = {}
-        memset(&self.work, 0, sizeof(Work))
-        self.work.last_step = <int64_t*>cnp.PyArray_DATA(self.buffers["last_step"])
+        self.layout = None             # nothing laid out yet: _plan lays the buffers out
         self._plan(_settings_local.snapshot)
 
     cdef inline int _plan_current(self) except -1:
