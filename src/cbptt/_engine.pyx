@@ -69,7 +69,8 @@ def path_names(unsigned flags):
 
 def param_layout(str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
                  Py_ssize_t hidden_size, Py_ssize_t output_size):
-    """[(name, shape, offset)] of every parameter in the flat buffer, in state_dict order."""
+    """[(name, shape, offset)] of every parameter in the flat buffer, in state_dict order
+    (output_size 0: no head, no head.* entries)."""
     cdef Shape s
     _fill_shape(&s, cell, num_layers, input_size, hidden_size, output_size, 1, 1)
     layout = []
@@ -83,6 +84,8 @@ def param_layout(str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
         layout.append((f"bias_ih_l{layer}", (gh,), offset + gh * (in_size + hidden_size)))
         layout.append((f"bias_hh_l{layer}", (gh,), offset + gh * (in_size + hidden_size + 1)))
     offset = layer_offset(&s, num_layers)
+    if output_size == 0:
+        return layout
     layout.append(("head.weight", (output_size, hidden_size), offset))
     layout.append(("head.bias", (output_size,), offset + output_size * hidden_size))
     return layout
@@ -101,8 +104,8 @@ cdef int _fill_shape(Shape* s, str cell, Py_ssize_t num_layers, Py_ssize_t input
                      Py_ssize_t steps) except -1:
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-    if min(num_layers, input_size, hidden_size, output_size, batch, steps) < 1:
-        raise ValueError("every size must be at least 1")
+    if min(num_layers, input_size, hidden_size, batch, steps) < 1 or output_size < 0:
+        raise ValueError("every size must be at least 1 (output_size: 0 for no head)")
     s.cell = CELLS[cell]
     s.gate_count = GATES[cell]
     s.num_layers = num_layers
@@ -224,6 +227,9 @@ cdef class Engine:
                     batch, steps)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        if output_size == 0 and not many_to_one:
+            raise ValueError("output_size=0 (no head) makes an encoder, whose state is read at "
+                             "each row's last step: it needs many_to_one=True")
         if not 0 <= loss_start < steps:
             raise ValueError(f"loss_start must be in [0, {steps}), got {loss_start}")
         self.dtype = np.dtype(dtype)
@@ -390,20 +396,25 @@ cdef class Engine:
             self.splits[count] = (engines, grads)
         return self.splits[count]
 
-    cdef int _states(self, States* st, h0, c0, dh0, dc0, h_final, c_final) except -1:
+    cdef int _states(self, States* st, h0, c0, dh0, dc0, h_final, c_final, dh_final=None,
+                     dc_final=None) except -1:
         cdef Py_ssize_t size = self.shape.num_layers * self.shape.batch * self.shape.hidden_size
+        if self.shape.output_size > 0 and (dh_final is not None or dc_final is not None):
+            raise ValueError("dh_final and dc_final are for engines without a head (encoders)")
         st.h0 = optional_data_of(h0, self.dtype, size, "h0")
         st.dh0 = optional_data_of(dh0, self.dtype, size, "dh0")
         st.h_final = optional_data_of(h_final, self.dtype, size, "h_final")
-        st.c0 = st.dc0 = st.c_final = NULL
+        st.dh_final = optional_data_of(dh_final, self.dtype, size, "dh_final")
+        st.c0 = st.dc0 = st.c_final = st.dc_final = NULL
         st.layer_stride = self.shape.batch * self.shape.hidden_size
         st.flow = NULL
         if self.shape.cell == CELL_LSTM:
             st.c0 = optional_data_of(c0, self.dtype, size, "c0")
             st.dc0 = optional_data_of(dc0, self.dtype, size, "dc0")
             st.c_final = optional_data_of(c_final, self.dtype, size, "c_final")
-        elif c0 is not None or dc0 is not None or c_final is not None:
-            raise ValueError("c0, dc0 and c_final are for the lstm cell only")
+            st.dc_final = optional_data_of(dc_final, self.dtype, size, "dc_final")
+        elif c0 is not None or dc0 is not None or c_final is not None or dc_final is not None:
+            raise ValueError("c0, dc0, c_final and dc_final are for the lstm cell only")
         return 0
 
     cdef int _set_lengths(self, lengths) except -1:
@@ -456,7 +467,8 @@ cdef class Engine:
         return path_names(self.last_path_flags)
 
     def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
-                      c0=None, dc0=None, c_final=None, weight=None, lengths=None, flow=None):
+                      c0=None, dc0=None, c_final=None, weight=None, lengths=None, flow=None,
+                      dh_final=None, dc_final=None):
         """Forward, loss and BPTT. Writes grads (and dh0/dc0, h_final/c_final, flow); returns
         the loss. Afterwards ``grad_sq_norm`` holds the squared norm of grads, summed in
         double (NaN or Inf when a gradient is not finite), and ``loss_terms`` the number of
@@ -467,6 +479,11 @@ cdef class Engine:
         for cross_entropy (T_out = T - loss_start, or 1 for many-to-one), C-contiguous; weight
         (B, T_out) of the engine's dtype or None; lengths (B,) integers (many-to-one);
         flow (L, T) float64 receives the mean over the batch of ||dL/dh_t||.
+
+        An engine without a head (output_size 0, an encoder) has no loss: target and weight
+        are None, the call returns 0 and BPTT starts from dh_final (and dc_final), (L, B, H)
+        gradients with respect to h_final, c_final: each row's state after its own last step
+        lengths[b] - 1, where it enters every layer.
         """
         if not self.training:
             raise RuntimeError("this Engine was built for prediction only")
@@ -474,7 +491,11 @@ cdef class Engine:
         cdef Py_ssize_t out_rows = s.batch * output_steps(s)
         cdef void* px = data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
         cdef void* pt
-        if s.loss == LOSS_MSE:
+        if s.output_size == 0:
+            if target is not None or weight is not None:
+                raise ValueError("an engine without a head has no target or weight (None)")
+            pt = NULL
+        elif s.loss == LOSS_MSE:
             pt = data_of(target, self.dtype, out_rows * s.output_size, "target")
         else:
             pt = data_of(target, np.int64, out_rows, "target")
@@ -482,7 +503,7 @@ cdef class Engine:
         cdef void* pp = data_of(params, self.dtype, self.n_params, "params")
         cdef void* pg = data_of(grads, self.dtype, self.n_params, "grads")
         cdef States st
-        self._states(&st, h0, c0, dh0, dc0, h_final, c_final)
+        self._states(&st, h0, c0, dh0, dc0, h_final, c_final, dh_final, dc_final)
         st.flow = <double*>optional_data_of(flow, np.float64, s.num_layers * s.steps, "flow")
         self._set_lengths(lengths)
         self._plan_current()
@@ -515,7 +536,7 @@ cdef class Engine:
         engines, grads = self._split(count)
         if lengths is not None:
             lengths = np.asarray(lengths)
-        if whole.training:
+        if whole.training and s.output_size > 0:
             whole.scale = (loss_scale(s, <const double*>whole.weight, &whole.terms)
                            if whole.is_double else
                            loss_scale(s, <const float*>whole.weight, &whole.terms))
@@ -550,14 +571,17 @@ cdef class Engine:
 
     def predict(self, x, params, out, h0=None, h_final=None, c0=None, c_final=None,
                 lengths=None):
-        """Forward only: out (B, T - loss_start, O), or (B, O) for many-to-one."""
+        """Forward only: out (B, T - loss_start, O), or (B, O) for many-to-one; None for an
+        engine without a head (whose h_final, c_final are each row's at its last step)."""
         if self.training and not self.shape.many_to_one:
             raise RuntimeError("a many-to-many Engine built for training keeps the head's "
                                "outputs of one chunk of steps only; predict with training=False")
         cdef const Shape* s = &self.shape
         cdef void* px = data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
         cdef void* pp = data_of(params, self.dtype, self.n_params, "params")
-        cdef void* po = data_of(out, self.dtype, output_steps(s) * s.batch * s.output_size, "out")
+        cdef void* po = NULL
+        if s.output_size > 0 or out is not None:
+            po = data_of(out, self.dtype, output_steps(s) * s.batch * s.output_size, "out")
         cdef States st
         self._states(&st, h0, c0, None, None, h_final, c_final)
         self._set_lengths(lengths)

@@ -114,5 +114,5 @@ def step_elements(cell, num_layers, input_size, hidden_size, output_size, batch,
 def step_bytes(model, batch, steps, training=True, many_to_one=False, threads=None):
     """Bytes of the workspace of one (batch, steps) call of a model (``step_elements``)."""
     return model.dtype.itemsize * step_elements(
-        model.cell, model.num_layers, model.input_size, model.hidden_size, model.output_size,
-        batch, steps, training, many_to_one, threads)
+        model.cell, model.num_layers, model.input_size, model.hidden_size,
+        model.output_size or 0, batch, steps, training, many_to_one, threads)

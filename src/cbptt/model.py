@@ -232,15 +232,21 @@ class RNN:
         """A workspace (``cbptt.Engine``) for sequences of this model's shape, (batch, steps)
         at a time: for training (the loss, many-to-one or not, the first step with a loss) or,
         with ``training=False``, for ``predict``. Its buffers are allocated by its first
-        call; InsufficientMemory first when they cannot fit (``memory.step_bytes``)."""
+        call; InsufficientMemory first when they cannot fit (``memory.step_bytes``).
+
+        A model without a head makes an encoder's engine only (``many_to_one=True``): no
+        outputs and no loss; its final state is each sequence's after its own last step, and
+        its BPTT starts from the gradient with respect to that state (see Seq2Seq)."""
         what = "a training step" if training else "a prediction"
-        self.require_head(what)
+        if not many_to_one:
+            self.require_head(what)
         memory.require(memory.step_bytes(self, batch, steps, training, many_to_one),
                        f"the workspace of {what} on {batch} sequences of {steps} steps "
                        f"with {self!r}")
         return Engine(self.cell, self.num_layers, self.input_size, self.hidden_size,
-                      self.output_size, batch, steps, self.dtype, many_to_one=many_to_one,
-                      loss=loss, loss_start=loss_start, training=training)
+                      self.output_size or 0, batch, steps, self.dtype,
+                      many_to_one=many_to_one, loss=loss, loss_start=loss_start,
+                      training=training)
 
     # -- inference ----------------------------------------------------------------------------
     def check_state(self, h0, c0, batch):

@@ -3,7 +3,8 @@
 # Contract: backward(s, p, w, x, params, grads, st, target, weight, scale, part, parts) runs
 # in every part of a team at once and writes grads (flat, overwritten; many-to-many: the
 # head's entries zeroed before by the caller), st.dh0/dc0 where given and st.flow (needs
-# parts == 1). Many-to-one starts from dpred (head.pxd's head_backward); many-to-many
+# parts == 1). Many-to-one starts from dpred (head.pxd's head_backward), a headless engine
+# (an encoder) from st.dh_final/dc_final at each row's last step; many-to-many
 # computes the head, its loss and dpred chunk by chunk here, and each part returns its share
 # of that loss (target, weight and scale as for output_loss).
 #
@@ -27,7 +28,7 @@ from .norms cimport mean_row_norm
 from .paths cimport cbptt_ran, CBPTT_RAN_CHUNK_GRADS, CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS
 from .plan cimport Plan, by_columns
 from .products cimport pack_panels, step_product, weight_grad, part_column_sums
-from .shape cimport (CELL_GRU, CELL_LSTM, CELL_RELU, Shape, States, Work, is_elman,
+from .shape cimport (CELL_GRU, CELL_LSTM, CELL_RELU, Shape, States, Work, has_head, is_elman,
                      layer_input_size, layer_slices)
 from .team cimport barrier, enter_step_loop, leave_step_loop, part_range
 
@@ -35,11 +36,14 @@ from .team cimport barrier, enter_step_loop, leave_step_loop, part_range
 cdef inline floating* step_entry(const Shape* s, const Work* w, const States* st,
                                  const LayerBack* L, Py_ssize_t t, floating* dh,
                                  Py_ssize_t row0, Py_ssize_t rows) noexcept nogil:
-    """Before step t's cell: many-to-one's dh_last enters the rows whose output step is t, the
-    flow is recorded; returns the part's rows of the injected gradient at t (or NULL)."""
+    """Before step t's cell: many-to-one's dh_last enters the top layer's rows whose output
+    step is t, an encoder's dh_final (and dc_final) every layer's; the flow is recorded;
+    returns the part's rows of the injected gradient at t (or NULL)."""
     cdef Py_ssize_t B = s.batch, H = s.hidden_size, b, j
     cdef floating* inject_t = NULL
     cdef const floating* dh_last = <const floating*>w.dh_last
+    cdef const floating* entry
+    cdef floating* dc = <floating*>w.dc
     if L.inject != NULL:
         inject_t = <floating*>L.inject + (t * B + row0) * H
     if L.top_many_to_one:
@@ -47,6 +51,17 @@ cdef inline floating* step_entry(const Shape* s, const Work* w, const States* st
             if w.last_step[b] == t:
                 for j in range(H):
                     dh[b * H + j] += dh_last[b * H + j]
+    if st.dh_final != NULL:
+        # dh += dL/dh_final (and dc += dL/dc_final) of the rows whose last step is t
+        for b in range(row0, row0 + rows):
+            if w.last_step[b] == t:
+                entry = <const floating*>st.dh_final + L.layer * st.layer_stride + b * H
+                for j in range(H):
+                    dh[b * H + j] += entry[j]
+                if st.dc_final != NULL:
+                    entry = <const floating*>st.dc_final + L.layer * st.layer_stride + b * H
+                    for j in range(H):
+                        dc[b * H + j] += entry[j]
     if st.flow != NULL:
         st.flow[L.layer * s.steps + t] = mean_row_norm(dh, inject_t, B, H)
     return inject_t
@@ -167,13 +182,14 @@ cdef inline void layer_view(const Shape* s, const Plan* p, Work* w, const floati
     if s.cell == CELL_GRU:
         L.hn = <floating*>w.hn + layer * T * BH
         L.da_n = L.hn
-    L.top_many_to_one = s.many_to_one and layer == s.num_layers - 1
+    L.top_many_to_one = s.many_to_one and has_head(s) and layer == s.num_layers - 1
     # GRU's weight gradients per chunk where dA is large (measured at 2 threads: large
     # -1.3 to -2.6%, B=64 H=256 -3-4%; under 16 MiB 1-10% slower); the first layer's
     # needs x whole in x_chunk
     L.chunk_grads = p.gru_chunk_grads and (layer > 0 or p.input_steps >= T)
-    # below the top, the gradient from the layer above fills w.inject (all steps)
-    L.inject = NULL if L.top_many_to_one else w.inject
+    # below the top, the gradient from the layer above fills w.inject (all steps); the top
+    # layer of many-to-one (and of an encoder) has none
+    L.inject = NULL if s.many_to_one and layer == s.num_layers - 1 else w.inject
 
 
 cdef inline double layer_backward(const Shape* s, const Plan* p, Work* w, const floating* x,
@@ -274,7 +290,7 @@ cdef inline double backward(const Shape* s, const Plan* p, Work* w, const floati
     cdef Py_ssize_t layer, row0, rows, chunk_index = 0
     cdef bint columns = by_columns(p, parts)
     cdef double loss = 0
-    if s.many_to_one:
+    if s.many_to_one and has_head(s):
         head_backward(s, p, w, params, grads, part, parts)
     part_range(s.batch, part, parts, 1, &row0, &rows)     # this part's batch rows, every step
     for layer in range(s.num_layers - 1, -1, -1):

@@ -15,22 +15,28 @@ from .head cimport loss_scale, output_loss
 from .norms cimport squared_norm
 from .paths cimport cbptt_paths_take
 from .plan cimport Plan
-from .shape cimport CELL_LSTM, Shape, States, Work, layer_offset, output_steps
+from .shape cimport CELL_LSTM, Shape, States, Work, has_head, layer_offset, output_steps
 from .team cimport (CBPTT_TEAM_MAX, barrier, cbptt_blas_hold, cbptt_blas_release,
                     cbptt_team_run, part_range)
 
 
 cdef inline void copy_final_state(const Shape* s, Work* w, const States* st,
                                   floating* kind) noexcept nogil:
-    """h_final, c_final (L, B, H) = h_T, c_T of every layer (where asked for)."""
-    cdef Py_ssize_t BH = s.batch * s.hidden_size, T = s.steps, layer
+    """h_final, c_final (L, B, H) of every layer (where asked for): h_T, c_T; a headless
+    engine's (an encoder's) each row's after its own last step, h_{last_step[b] + 1}."""
+    cdef Py_ssize_t B = s.batch, H = s.hidden_size, BH = B * H, T = s.steps, layer, b, t
+    cdef bint per_row = not has_head(s)
     for layer in range(s.num_layers):
-        if st.h_final != NULL:
-            memcpy(<floating*>st.h_final + layer * st.layer_stride,
-                   <floating*>w.hs + (layer * (T + 1) + T) * BH, BH * sizeof(floating))
-        if st.c_final != NULL and s.cell == CELL_LSTM:
-            memcpy(<floating*>st.c_final + layer * st.layer_stride,
-                   <floating*>w.cs + (layer * (T + 1) + T) * BH, BH * sizeof(floating))
+        for b in range(B if per_row else 1):
+            t = w.last_step[b] + 1 if per_row else T
+            if st.h_final != NULL:
+                memcpy(<floating*>st.h_final + layer * st.layer_stride + b * H,
+                       <floating*>w.hs + (layer * (T + 1) + t) * BH + b * H,
+                       (H if per_row else BH) * sizeof(floating))
+            if st.c_final != NULL and s.cell == CELL_LSTM:
+                memcpy(<floating*>st.c_final + layer * st.layer_stride + b * H,
+                       <floating*>w.cs + (layer * (T + 1) + t) * BH + b * H,
+                       (H if per_row else BH) * sizeof(floating))
 
 
 cdef struct Job:
@@ -65,8 +71,10 @@ cdef inline void train_step(Job* job, const floating* kind, int part,
     cdef double loss
     cdef int other
     forward(s, job.p, job.w, <const floating*>job.x, <const floating*>job.params, job.st,
-            s.many_to_one, part, parts)
-    if part == 0:
+            s.many_to_one and has_head(s), part, parts)
+    if part == 0 and not has_head(s):
+        job.loss = 0      # an encoder: its gradient enters through st.dh_final, no loss
+    elif part == 0:
         if not job.given_scale:
             job.scale = loss_scale(s, weight, &job.terms)
         if s.many_to_one:
@@ -95,12 +103,13 @@ cdef inline void train_step(Job* job, const floating* kind, int part,
 
 cdef inline void predict_into(Job* job, const floating* kind, int part,
                               int parts) noexcept nogil:
-    """out: (B, O) for many-to-one, else (B, T - loss_start, O) batch-first."""
+    """out: (B, O) for many-to-one, else (B, T - loss_start, O) batch-first (headless: none,
+    the final states only)."""
     cdef const Shape* s = job.s
     cdef Py_ssize_t B = s.batch, O = s.output_size, steps = output_steps(s), t, b
     cdef floating* out = <floating*>job.out
-    forward(s, job.p, job.w, <const floating*>job.x, <const floating*>job.params, job.st, True,
-            part, parts)
+    forward(s, job.p, job.w, <const floating*>job.x, <const floating*>job.params, job.st,
+            has_head(s), part, parts)
     if part != 0:
         return
     for t in range(steps):

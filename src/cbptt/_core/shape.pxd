@@ -23,7 +23,8 @@ cdef enum:
 cdef struct Shape:
     int cell
     Py_ssize_t gate_count     # gates per unit G: 1 (tanh, relu), 4 (lstm), 3 (gru)
-    Py_ssize_t num_layers, input_size, hidden_size, output_size
+    Py_ssize_t num_layers, input_size, hidden_size
+    Py_ssize_t output_size    # O; 0: no head (an encoder: many-to-one, see has_head)
     Py_ssize_t batch, steps
     bint many_to_one
     int loss
@@ -66,11 +67,19 @@ cdef struct States:
     void* c0
     void* dh0
     void* dc0
-    void* h_final
-    void* c_final
+    void* h_final      # a headless engine's (an encoder's): each row's state after its own
+    void* c_final      # last step, last_step[b]; else the state after step T
+    void* dh_final     # headless: dL/dh_final, dL/dc_final (the decoder's dL/dh0, dL/dc0),
+    void* dc_final     # entering every layer's BPTT at each row's last step
     Py_ssize_t layer_stride   # entries from one layer's (B, H) block to the next: B*H, or the
                               # caller's B*H for a split's sub-engine (its rows of each layer)
     double* flow       # (L, T): mean over the batch of ||dL/dh_t|| per layer and step, or NULL
+
+
+cdef inline bint has_head(const Shape* s) noexcept nogil:
+    """Whether the engine has a linear head, outputs and a loss. One without (O = 0) is an
+    encoder: many-to-one, its gradient entering only through States.dh_final/dc_final."""
+    return s.output_size > 0
 
 
 cdef inline bint is_elman(const Shape* s) noexcept nogil:

@@ -86,6 +86,8 @@ cdef inline void block_states(const States* st, States* block,
     block.dc0 = moved(st.dc0, offset_bytes)
     block.h_final = moved(st.h_final, offset_bytes)
     block.c_final = moved(st.c_final, offset_bytes)
+    block.dh_final = moved(st.dh_final, offset_bytes)
+    block.dc_final = moved(st.dc_final, offset_bytes)
 
 
 cdef inline void rows_of_call(Job* job, const Job* whole, States* block, Py_ssize_t row0,
@@ -102,11 +104,11 @@ cdef inline void rows_of_call(Job* job, const Job* whole, States* block, Py_ssiz
     job.x = <const char*>whole.x + row0 * s.steps * s.input_size * itemsize
     job.params = whole.params
     if not whole.training:
-        job.out = <char*>whole.out + row0 * steps_out * s.output_size * itemsize
+        job.out = NULL if whole.out == NULL else <char*>whole.out + row0 * steps_out * s.output_size * itemsize
         return
     job.out = whole.out if grads == NULL else grads
-    job.target = <const char*>whole.target + row0 * steps_out * (
-        s.output_size * itemsize if s.loss == LOSS_MSE else sizeof(int64_t))
+    job.target = NULL if whole.target == NULL else <const char*>whole.target + \
+        row0 * steps_out * (s.output_size * itemsize if s.loss == LOSS_MSE else sizeof(int64_t))
     job.weight = (NULL if whole.weight == NULL else
                   <const char*>whole.weight + row0 * steps_out * itemsize)
     job.scale = whole.scale
