@@ -25,7 +25,7 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-from ._core.jobs cimport Job, run_job
+from ._core.jobs cimport PHASE_BACKWARD, PHASE_FORWARD, PHASE_WHOLE, Job, run_job
 from ._core.norms cimport squared_norm
 from ._core.paths cimport (CBPTT_RAN_CHUNK_GRADS, CBPTT_RAN_INPUT_BLAS, CBPTT_RAN_INPUT_PANELS,
                            CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS, CBPTT_RAN_WGRAD_BLAS,
@@ -215,6 +215,7 @@ cdef class Engine:
     cdef dict splits               # parts -> ([(row0, rows, sub-engine)], [gradient buffers])
     cdef int last_split            # sub-engines of the last call (0: it ran on this engine's)
     cdef Py_ssize_t n_params
+    cdef tuple encoded             # (x, params, parts, lengths) of an encode awaiting its backward
 
     def __init__(self, str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
                  Py_ssize_t hidden_size, Py_ssize_t output_size, Py_ssize_t batch,
@@ -551,7 +552,7 @@ cdef class Engine:
         split.count = count
         split.n_params = self.n_params
         split.is_double = whole.is_double
-        split.training = whole.training
+        split.training = whole.training and whole.phase != PHASE_FORWARD
         with nogil:
             ran = run_split(&split, count if self.plan.split_threads <= 0 else
                             min(self.plan.split_threads, count))
@@ -560,7 +561,7 @@ cdef class Engine:
         self.last_path_flags = 0
         for i in range(count):
             self.last_path_flags |= jobs[i].paths_parts[0]
-        if not whole.training:
+        if not split.training:
             return 0
         for i in range(count):       # in row order: one result for any number of threads
             loss += jobs[i].loss
@@ -568,6 +569,60 @@ cdef class Engine:
         self.grad_sq_norm = sq_norm
         self.loss_terms = whole.terms
         return loss
+
+    def encode(self, x, params, h_final, c_final=None, lengths=None):
+        """An encoder's training call, first half: the forward pass of an engine without a
+        head, keeping what BPTT needs. Writes h_final (and c_final for lstm), (L, B, H): each
+        row's state after its own last step lengths[b] - 1 (None: the last). Then call
+        ``backward_from_final`` once, with the gradient with respect to that state; the engine
+        keeps x and params (the same arrays, unchanged in between) for it."""
+        if self.shape.output_size != 0 or not self.training:
+            raise RuntimeError("encode is for training engines without a head (encoders)")
+        cdef const Shape* s = &self.shape
+        cdef void* px = data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
+        cdef void* pp = data_of(params, self.dtype, self.n_params, "params")
+        cdef States st
+        self._states(&st, None, None, None, None, h_final, c_final)
+        self._set_lengths(lengths)
+        self._plan_current()
+        cdef int parts = call_parts(&self.plan, s.batch, False)
+        cdef Job job
+        self._job(&job, &st, px, pp, NULL, True)
+        job.phase = PHASE_FORWARD
+        self.encoded = None
+        if runs_as_split(&self.plan, parts):
+            self._run_split(parts, &job, lengths)
+        else:
+            self._allocate()
+            self.last_split = 0
+            self.last_parts = self._run(&job, parts)
+        self.encoded = (x, params, parts, lengths)
+
+    def backward_from_final(self, grads, dh_final, dc_final=None):
+        """An encoder's training call, second half: BPTT of the last ``encode`` from dh_final
+        (and dc_final for lstm), (L, B, H) gradients with respect to its h_final (c_final),
+        entering every layer at each row's last step. Writes grads (flat, overwritten) and
+        ``grad_sq_norm``; returns 0 (an encoder has no loss of its own)."""
+        if self.encoded is None:
+            raise RuntimeError("backward_from_final needs an encode call before it (one each)")
+        x, params, parts, lengths = self.encoded
+        self.encoded = None
+        cdef void* pg = data_of(grads, self.dtype, self.n_params, "grads")
+        cdef States st
+        self._states(&st, None, None, None, None, None, None, dh_final, dc_final)
+        cdef Job job
+        # the plan and the parts of the encode (its activations are laid out by them)
+        self._job(&job, &st, cnp.PyArray_DATA(x), cnp.PyArray_DATA(params), pg, True)
+        job.phase = PHASE_BACKWARD
+        if runs_as_split(&self.plan, parts):
+            self._run_split(parts, &job, lengths)
+            self.loss_terms = 0
+            return 0.0
+        self.last_split = 0
+        self.last_parts = self._run(&job, parts)
+        self.grad_sq_norm = job.sq_norm_parts[0]
+        self.loss_terms = 0
+        return 0.0
 
     def predict(self, x, params, out, h0=None, h_final=None, c0=None, c_final=None,
                 lengths=None):

@@ -133,3 +133,26 @@ def test_what_an_encoder_engine_refuses():
     with pytest.raises(ValueError, match="lstm cell only"):
         engine.loss_and_grad(X, None, gru.params, np.zeros_like(gru.params), dh_final=dh,
                              dc_final=dc)
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+@pytest.mark.parametrize("cell", CELLS)
+def test_encode_then_backward_from_final_is_the_whole_call(cell, parts):
+    """The two halves of an encoder's call (the decoder runs between them in Seq2Seq) write
+    the bits of the one call: the final state, then the gradients."""
+    enc, X, dh, dc = make(cell, 2)
+    if parts == 2:
+        set_parts(2)
+    h, c, grads, _ = encode(enc, X, LENGTHS, training=True, dh=dh, dc=dc)
+    engine = enc.make_engine(B, T, many_to_one=True)
+    h2, c2 = enc.new_state(B)
+    engine.encode(X, enc.params, h2, c2, lengths=LENGTHS)
+    assert engine.last_parts == parts
+    np.testing.assert_array_equal(h2, h)
+    grads2 = np.full_like(grads, np.nan)
+    assert engine.backward_from_final(grads2, dh, dc) == 0
+    assert engine.last_parts == parts
+    np.testing.assert_array_equal(grads2, grads)
+    assert engine.grad_sq_norm == pytest.approx(float((grads ** 2).sum()), rel=1e-12)
+    with pytest.raises(RuntimeError, match="needs an encode call"):
+        engine.backward_from_final(grads2, dh, dc)

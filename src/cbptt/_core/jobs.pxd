@@ -39,6 +39,12 @@ cdef inline void copy_final_state(const Shape* s, Work* w, const States* st,
                        (H if per_row else BH) * sizeof(floating))
 
 
+cdef enum:
+    PHASE_WHOLE = 0
+    PHASE_FORWARD = 1
+    PHASE_BACKWARD = 2
+
+
 cdef struct Job:
     const Shape* s
     const Plan* p
@@ -52,6 +58,9 @@ cdef struct Job:
     Py_ssize_t n_params
     bint is_double
     bint training
+    int phase            # training: PHASE_WHOLE, or an encoder's call in two (PHASE_FORWARD
+                         # keeps the activations and writes the final state; PHASE_BACKWARD
+                         # then runs BPTT from st.dh_final on them)
     double loss
     double terms
     double scale         # what the summed loss is multiplied by (see loss_scale)
@@ -70,8 +79,13 @@ cdef inline void train_step(Job* job, const floating* kind, int part,
     cdef Py_ssize_t first, count
     cdef double loss
     cdef int other
-    forward(s, job.p, job.w, <const floating*>job.x, <const floating*>job.params, job.st,
-            s.many_to_one and has_head(s), part, parts)
+    if job.phase != PHASE_BACKWARD:
+        forward(s, job.p, job.w, <const floating*>job.x, <const floating*>job.params, job.st,
+                s.many_to_one and has_head(s), part, parts)
+    if job.phase == PHASE_FORWARD:
+        if part == 0:    # the layers' last barrier passed: every row's states are complete
+            copy_final_state(s, job.w, job.st, grads)
+        return
     if part == 0 and not has_head(s):
         job.loss = 0      # an encoder: its gradient enters through st.dh_final, no loss
     elif part == 0:

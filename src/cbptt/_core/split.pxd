@@ -25,7 +25,8 @@ cdef struct Split:
     int count
     Py_ssize_t n_params
     bint is_double
-    bint training        # else prediction: each sub-job writes its rows of the output, no sum
+    bint training        # sum the sub-engines' gradients (a training call, but not an encoder's
+                         # forward phase); else each sub-job writes its rows of the output
     double sq_norm_blocks[CBPTT_TEAM_MAX]   # the squared norm of each block of the sum
 
 
@@ -103,6 +104,7 @@ cdef inline void rows_of_call(Job* job, const Job* whole, States* block, Py_ssiz
     job.st = block
     job.x = <const char*>whole.x + row0 * s.steps * s.input_size * itemsize
     job.params = whole.params
+    job.phase = whole.phase
     if not whole.training:
         job.out = NULL if whole.out == NULL else <char*>whole.out + row0 * steps_out * s.output_size * itemsize
         return
