@@ -26,12 +26,13 @@ from .distributed import DataParallel
 from .losses import LOSSES
 from .model import RNN, load
 from .optim import SGD, Adam, Optimizer
+from .seq2seq import Seq2Seq
 from .sysinfo import show_config
 from .trainers import ManyToMany, ManyToOne
 from .truncated import Truncated
 
 __version__ = "0.1.0"
-__all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "gradcheck", "SGD", "Adam",
+__all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "Seq2Seq", "gradcheck", "SGD", "Adam",
            "Optimizer", "LOSSES", "Engine", "param_layout", "param_count",
            "local_thread_control", "DataParallel", "settings", "get_settings", "set_settings",
            "show_config"]

@@ -116,6 +116,19 @@ class RNN:
         for name, shape, _ in self._layout:
             self._views[name][...] = rng.uniform(-bound, bound, size=shape)
 
+    def use_buffer(self, buffer):
+        """Move the parameters into ``buffer`` (flat, ``num_parameters`` entries of the model's
+        dtype; a Seq2Seq gives each half a slice of one buffer, which its optimiser steps as
+        one): ``params`` and every view then live there, with the same values."""
+        if (not isinstance(buffer, np.ndarray) or buffer.dtype != self.dtype or
+                buffer.shape != self.params.shape or not buffer.flags.c_contiguous):
+            raise ValueError(f"buffer: expected a C-contiguous {self.dtype} array of shape "
+                             f"{self.params.shape}")
+        buffer[...] = self.params
+        self.params = buffer
+        self._views = {name: buffer[offset:offset + int(np.prod(shape))].reshape(shape)
+                       for name, shape, offset in self._layout}
+
     def named_parameters(self):
         """(name, view) pairs in state_dict order; the views write through to ``params``."""
         return list(self._views.items())
@@ -295,14 +308,18 @@ class RNN:
 
 
 def load(path):
-    """Read a model written by ``RNN.save``. Never unpickles; a truncated, corrupted or
-    foreign file gives a ValueError naming the file and what is wrong."""
+    """Read a model written by ``RNN.save`` (an RNN) or ``Seq2Seq.save`` (a Seq2Seq). Never
+    unpickles; a truncated, corrupted or foreign file gives a ValueError naming the file and
+    what is wrong."""
     path = os.fspath(path)
     if not os.path.exists(path) and os.path.exists(path + ".npz"):
         path = path + ".npz"       # save() wrote it there
     try:
         entries = archive.read_archive(path, archive.is_model_entry)
         config, state = archive.model_config_and_state(entries)
+        if config.get("kind") == "seq2seq":
+            from .seq2seq import from_archive
+            return from_archive(config, state)
         model = RNN(**config)
         model.load_state_dict(state)
     except FileNotFoundError:

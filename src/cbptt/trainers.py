@@ -26,6 +26,17 @@ class _Trainer:
         if not isinstance(model, RNN):
             raise TypeError(f"model must be a cbptt.RNN, got {type(model).__name__}")
         model.require_head(type(self).__name__)
+        self._init_update(optimizer, clip_norm, on_nonfinite)
+        self.model = model
+        self.loss = check_loss(loss)
+        memory.require(memory.trainer_bytes(model, self.optimizer),
+                       f"a trainer of {model!r} (its gradients and the state of "
+                       f"{type(self.optimizer).__name__})")
+        self._engines = {}
+        self._grads = np.zeros_like(model.params)
+
+    def _init_update(self, optimizer, clip_norm, on_nonfinite):
+        """The optimiser, clipping and non-finite policy of ``_update``, checked."""
         if optimizer is None:
             optimizer = SGD(lr=0.01)
         if not isinstance(optimizer, Optimizer):
@@ -40,15 +51,8 @@ class _Trainer:
         # Called as reducer(grads, loss, loss_terms) -> (loss, loss_terms) before every update:
         # it may combine the gradients in place across processes (see cbptt.distributed).
         self.gradient_reducer = None
-        self.model = model
-        self.loss = check_loss(loss)
         self.optimizer = optimizer
         self.clip_norm = None if clip_norm is None else float(clip_norm)
-        memory.require(memory.trainer_bytes(model, optimizer),
-                       f"a trainer of {model!r} (its gradients and the state of "
-                       f"{type(optimizer).__name__})")
-        self._engines = {}
-        self._grads = np.zeros_like(model.params)
 
     def _engine_for(self, batch, steps, loss_start=0, many_to_one=None):
         """The workspace for this shape, made on first use and kept. Trainers see few shapes
@@ -70,12 +74,16 @@ class _Trainer:
                 for name, shape, offset in self.model._layout}
 
     def _update(self, engine, loss, where="this step"):
-        """Check, clip and apply self._grads (just computed by engine). A non-finite loss or
+        """Check, clip and apply self._grads (just computed by engine): ``_apply_update``."""
+        return self._apply_update(loss, engine.grad_sq_norm, engine.loss_terms, where)
+
+    def _apply_update(self, loss, sq_norm, terms, where="this step"):
+        """Check, clip and apply self._grads to self.model.params: sq_norm is their squared
+        norm and terms the number of terms the loss is the mean of. A non-finite loss or
         gradient leaves weights and optimiser untouched: FloatingPointError, or with
         on_nonfinite="skip" a RuntimeWarning and a count in ``skipped_updates``.
         Returns whether the update was applied (not when every output was masked out)."""
         grads = self._grads
-        sq_norm, terms = engine.grad_sq_norm, engine.loss_terms
         if self.gradient_reducer is not None:
             loss, terms = self.gradient_reducer(grads, loss, terms)
             sq_norm = squared_norm_of(grads)
