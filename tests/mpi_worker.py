@@ -40,6 +40,11 @@ def make(kind, cell, seed=0, hidden=H):
     if kind == "truncated":
         return cbptt.Truncated(model, k1=3, k2=5, loss="mse",
                                optimizer=cbptt.SGD(lr=0.2, momentum=0.5), clip_norm=1.0)
+    if kind == "seq2seq":
+        encoder = cbptt.RNN(I, hidden, None, cell=cell, num_layers=model.num_layers,
+                            dtype=np.float64, seed=seed + 1)
+        return cbptt.Seq2Seq(encoder, model, loss="cross_entropy",
+                             optimizer=cbptt.Adam(lr=0.05), clip_norm=0.5)
     if kind == "truncated_many_to_one":
         return cbptt.Truncated(model, k1=2, k2=4, loss="cross_entropy", many_to_one=True,
                                optimizer=cbptt.Adam(lr=0.02))
@@ -54,6 +59,11 @@ def batch(kind, rng, B, T):
         mask = (rng.random((B, T)) < 0.75).astype(float)
         mask[:, 0] = 1                                  # no fully masked block by accident
         return X, Y, {"mask": mask}
+    if kind == "seq2seq":       # Y: the decoder's inputs; 4 outputs from sources of T steps
+        return X, rng.normal(size=(B, 4, I)), {
+            "Y_out": rng.integers(0, O, size=(B, 4)),
+            "src_lengths": rng.integers(1, T + 1, size=B),
+            "tgt_lengths": rng.integers(1, 5, size=B)}
     y = rng.integers(0, O, size=B)
     if kind == "many_to_one":
         return X, y, {"lengths": rng.integers(1, T + 1, size=B)}
@@ -67,7 +77,8 @@ def rel_err(a, b):
 
 def equivalence():
     out = {}
-    for kind in ("many_to_many", "many_to_one", "truncated", "truncated_many_to_one"):
+    for kind in ("many_to_many", "many_to_one", "truncated", "truncated_many_to_one",
+                 "seq2seq"):
         for cell in CELLS:
             for B in (4, 3):                     # even shards, and 3 sequences on 2 ranks
                 name = f"{kind}/{cell}/B={B}"
@@ -99,15 +110,15 @@ def equivalence():
                     worst["fit_stream"] = rel_err(got, want)
                     worst["weights_after_fit_stream"] = rel_err(dp.model.params,
                                                                 reference.model.params)
-                if kind in ("many_to_many", "many_to_one"):
+                if kind in ("many_to_many", "many_to_one", "seq2seq"):
                     X, Y, extras = batch(kind, rng, B, T)
                     local = {k: v[part] for k, v in extras.items()}
-                    loss, grads, flow = dp.loss_and_grad(X[part], Y[part], return_flow=True,
-                                                         **local)
-                    rloss, rgrads, rflow = reference.loss_and_grad(X, Y, return_flow=True,
-                                                                   **extras)
+                    want_flow = {} if kind == "seq2seq" else {"return_flow": True}
+                    loss, grads, *flow = dp.loss_and_grad(X[part], Y[part], **want_flow,
+                                                          **local)
+                    rloss, rgrads, *rflow = reference.loss_and_grad(X, Y, **want_flow, **extras)
                     worst["loss_and_grad"] = max(
-                        [rel_err(loss, rloss), rel_err(flow, rflow)]
+                        [rel_err(loss, rloss)] + [rel_err(a, b) for a, b in zip(flow, rflow)]
                         + [rel_err(grads[k], rgrads[k][:, part] if k in ("h0", "c0")
                                    else rgrads[k]) for k in rgrads])
                 worst["updates"] = dp.updates

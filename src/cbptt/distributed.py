@@ -1,9 +1,9 @@
 """Data-parallel training over MPI: every process (rank) trains the same model on its own part
 of the batch, and one ``Allreduce`` per update combines the gradients.
 
-``DataParallel(trainer)`` wraps a ManyToMany, ManyToOne or Truncated trainer. Each rank calls
-``step`` (or ``loss_and_grad``, ``fit_stream``) with its own shard: its slice of the global
-batch (``shard``/``local`` give it), or its own streams for Truncated. Before every update the
+``DataParallel(trainer)`` wraps a ManyToMany, ManyToOne, Truncated or Seq2Seq trainer. Each
+rank calls ``step`` (or ``loss_and_grad``, ``fit_stream``) with its own shard: its slice of
+the global batch (``shard``/``local`` give it), or its own streams for Truncated. Before every update the
 trainer's ``gradient_reducer`` hook sums, over all ranks and in one ``Allreduce`` of one
 preallocated float64 buffer, each rank's gradients and loss weighted by the number of terms
 its loss is the mean of (n_r), with n_r itself. The global gradient is then
@@ -41,6 +41,7 @@ import warnings
 import numpy as np
 
 from ._engine import all_finite, squared_norm_of
+from .seq2seq import Seq2Seq
 from .trainers import _FullBPTT, _Trainer
 from .truncated import Truncated
 
@@ -111,7 +112,7 @@ class DataParallel:
 
     Parameters
     ----------
-    trainer : ManyToMany, ManyToOne or Truncated
+    trainer : ManyToMany, ManyToOne, Truncated or Seq2Seq
         Made the same way on every rank (same model configuration, loss, clipping and a
         fresh optimiser with the same hyperparameters); rank 0's weights and optimiser state
         are broadcast to the others here. The trainer's ``gradient_reducer`` is taken over.
@@ -155,8 +156,8 @@ class DataParallel:
         # Local problems first, then one allgather: every rank sees every problem.
         problem = description = None
         if not isinstance(trainer, _Trainer):
-            problem = (f"trainer must be a cbptt trainer (ManyToMany, ManyToOne, Truncated), "
-                       f"got {type(trainer).__name__}")
+            problem = (f"trainer must be a cbptt trainer (ManyToMany, ManyToOne, Truncated, "
+                       f"Seq2Seq), got {type(trainer).__name__}")
         elif trainer.gradient_reducer is not None:
             problem = "the trainer already has a gradient_reducer (wrapped twice?)"
         else:
@@ -373,8 +374,8 @@ class DataParallel:
         are this rank's rows of the global-batch gradient, the final state is this rank's, and
         the flow is the global batch's (one more small Allreduce)."""
         trainer = self.trainer
-        if not isinstance(trainer, _FullBPTT):
-            raise TypeError(f"loss_and_grad is for ManyToMany and ManyToOne, not "
+        if not isinstance(trainer, (_FullBPTT, Seq2Seq)):
+            raise TypeError(f"loss_and_grad is for ManyToMany, ManyToOne and Seq2Seq, not "
                             f"{type(trainer).__name__}")
         flow_wanted = bool(kwargs.get("return_flow", False))
 
