@@ -57,9 +57,13 @@ cdef inline int fill_plan(Plan* p, const Shape* s, object settings, Py_ssize_t i
     if gated:
         p.input_steps = T if settings.whole_gated_input else p.chunk_steps
     p.step_threads_one = 2 * B * H * GH < STEP_THREADS_FLOPS
-    p.panels = (settings.panels and cbptt_panels_supported() and
+    # A one-step engine (a decoding step) neither packs nor transposes W_hh: either is a pass
+    # over W_hh per call, as costly as the step's own product (measured, B=32 H=256, float32:
+    # an LSTM step 290 us packed, 150 us on BLAS; tanh 76 against 29).
+    p.panels = (settings.panels and cbptt_panels_supported() and T > 1 and
                 <double>B * H * GH > settings.panels_min_mnk)
-    p.w_hh_transposed = not p.panels and <double>B * H * GH <= settings.transposed_limit
+    p.w_hh_transposed = (not p.panels and T > 1 and
+                         <double>B * H * GH <= settings.transposed_limit)
     p.panel_input = settings.panel_input
     p.wgrad.enabled = settings.wgrad and cbptt_panels_supported()
     p.wgrad.min_mnk = settings.wgrad_min_mnk
