@@ -513,13 +513,20 @@ cdef class Engine:
         self._job(&job, &st, px, pp, pg, True)
         job.target = pt
         job.weight = pw
+        return self._call(&job, parts, lengths)
+
+    cdef double _call(self, Job* job, int parts, lengths) except? -1:
+        """Run a call's job on `parts` threads: as a split where its parts would split the
+        batch rows, else on this engine's buffers. A training call (but an encoder's forward
+        phase) sets grad_sq_norm and loss_terms. Returns the loss (prediction: 0)."""
         if runs_as_split(&self.plan, parts):
-            return self._run_split(parts, &job, lengths)
+            return self._run_split(parts, job, lengths)
         self._allocate()
         self.last_split = 0
-        self.last_parts = self._run(&job, parts)
-        self.grad_sq_norm = job.sq_norm_parts[0]
-        self.loss_terms = job.terms
+        self.last_parts = self._run(job, parts)
+        if job.training and job.phase != PHASE_FORWARD:
+            self.grad_sq_norm = job.sq_norm_parts[0]
+            self.loss_terms = job.terms
         return job.loss
 
     cdef double _run_split(self, int count, Job* whole, lengths) except? -1:
@@ -578,24 +585,8 @@ cdef class Engine:
         keeps x and params (the same arrays, unchanged in between) for it."""
         if self.shape.output_size != 0 or not self.training:
             raise RuntimeError("encode is for training engines without a head (encoders)")
-        cdef const Shape* s = &self.shape
-        cdef void* px = data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
-        cdef void* pp = data_of(params, self.dtype, self.n_params, "params")
-        cdef States st
-        self._states(&st, None, None, None, None, h_final, c_final)
-        self._set_lengths(lengths)
-        self._plan_current()
-        cdef int parts = call_parts(&self.plan, s.batch, False)
-        cdef Job job
-        self._job(&job, &st, px, pp, NULL, True)
-        job.phase = PHASE_FORWARD
         self.encoded = None
-        if runs_as_split(&self.plan, parts):
-            self._run_split(parts, &job, lengths)
-        else:
-            self._allocate()
-            self.last_split = 0
-            self.last_parts = self._run(&job, parts)
+        parts = self._forward(x, params, None, None, None, h_final, c_final, lengths, True)
         self.encoded = (x, params, parts, lengths)
 
     def backward_from_final(self, grads, dh_final, dc_final=None):
@@ -614,15 +605,7 @@ cdef class Engine:
         # the plan and the parts of the encode (its activations are laid out by them)
         self._job(&job, &st, cnp.PyArray_DATA(x), cnp.PyArray_DATA(params), pg, True)
         job.phase = PHASE_BACKWARD
-        if runs_as_split(&self.plan, parts):
-            self._run_split(parts, &job, lengths)
-            self.loss_terms = 0
-            return 0.0
-        self.last_split = 0
-        self.last_parts = self._run(&job, parts)
-        self.grad_sq_norm = job.sq_norm_parts[0]
-        self.loss_terms = 0
-        return 0.0
+        return self._call(&job, parts, lengths)
 
     def predict(self, x, params, out, h0=None, h_final=None, c0=None, c_final=None,
                 lengths=None):
@@ -631,6 +614,12 @@ cdef class Engine:
         if self.training and not self.shape.many_to_one:
             raise RuntimeError("a many-to-many Engine built for training keeps the head's "
                                "outputs of one chunk of steps only; predict with training=False")
+        self._forward(x, params, out, h0, c0, h_final, c_final, lengths, False)
+
+    cdef int _forward(self, x, params, out, h0, c0, h_final, c_final, lengths,
+                      bint encoding) except -1:
+        """A forward call: prediction into out, or (encoding) an encoder's forward phase
+        keeping the activations for its backward. Returns the parts it was planned on."""
         cdef const Shape* s = &self.shape
         cdef void* px = data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
         cdef void* pp = data_of(params, self.dtype, self.n_params, "params")
@@ -643,13 +632,11 @@ cdef class Engine:
         self._plan_current()
         cdef int parts = call_parts(&self.plan, s.batch, False)
         cdef Job job
-        self._job(&job, &st, px, pp, po, False)
-        if runs_as_split(&self.plan, parts):
-            self._run_split(parts, &job, lengths)
-            return
-        self._allocate()
-        self.last_split = 0
-        self.last_parts = self._run(&job, parts)
+        self._job(&job, &st, px, pp, po, encoding)
+        if encoding:
+            job.phase = PHASE_FORWARD
+        self._call(&job, parts, lengths)
+        return parts
 
     def states(self):
         """Views of the hidden states of the last call: h (L, T+1, B, H) with h[:, 0] the
