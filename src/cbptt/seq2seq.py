@@ -111,6 +111,8 @@ class Seq2Seq(_Trainer):
         self.model = _Halves(encoder, decoder)
         self._grads = np.zeros_like(self.model.params)
         self._engines = {}
+        self._state_buffers = {}
+        self._steps = np.arange(0)
         self._last_engine = None     # the decoder's of the last call (its loss_terms)
         self.last_calls = 0          # engine calls of the last step/loss_and_grad/predict
 
@@ -138,6 +140,21 @@ class Seq2Seq(_Trainer):
                 engine = self.decoder.make_engine(batch, steps, training, loss=self.loss)
             self._engines[key] = engine
         return engine
+
+    def _buffers(self, batch, target_steps):
+        """(h, c, dh, dc, weight) of a training call: the handoff state and its gradient,
+        (L, B, H) (c, dc None but for lstm), and the decoder's output weights (B, U); made
+        once per shape and reused."""
+        key = (batch, target_steps)
+        if key not in self._state_buffers:
+            if len(self._state_buffers) >= 16:
+                self._state_buffers.clear()
+            self._state_buffers[key] = (self.encoder.new_state(batch) +
+                                        self.encoder.new_state(batch) +
+                                        (np.empty((batch, target_steps), self.model.dtype),))
+            if self._steps.size < target_steps:
+                self._steps = np.arange(target_steps)
+        return self._state_buffers[key]
 
     # -- arguments ----------------------------------------------------------------------------
     def _inputs(self, X, Y_in, src_lengths, tgt_lengths=None):
@@ -169,15 +186,15 @@ class Seq2Seq(_Trainer):
         batch, steps = X.shape[:2]
         target_steps = Y_in.shape[1]
         Y_out = self._targets(Y_out, batch, target_steps)
-        weight = None
-        if tgt_lengths is not None:
-            # 1 for the outputs u < tgt_lengths[b], 0 after: the mean runs over the first
-            weight = (np.arange(target_steps) < tgt_lengths[:, None]).astype(self.model.dtype)
         enc, dec = self.encoder, self.decoder
         encoder = self._engine("encoder", batch, steps, True)
         decoder = self._engine("decoder", batch, target_steps, True)
-        h, c = enc.new_state(batch)
-        dh, dc = enc.new_state(batch)
+        h, c, dh, dc, weight = self._buffers(batch, target_steps)
+        if tgt_lengths is None:
+            weight = None
+        else:
+            # 1 for the outputs u < tgt_lengths[b], 0 after: the mean runs over the first
+            np.less(self._steps[:target_steps], tgt_lengths[:, None], out=weight)
         split = self.model.split
         encoder.encode(X, enc.params, h, c, lengths=src_lengths)
         loss = decoder.loss_and_grad(Y_in, Y_out, dec.params, self._grads[split:], h0=h, dh0=dh,
