@@ -126,6 +126,10 @@ class Truncated(_Trainer):
     def _prepare(self, X, Y, mask):
         m = self.model
         X = _checks.sequence_batch(X, m.input_size, m.dtype)
+        if X.ndim == 2:
+            raise TypeError("Truncated takes float inputs (B, T, I): token ids are for "
+                            "ManyToMany, ManyToOne, Seq2Seq and predict so far (pass the "
+                            "one-hot floats)")
         batch, length = X.shape[:2]
         if self._batch is not None and batch != self._batch and not self.many_to_one:
             raise ValueError(f"X has {batch} streams but the current stream has "
