@@ -109,10 +109,40 @@ def test_what_ids_refuse_leaves_the_weights_untouched():
     ]:
         with pytest.raises(kind, match=message):
             trainer.step(bad, Y if bad.shape[1] else Y[:, :0])
-    with pytest.raises(TypeError, match="Truncated takes float inputs"):
-        cbptt.Truncated(model, k1=3).step(ids, rng.standard_normal((B, T, O)))
     np.testing.assert_array_equal(model.params, before)
     engine = model.make_engine(B, T, ids=True)
     with pytest.raises(ValueError, match="token ids must be in"):
         engine.loss_and_grad(ids + I, rng.standard_normal((B, T, O)), model.params,
                              np.zeros_like(model.params))
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+@pytest.mark.parametrize("cell", ["tanh", "lstm"])
+def test_truncated_on_ids_is_the_one_hot_stream(cell, many_to_one):
+    """The same updates, carried states and losses, block after block and across calls, and
+    fit_stream over a 1-D stream of ids against its one-hot floats; a stream saved and
+    loaded goes on the same."""
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, I, (B, 20))
+    onehot = np.eye(I)[ids]
+    Y = rng.integers(0, O, B if many_to_one else (B, 20))
+    results = []
+    for X in (onehot, ids):
+        model = cbptt.RNN(I, H, O, cell=cell, num_layers=2, seed=6)
+        trainer = cbptt.Truncated(model, k1=3, k2=5, loss="cross_entropy",
+                                  many_to_one=many_to_one, optimizer=cbptt.Adam(lr=1e-2))
+        losses = [trainer.step(X[:, :11], Y if many_to_one else Y[:, :11])]
+        if not many_to_one:
+            saved = trainer.stream_state()
+            trainer.load_stream_state(saved)
+            losses.append(trainer.step(X[:, 11:], Y[:, 11:]))
+            trainer.reset_state()
+            losses.extend(trainer.fit_stream(X[0], Y[0], chunk_steps=6))
+        results.append((np.array(losses), model.params.copy()))
+    close(results[1][0], results[0][0])
+    close(results[1][1], results[0][1])
+    if not many_to_one:
+        trainer.reset_state()
+        trainer.step(ids[:, :4], Y[:, :4])
+        with pytest.raises(ValueError, match="current stream's inputs are token ids"):
+            trainer.step(onehot[:, :4], Y[:, :4])
