@@ -182,7 +182,7 @@ cdef inline void* data_of(object array, object dtype, Py_ssize_t size, str name)
         raise ValueError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} array of "
                          f"{size} elements, got {array.dtype} {array.shape}")
     if not cnp.PyArray_ISWRITEABLE(a) and name in ("grads", "out", "dh0", "dc0", "h_final",
-                                                   "c_final"):
+                                                   "c_final", "dx"):
         raise ValueError(f"{name}: must be writeable")
     return cnp.PyArray_DATA(a)
 
@@ -434,6 +434,7 @@ cdef class Engine:
         st.c0 = st.dc0 = st.c_final = st.dc_final = NULL
         st.layer_stride = self.shape.batch * self.shape.hidden_size
         st.flow = NULL
+        st.dx = NULL
         if self.shape.cell == CELL_LSTM:
             st.c0 = optional_data_of(c0, self.dtype, size, "c0")
             st.dc0 = optional_data_of(dc0, self.dtype, size, "dc0")
@@ -495,7 +496,7 @@ cdef class Engine:
 
     def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
                       c0=None, dc0=None, c_final=None, weight=None, lengths=None, flow=None,
-                      dh_final=None, dc_final=None):
+                      dh_final=None, dc_final=None, dx=None):
         """Forward, loss and BPTT. Writes grads (and dh0/dc0, h_final/c_final, flow); returns
         the loss. Afterwards ``grad_sq_norm`` holds the squared norm of grads, summed in
         double (NaN or Inf when a gradient is not finite), and ``loss_terms`` the number of
@@ -505,7 +506,8 @@ cdef class Engine:
         of the engine's dtype. target: (B, T_out, O) floats for mse, (B, T_out) int64 class ids
         for cross_entropy (T_out = T - loss_start, or 1 for many-to-one), C-contiguous; weight
         (B, T_out) of the engine's dtype or None; lengths (B,) integers (many-to-one);
-        flow (L, T) float64 receives the mean over the batch of ||dL/dh_t||.
+        flow (L, T) float64 receives the mean over the batch of ||dL/dh_t||; dx (B, T, I)
+        of the engine's dtype receives dL/dx (float inputs only: not on token ids).
 
         An engine without a head (output_size 0, an encoder) has no loss: target and weight
         are None, the call returns 0 and BPTT starts from dh_final (and dc_final), (L, B, H)
@@ -532,6 +534,9 @@ cdef class Engine:
         cdef States st
         self._states(&st, h0, c0, dh0, dc0, h_final, c_final, dh_final, dc_final)
         st.flow = <double*>optional_data_of(flow, np.float64, s.num_layers * s.steps, "flow")
+        if dx is not None and s.ids:
+            raise ValueError("dx: an engine on token ids has no input gradient")
+        st.dx = optional_data_of(dx, self.dtype, s.batch * s.steps * s.input_size, "dx")
         self._set_lengths(lengths)
         self._plan_current()
         cdef int parts = call_parts(&self.plan, s.batch, st.flow != NULL)

@@ -2,8 +2,8 @@
 #
 # Contract: backward(s, p, w, x, params, grads, st, target, weight, scale, part, parts) runs
 # in every part of a team at once and writes grads (flat, overwritten; many-to-many: the
-# head's entries zeroed before by the caller), st.dh0/dc0 where given and st.flow (needs
-# parts == 1). Many-to-one starts from dpred (head.pxd's head_backward), a headless engine
+# head's entries zeroed before by the caller), st.dh0/dc0 and st.dx where given and st.flow
+# (needs parts == 1). Many-to-one starts from dpred (head.pxd's head_backward), a headless engine
 # (an encoder) from st.dh_final/dc_final at each row's last step; many-to-many
 # computes the head, its loss and dpred chunk by chunk here, and each part returns its share
 # of that loss (target, weight and scale as for output_loss).
@@ -23,7 +23,7 @@ from libc.string cimport memcpy, memset
 from .cells cimport elman_backward, gru_backward, lstm_backward
 from .forward cimport copy_input_steps
 from .gradients cimport (LayerBack, elman_chunk_grads, gru_chunk_grads, ids_table_out,
-                         ids_weight_grads, input_weight_grads, pass_down)
+                         ids_weight_grads, input_grads, input_weight_grads, pass_down)
 from .head cimport head_backward, head_chunk, head_weight_grads
 from .norms cimport mean_row_norm
 from .paths cimport cbptt_ran, CBPTT_RAN_CHUNK_GRADS, CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS
@@ -265,11 +265,17 @@ cdef inline double layer_backward(const Shape* s, const Plan* p, Work* w, const 
         if elman:
             elman_chunk_grads(s, p, &L, <floating*>w.x_chunk, <floating*>w.ones,
                               <floating*>w.inject, first, last, part, parts)
+            if layer == 0 and st.dx != NULL:
+                input_grads(s, chunk, NULL, <floating*>L.w_ih, first, last,
+                            <floating*>st.dx, part, parts)
             barrier(parts)     # before the next chunk overwrites the chunk buffer
         last = first
         chunk_index[0] += 1
     if L.ids != NULL and (elman or L.chunk_grads):
         ids_table_out(s, <floating*>L.ids_table, <floating*>L.dw_ih, part, parts)
+    if layer == 0 and st.dx != NULL and not elman:
+        input_grads(s, <floating*>L.dA, <floating*>L.da_n, <floating*>L.w_ih, 0, T,
+                    <floating*>st.dx, part, parts)
     # every part its own rows: the next layer starts by zeroing them
     if st.dh0 != NULL:
         memcpy(<floating*>st.dh0 + layer * st.layer_stride + row0 * H,

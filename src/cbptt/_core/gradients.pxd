@@ -14,6 +14,7 @@ from libc.string cimport memset
 
 from .paths cimport cbptt_ran, CBPTT_RAN_INPUT_IDS, CBPTT_RAN_WGRAD_TRANSPOSED
 from .plan cimport Plan
+from .._blas cimport gemm
 from .products cimport (panel_width, part_column_sums, part_gemm, weight_grad, wgrad_fits,
                         wgrad_kernel)
 from .shape cimport CELL_GRU, Shape
@@ -200,6 +201,29 @@ cdef inline void elman_chunk_grads(const Shape* s, const Plan* p, const LayerBac
     if L.layer > 0:
         part_gemm(part, parts, False, False, n_rows, H, GH, 1, dA + first * BH, GH,
                   <floating*>L.w_ih, in_size, 0, inject_below + first * BH, H)
+
+
+cdef inline void input_grads(const Shape* s, const floating* dA, const floating* da_n,
+                             const floating* w_ih, Py_ssize_t first, Py_ssize_t last,
+                             floating* dx, int part, int parts) noexcept nogil:
+    """The first layer, the steps [first, last): dL/dx (B, T, I) batch-first, dx[b, t] =
+    dA[t, b] @ W_ih (GRU: its n block from da_n). dA and da_n point at step first's rows.
+    Each part its own batch rows, one product a row over the steps (A's rows B*G*H apart):
+    no barrier."""
+    cdef Py_ssize_t B = s.batch, T = s.steps, I = s.input_size, H = s.hidden_size
+    cdef Py_ssize_t GH = s.gate_count * H, b, start, count
+    cdef floating* out
+    part_range(B, part, parts, 1, &start, &count)
+    for b in range(start, start + count):
+        out = dx + (b * T + first) * I
+        if s.cell == CELL_GRU:
+            gemm(False, False, last - first, I, 2 * H, 1, dA + b * GH, B * GH, w_ih, I, 0,
+                 out, I)
+            gemm(False, False, last - first, I, H, 1, da_n + b * H, B * H, w_ih + 2 * H * I,
+                 I, 1, out, I)
+        else:
+            gemm(False, False, last - first, I, GH, 1, dA + b * GH, B * GH, w_ih, I, 0, out,
+                 I)
 
 
 cdef inline void pass_down(const Shape* s, const LayerBack* L, floating* inject_below,

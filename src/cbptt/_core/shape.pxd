@@ -78,6 +78,7 @@ cdef struct States:
     Py_ssize_t layer_stride   # entries from one layer's (B, H) block to the next: B*H, or the
                               # caller's B*H for a split's sub-engine (its rows of each layer)
     double* flow       # (L, T): mean over the batch of ||dL/dh_t|| per layer and step, or NULL
+    void* dx           # (B, T, I) dL/dx, batch-first (float inputs only), or NULL
 
 
 cdef inline bint has_head(const Shape* s) noexcept nogil:
