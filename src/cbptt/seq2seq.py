@@ -70,6 +70,10 @@ def _check_halves(encoder, decoder):
         raise ValueError(f"encoder: {encoder!r} has a head, which an encoder never uses; make "
                          f"it with output_size=None")
     decoder.require_head("the decoder of a Seq2Seq")
+    for name, model in (("encoder", encoder), ("decoder", decoder)):
+        if model.vocab_size is not None:
+            raise ValueError(f"{name}: a Seq2Seq does not take a model with an embedding so "
+                             f"far; give it token ids without one (vocab_size=None)")
     for attribute in ("cell", "hidden_size", "num_layers", "dtype"):
         mine, theirs = getattr(encoder, attribute), getattr(decoder, attribute)
         if mine != theirs:
