@@ -147,13 +147,13 @@ class RNN:
         """The entries of ``params`` the engine reads (all but an embedding's), a view."""
         return self.params[:self.engine_size]
 
-    def engine_inputs(self, X):
+    def engine_inputs(self, X, name="X"):
         """(the engine's input, token ids or None) for X: a model with an embedding reads
         ids (B, T) and gives the engine their rows (B, T, E); any other model gives it X
         checked (floats (B, T, I) or ids (B, T), see _checks.sequence_batch)."""
         if self.vocab_size is None:
-            return _checks.sequence_batch(X, self.input_size, self.dtype), None
-        ids = embedding.check_ids(X, self.vocab_size)
+            return _checks.sequence_batch(X, self.input_size, self.dtype, name), None
+        ids = embedding.check_ids(X, self.vocab_size, name)
         return embedding.lookup(self._views["embedding.weight"], ids), ids
 
     def use_buffer(self, buffer):

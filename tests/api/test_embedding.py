@@ -125,5 +125,52 @@ def test_what_it_refuses_leaves_the_weights_untouched():
         cbptt.RNN(E, H, O, padding_idx=0)
     with pytest.raises(ValueError, match="Truncated does not train a model with an embedding"):
         cbptt.Truncated(model, k1=2)
-    with pytest.raises(ValueError, match="Seq2Seq does not take a model with an embedding"):
-        cbptt.Seq2Seq(cbptt.RNN(E, H, None, vocab_size=V), cbptt.RNN(E, H, O))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_seq2seq_of_halves_with_embeddings(cell):
+    """Its loss and recurrent gradients are those of the same halves without tables fed the
+    tables' rows; each table's gradient is finite differences; greedy decoding feeds the
+    decoder its table's rows of the ids it chose."""
+    enc = cbptt.RNN(E, H, None, cell=cell, num_layers=2, vocab_size=V, padding_idx=0, seed=1)
+    dec = cbptt.RNN(E, H, V, cell=cell, num_layers=2, vocab_size=V, seed=2)
+    s2s = cbptt.Seq2Seq(enc, dec, loss="cross_entropy")
+    plain = cbptt.Seq2Seq(cbptt.RNN(E, H, None, cell=cell, num_layers=2),
+                          cbptt.RNN(E, H, V, cell=cell, num_layers=2), loss="cross_entropy")
+    plain.encoder.params[:] = enc.engine_params
+    plain.decoder.params[:] = dec.engine_params
+    rng = np.random.default_rng(5)
+    src, tgt = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, 4))
+    y_in = np.concatenate([np.zeros((B, 1), int), tgt[:, :-1]], axis=1)
+    lengths = (rng.integers(1, T + 1, B), rng.integers(1, 5, B))
+    loss, grads = s2s.loss_and_grad(src, y_in, tgt, *lengths)
+    tables = [enc.state_dict()["embedding.weight"], dec.state_dict()["embedding.weight"]]
+    want, want_grads = plain.loss_and_grad(tables[0][src], tables[1][y_in], tgt, *lengths)
+    assert loss == pytest.approx(want, rel=1e-13)
+    for name, value in want_grads.items():
+        np.testing.assert_allclose(grads[name], value, rtol=0, atol=1e-12)
+    for half, model in (("encoder", enc), ("decoder", dec)):
+        table = model.named_parameters()[-1][1]
+        numeric = np.empty_like(table)
+        for index in np.ndindex(table.shape):
+            keep = table[index]
+            table[index] = keep + 1e-6
+            up = s2s.loss_and_grad(src, y_in, tgt, *lengths)[0]
+            table[index] = keep - 1e-6
+            numeric[index] = (up - s2s.loss_and_grad(src, y_in, tgt, *lengths)[0]) / 2e-6
+            table[index] = keep
+        if model.padding_idx is not None:    # as torch: no gradient, whatever its effect
+            assert numeric[model.padding_idx].any()
+            assert not grads[half + ".embedding.weight"][model.padding_idx].any()
+            numeric[model.padding_idx] = 0
+        np.testing.assert_allclose(grads[half + ".embedding.weight"], numeric, rtol=1e-6,
+                                   atol=1e-9)
+    ids = s2s.generate(src, lengths[0], start=0, steps=5)
+    state = s2s.encode(src, lengths[0])
+    h, c = state if cell == "lstm" else (state, None)
+    previous = np.zeros(B, int)
+    for n in range(5):
+        out, final = dec.predict(previous[:, None], h0=h, c0=c, return_state=True)
+        h, c = final if cell == "lstm" else (final, None)
+        previous = out[:, 0].argmax(axis=1)
+        np.testing.assert_array_equal(ids[:, n], previous)
