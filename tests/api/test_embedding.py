@@ -174,3 +174,11 @@ def test_a_seq2seq_of_halves_with_embeddings(cell):
         h, c = final if cell == "lstm" else (final, None)
         previous = out[:, 0].argmax(axis=1)
         np.testing.assert_array_equal(ids[:, n], previous)
+
+
+def test_gradcheck_of_a_model_with_an_embedding():
+    model = make("lstm", 1, dtype=np.float32)
+    ids, y, _ = ids_and_targets(6, many_to_one=True)
+    errors = cbptt.gradcheck(cbptt.ManyToOne(model, loss="cross_entropy"), ids, y)
+    assert sorted(errors) == sorted(model.state_dict())
+    assert max(errors.values()) < 1e-6
