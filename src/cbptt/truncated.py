@@ -43,6 +43,10 @@ class Truncated(_Trainer):
                  many_to_one=False, on_nonfinite="raise"):
         super().__init__(model, loss=loss, optimizer=optimizer, clip_norm=clip_norm,
                          on_nonfinite=on_nonfinite)
+        if model.bidirectional:
+            raise ValueError("model: Truncated does not train a bidirectional model: its "
+                             "reverse direction reads the stream's future, which a stream "
+                             "has not reached yet")
         if model.vocab_size is not None:
             raise ValueError(f"model: Truncated does not train a model with an embedding "
                              f"(vocab_size={model.vocab_size}) so far; give it token ids "
