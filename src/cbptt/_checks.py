@@ -97,8 +97,23 @@ def class_ids(value, name, expected, num_classes):
 
 
 def sequence_batch(X, input_size, dtype, name="X"):
-    """X as (B, T, I): the shape every trainer and predict take."""
+    """X as (B, T, I) floats, or as token ids: a 2-D integer X (B, T) holds ids in
+    [0, input_size), the one-hot input (B, T, I) without making it (returned as C-contiguous
+    int64; ``X.ndim == 2`` tells the callers)."""
     array = _as_array(X, name)
+    if array.ndim == 2:
+        if array.dtype.kind not in "iu" or array.dtype == np.bool_:
+            raise ValueError(f"{name}: a 2-D input is token ids (B, T), integers in "
+                            f"[0, {input_size}); got dtype {array.dtype} (float inputs are "
+                            f"(batch, steps, {input_size}))")
+        if 0 in array.shape:
+            raise ValueError(f"{name} must have shape (batch, steps) with batch >= 1 and "
+                             f"steps >= 1, got {array.shape}")
+        low, high = array.min(), array.max()
+        if low < 0 or high >= input_size:
+            raise ValueError(f"{name}: token ids must be in [0, {input_size}) (the model's "
+                             f"input_size), got values in [{low}, {high}]")
+        return np.ascontiguousarray(array, dtype=np.int64)
     if array.ndim == 3 and (array.shape[0] == 0 or array.shape[1] == 0):
         raise ValueError(f"{name} must have shape (batch, steps, {input_size}) with batch >= 1 "
                          f"and steps >= 1, got {array.shape}")

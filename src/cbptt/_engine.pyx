@@ -27,9 +27,10 @@ from libc.string cimport memset
 
 from ._core.jobs cimport PHASE_BACKWARD, PHASE_FORWARD, PHASE_WHOLE, Job, run_job
 from ._core.norms cimport squared_norm
-from ._core.paths cimport (CBPTT_RAN_CHUNK_GRADS, CBPTT_RAN_INPUT_BLAS, CBPTT_RAN_INPUT_PANELS,
-                           CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS, CBPTT_RAN_WGRAD_BLAS,
-                           CBPTT_RAN_WGRAD_KERNEL, CBPTT_RAN_WGRAD_TRANSPOSED)
+from ._core.paths cimport (CBPTT_RAN_CHUNK_GRADS, CBPTT_RAN_INPUT_BLAS, CBPTT_RAN_INPUT_IDS,
+                           CBPTT_RAN_INPUT_PANELS, CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS,
+                           CBPTT_RAN_WGRAD_BLAS, CBPTT_RAN_WGRAD_KERNEL,
+                           CBPTT_RAN_WGRAD_TRANSPOSED)
 from ._core.head cimport loss_scale
 from ._core.plan cimport STEP_THREADS_FLOPS as _STEP_THREADS_FLOPS
 from ._core.plan cimport Plan, call_parts, fill_plan, runs_as_split
@@ -56,7 +57,7 @@ PATH_NAMES = {CBPTT_RAN_STEP_PANELS: "step_panels", CBPTT_RAN_STEP_BLAS: "step_b
               CBPTT_RAN_INPUT_PANELS: "input_panels", CBPTT_RAN_INPUT_BLAS: "input_blas",
               CBPTT_RAN_WGRAD_KERNEL: "wgrad_kernel", CBPTT_RAN_WGRAD_BLAS: "wgrad_blas",
               CBPTT_RAN_WGRAD_TRANSPOSED: "wgrad_transposed",
-              CBPTT_RAN_CHUNK_GRADS: "chunk_grads"}
+              CBPTT_RAN_CHUNK_GRADS: "chunk_grads", CBPTT_RAN_INPUT_IDS: "input_ids"}
 
 
 def path_names(unsigned flags):
@@ -115,6 +116,7 @@ cdef int _fill_shape(Shape* s, str cell, Py_ssize_t num_layers, Py_ssize_t input
     s.batch = batch
     s.steps = steps
     s.many_to_one = False
+    s.ids = False
     s.loss = LOSS_MSE
     s.loss_start = 0
     return 0
@@ -180,7 +182,7 @@ cdef inline void* data_of(object array, object dtype, Py_ssize_t size, str name)
         raise ValueError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} array of "
                          f"{size} elements, got {array.dtype} {array.shape}")
     if not cnp.PyArray_ISWRITEABLE(a) and name in ("grads", "out", "dh0", "dc0", "h_final",
-                                                   "c_final"):
+                                                   "c_final", "dx"):
         raise ValueError(f"{name}: must be writeable")
     return cnp.PyArray_DATA(a)
 
@@ -220,10 +222,12 @@ cdef class Engine:
     def __init__(self, str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
                  Py_ssize_t hidden_size, Py_ssize_t output_size, Py_ssize_t batch,
                  Py_ssize_t steps, dtype, bint many_to_one=False, str loss="mse",
-                 Py_ssize_t loss_start=0, bint training=True, *, Py_ssize_t chunk_steps=0):
+                 Py_ssize_t loss_start=0, bint training=True, *, Py_ssize_t chunk_steps=0,
+                 bint ids=False):
         """chunk_steps: steps per chunk of the backward pass (0: the plan's, see
         cbptt.settings; a split's sub-engines take their parent's, so that their chunk
-        buffers hold the parent's rows between them)."""
+        buffers hold the parent's rows between them). ids: x is token ids, (B, T) int64 in
+        [0, input_size), the one-hot input without making it."""
         _fill_shape(&self.shape, cell, num_layers, input_size, hidden_size, output_size,
                     batch, steps)
         if loss not in LOSSES:
@@ -237,12 +241,13 @@ cdef class Engine:
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.shape.many_to_one = many_to_one
+        self.shape.ids = ids
         self.shape.loss = LOSSES[loss]
         self.shape.loss_start = 0 if many_to_one else loss_start
         self.training = training
         self.n_params = param_count(cell, num_layers, input_size, hidden_size, output_size)
         self.config = (cell, num_layers, input_size, hidden_size, output_size, steps,
-                       self.dtype, many_to_one, loss, loss_start)
+                       self.dtype, many_to_one, loss, loss_start, ids)
         self.fixed_chunk_steps = chunk_steps
         self.buffers = {"last_step": np.full(batch, steps - 1, dtype=np.int64)}
         self.layout = None             # nothing laid out yet: _plan lays the buffers out
@@ -281,13 +286,16 @@ cdef class Engine:
         cdef bint gated = not is_elman(s)
         # many-to-many training computes the head a chunk of steps at a time (backward)
         pred_rows = p.chunk_steps * B if self.training and not s.many_to_one else out_rows
-        sizes = {"x_chunk": p.input_steps * B * s.input_size, "hs": L * (T + 1) * B * H,
+        sizes = {"x_chunk": 0 if s.ids else p.input_steps * B * s.input_size,
+                 "hs": L * (T + 1) * B * H,
                  "bias_sum": L * GH, "pred": pred_rows * O, "h_last": B * H}
         if p.panels:
             width = CBPTT_PANEL_F32 if self.dtype == np.float32 else CBPTT_PANEL_F64
             sizes["panels"] = max(H * -(-GH // width) * width, GH * -(-H // width) * width)
         elif p.w_hh_transposed:
             sizes["w_hh_t"] = H * GH      # see step_gemm
+        if s.ids:
+            sizes["ids_table"] = s.input_size * GH
         if gated:
             sizes["gates"] = L * T * B * GH
         if s.cell == CELL_LSTM:
@@ -318,6 +326,7 @@ cdef class Engine:
             self.buffers["ones"][:] = 1
         cdef Work* w = &self.work
         w.x_chunk = self._ptr("x_chunk")
+        w.ids_table = self._ptr("ids_table")
         w.hs = self._ptr("hs")
         w.gates = self._ptr("gates")
         w.cs = self._ptr("cs")
@@ -350,6 +359,11 @@ cdef class Engine:
         return self.shape.steps
 
     @property
+    def ids(self):
+        """Whether x is token ids (B, T) rather than floats (B, T, I)."""
+        return bool(self.shape.ids)
+
+    @property
     def panels(self):
         """Whether the per-step products multiply by packed W_hh panels (_core/panels.h)."""
         self._plan_current()
@@ -380,7 +394,7 @@ cdef class Engine:
         cdef Engine sub
         if count not in self.splits:
             (cell, num_layers, input_size, hidden_size, output_size, steps, dtype, many_to_one,
-             loss, loss_start) = self.config
+             loss, loss_start, ids) = self.config
             engines = []
             row0 = 0
             for part in range(count):
@@ -388,7 +402,7 @@ cdef class Engine:
                 sub = Engine(cell, num_layers, input_size, hidden_size, output_size, rows,
                              steps, dtype, many_to_one=many_to_one, loss=loss,
                              loss_start=loss_start, training=self.training,
-                             chunk_steps=self.plan.chunk_steps)
+                             chunk_steps=self.plan.chunk_steps, ids=ids)
                 sub._allocate()
                 engines.append((row0, rows, sub))
                 row0 += rows
@@ -396,6 +410,17 @@ cdef class Engine:
                      for _ in range(count - 1 if self.training else 0)]
             self.splits[count] = (engines, grads)
         return self.splits[count]
+
+    cdef void* _input(self, x) except NULL:
+        """x's data: (B, T, I) of the engine's dtype, or token ids (B, T) int64 in [0, I)."""
+        cdef const Shape* s = &self.shape
+        if not s.ids:
+            return data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
+        cdef void* data = data_of(x, np.int64, s.batch * s.steps, "x")
+        if x.min() < 0 or x.max() >= s.input_size:
+            raise ValueError(f"x: token ids must be in [0, {s.input_size}), got values in "
+                             f"[{x.min()}, {x.max()}]")
+        return data
 
     cdef int _states(self, States* st, h0, c0, dh0, dc0, h_final, c_final, dh_final=None,
                      dc_final=None) except -1:
@@ -409,6 +434,7 @@ cdef class Engine:
         st.c0 = st.dc0 = st.c_final = st.dc_final = NULL
         st.layer_stride = self.shape.batch * self.shape.hidden_size
         st.flow = NULL
+        st.dx = NULL
         if self.shape.cell == CELL_LSTM:
             st.c0 = optional_data_of(c0, self.dtype, size, "c0")
             st.dc0 = optional_data_of(dc0, self.dtype, size, "dc0")
@@ -464,12 +490,13 @@ cdef class Engine:
         """The kernel paths the last call ran, as names (see _core/paths.h): "step_panels" or
         "step_blas" (the per-step products), "input_panels"/"input_blas" (the input
         projection), "wgrad_kernel"/"wgrad_blas"/"wgrad_transposed" (weight gradients),
-        "chunk_grads" (GRU's per-chunk weight gradients)."""
+        "chunk_grads" (GRU's per-chunk weight gradients), "input_ids" (token ids: the first
+        layer's projection a gather, its weight gradient a scatter-add)."""
         return path_names(self.last_path_flags)
 
     def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
                       c0=None, dc0=None, c_final=None, weight=None, lengths=None, flow=None,
-                      dh_final=None, dc_final=None):
+                      dh_final=None, dc_final=None, dx=None):
         """Forward, loss and BPTT. Writes grads (and dh0/dc0, h_final/c_final, flow); returns
         the loss. Afterwards ``grad_sq_norm`` holds the squared norm of grads, summed in
         double (NaN or Inf when a gradient is not finite), and ``loss_terms`` the number of
@@ -479,7 +506,8 @@ cdef class Engine:
         of the engine's dtype. target: (B, T_out, O) floats for mse, (B, T_out) int64 class ids
         for cross_entropy (T_out = T - loss_start, or 1 for many-to-one), C-contiguous; weight
         (B, T_out) of the engine's dtype or None; lengths (B,) integers (many-to-one);
-        flow (L, T) float64 receives the mean over the batch of ||dL/dh_t||.
+        flow (L, T) float64 receives the mean over the batch of ||dL/dh_t||; dx (B, T, I)
+        of the engine's dtype receives dL/dx (float inputs only: not on token ids).
 
         An engine without a head (output_size 0, an encoder) has no loss: target and weight
         are None, the call returns 0 and BPTT starts from dh_final (and dc_final), (L, B, H)
@@ -490,7 +518,7 @@ cdef class Engine:
             raise RuntimeError("this Engine was built for prediction only")
         cdef const Shape* s = &self.shape
         cdef Py_ssize_t out_rows = s.batch * output_steps(s)
-        cdef void* px = data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
+        cdef void* px = self._input(x)
         cdef void* pt
         if s.output_size == 0:
             if target is not None or weight is not None:
@@ -506,6 +534,9 @@ cdef class Engine:
         cdef States st
         self._states(&st, h0, c0, dh0, dc0, h_final, c_final, dh_final, dc_final)
         st.flow = <double*>optional_data_of(flow, np.float64, s.num_layers * s.steps, "flow")
+        if dx is not None and s.ids:
+            raise ValueError("dx: an engine on token ids has no input gradient")
+        st.dx = optional_data_of(dx, self.dtype, s.batch * s.steps * s.input_size, "dx")
         self._set_lengths(lengths)
         self._plan_current()
         cdef int parts = call_parts(&self.plan, s.batch, st.flow != NULL)
@@ -621,7 +652,7 @@ cdef class Engine:
         """A forward call: prediction into out, or (encoding) an encoder's forward phase
         keeping the activations for its backward. Returns the parts it was planned on."""
         cdef const Shape* s = &self.shape
-        cdef void* px = data_of(x, self.dtype, s.batch * s.steps * s.input_size, "x")
+        cdef void* px = self._input(x)
         cdef void* pp = data_of(params, self.dtype, self.n_params, "params")
         cdef void* po = NULL
         if s.output_size > 0 or out is not None:

@@ -3,7 +3,8 @@
 The encoder runs once (each sequence's state after its own last step); then the decoder runs
 one step per engine call on a one-step workspace, its state carried in and out (h, and c for
 lstm: (L, rows, H) buffers swapped each step), and the next input is made from the output: the
-one-hot of the chosen id (cross_entropy) or the output itself (mse). Python per step is a few
+chosen id (cross_entropy: the one-hot input as a token id, which the engine gathers) or the
+output itself (mse). Python per step is a few
 NumPy calls on (rows, O) arrays; the layers run in the engine.
 
 Beam search keeps k hypotheses per sequence (rows b*k .. b*k + k - 1 of the decoder's batch),
@@ -53,7 +54,7 @@ def generate(s2s, X, src_lengths, start, steps, stop_id, beam, length_penalty):
         start = _checks.float_array(start_array, "start", dec.dtype, (batch, dec.input_size))
     with s2s.model.lock:
         h, c = s2s._encode(X, src_lengths)
-        stepper = _Stepper(s2s, batch * beam, h, c, beam)
+        stepper = _Stepper(s2s, batch * beam, h, c, beam, ids=s2s.loss == "cross_entropy")
         if s2s.loss == "mse":
             return _forecast(stepper, start, steps)
         if beam == 1:
@@ -73,17 +74,19 @@ def _class_id(value, name, count):
 
 class _Stepper:
     """One decoder step at a time for `rows` rows, from the encoder's state (each sequence's
-    state repeated `copies` times)."""
+    state repeated `copies` times). The input x: ids (rows, 1), the previous ids (the one-hot
+    input as token ids, a gather in the engine), or floats (rows, 1, J) with ids=False."""
 
-    def __init__(self, s2s, rows, h, c, copies):
+    def __init__(self, s2s, rows, h, c, copies, ids=True):
         dec = s2s.decoder
         self.params = dec.params
-        self.engine = s2s._engine("decoder", rows, 1, False)
+        self.engine = s2s._engine("decoder", rows, 1, False, ids)
         self.h = np.repeat(h, copies, axis=1) if copies > 1 else h
         self.c = None if c is None else (np.repeat(c, copies, axis=1) if copies > 1 else c)
         self.h_next = np.empty_like(self.h)
         self.c_next = None if c is None else np.empty_like(self.c)
-        self.x = np.zeros((rows, 1, dec.input_size), dec.dtype)
+        self.x = (np.zeros((rows, 1), np.int64) if ids else
+                  np.zeros((rows, 1, dec.input_size), dec.dtype))
         self.out = np.empty((rows, 1, dec.output_size), dec.dtype)
         self.calls = 0
 
@@ -118,11 +121,10 @@ def _forecast(stepper, start, steps):
 
 def _greedy(stepper, start, steps, stop_id):
     """cross_entropy, beam 1: the most likely id at each step. ids (B, steps) int64."""
-    rows = np.arange(stepper.x.shape[0])
-    ids = np.empty((rows.size, steps), np.int64)
-    done = np.zeros(rows.size, bool)
-    previous = np.full(rows.size, start, np.int64)
-    stepper.x[rows, 0, previous] = 1
+    rows = stepper.x.shape[0]
+    ids = np.empty((rows, steps), np.int64)
+    done = np.zeros(rows, bool)
+    stepper.x[:, 0] = start
     for n in range(steps):
         chosen = stepper.step().argmax(axis=1)
         if stop_id is not None:
@@ -132,9 +134,7 @@ def _greedy(stepper, start, steps, stop_id):
         if stop_id is not None and done.all():
             ids[:, n + 1:] = stop_id
             break
-        stepper.x[rows, 0, previous] = 0
-        stepper.x[rows, 0, chosen] = 1
-        previous = chosen
+        stepper.x[:, 0] = chosen
     return ids
 
 
@@ -148,15 +148,13 @@ def log_softmax(logits):
 
 def _beam_search(stepper, batch, k, start, steps, stop_id, length_penalty):
     """cross_entropy, beam k > 1 (see the banner). ids (B, steps) int64."""
-    rows = np.arange(batch * k)
     count = stepper.out.shape[2]
     scores = np.full((batch, k), -np.inf)
     scores[:, 0] = 0.0
     finished = np.zeros((batch, k), bool)
     lengths = np.zeros((batch, k), np.int64)     # ids up to and including the stop
     history = np.zeros((batch, k, steps), np.int64)
-    previous = np.full(batch * k, start, np.int64)
-    stepper.x[rows, 0, previous] = 1
+    stepper.x[:, 0] = start
     first_row = (np.arange(batch) * k)[:, None]
     for n in range(steps):
         logp = log_softmax(stepper.step()).reshape(batch, k, count)
@@ -173,9 +171,7 @@ def _beam_search(stepper, batch, k, start, steps, stop_id, length_penalty):
         history = np.take_along_axis(history, source[:, :, None], axis=1)
         history[:, :, n] = chosen
         stepper.follow((first_row + source).ravel())
-        stepper.x[rows, 0, previous] = 0
-        previous = chosen.ravel()
-        stepper.x[rows, 0, previous] = 1
+        stepper.x[:, 0] = chosen.ravel()
         if stop_id is not None and finished[np.isfinite(scores)].all():
             history[:, :, n + 1:] = stop_id
             break

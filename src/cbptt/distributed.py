@@ -43,7 +43,7 @@ import numpy as np
 from ._engine import all_finite, squared_norm_of
 from .seq2seq import Seq2Seq
 from .trainers import _FullBPTT, _Trainer
-from .truncated import Truncated
+from .truncated import Truncated, stream_length
 
 __all__ = ["DataParallel", "shard"]
 
@@ -416,7 +416,7 @@ class DataParallel:
         def signature():
             if targets is None:          # an iterable: its length is not known beforehand
                 return _signature(_FIT_STREAM, 0)
-            rounds = -(-np.shape(source)[-2] // trainer.k1)
+            rounds = -(-stream_length(source) // trainer.k1)
             return _signature(_FIT_STREAM, rounds)
 
         def global_step(*step_args):

@@ -241,10 +241,11 @@ class RNN:
 
     # -- workspaces ---------------------------------------------------------------------------
     def make_engine(self, batch, steps, training=True, many_to_one=False, loss="mse",
-                    loss_start=0):
+                    loss_start=0, ids=False):
         """A workspace (``cbptt.Engine``) for sequences of this model's shape, (batch, steps)
         at a time: for training (the loss, many-to-one or not, the first step with a loss) or,
-        with ``training=False``, for ``predict``. Its buffers are allocated by its first
+        with ``training=False``, for ``predict``; ``ids``: for token ids (B, T) rather than
+        float inputs (B, T, I). Its buffers are allocated by its first
         call; InsufficientMemory first when they cannot fit (``memory.step_bytes``).
 
         A model without a head makes an encoder's engine only (``many_to_one=True``): no
@@ -259,7 +260,7 @@ class RNN:
         return Engine(self.cell, self.num_layers, self.input_size, self.hidden_size,
                       self.output_size or 0, batch, steps, self.dtype,
                       many_to_one=many_to_one, loss=loss, loss_start=loss_start,
-                      training=training)
+                      training=training, ids=ids)
 
     # -- inference ----------------------------------------------------------------------------
     def check_state(self, h0, c0, batch):
@@ -282,7 +283,8 @@ class RNN:
     def predict(self, X, h0=None, c0=None, return_state=False):
         """Outputs of the head at every step.
 
-        X (B, T, I); h0 (num_layers, B, H) or None for zeros; c0 likewise, for lstm only.
+        X (B, T, I), or token ids (B, T) integers in [0, I) (the one-hot input, never made);
+        h0 (num_layers, B, H) or None for zeros; c0 likewise, for lstm only.
         Returns Y_hat (B, T, O), and with ``return_state=True`` also the final state:
         h (num_layers, B, H), or the pair (h, c) for lstm.
         """
@@ -296,8 +298,9 @@ class RNN:
     def _predict(self, X, h0, c0, return_state):
         batch, steps = X.shape[:2]
         engine = self._predict_engine
-        if engine is None or engine.batch != batch or engine.steps != steps:
-            engine = self.make_engine(batch, steps, training=False)
+        if (engine is None or engine.batch != batch or engine.steps != steps or
+                engine.ids != (X.ndim == 2)):
+            engine = self.make_engine(batch, steps, training=False, ids=X.ndim == 2)
             self._predict_engine = engine
         out = np.empty((batch, steps, self.output_size), self.dtype)
         h_final, c_final = self.new_state(batch) if return_state else (None, None)

@@ -91,7 +91,8 @@ class Seq2Seq(_Trainer):
         halves' gradients together).
 
     Shapes: X (B, T, I) floats; Y_in (B, U, J) the decoder's inputs (teacher forcing: usually
-    the targets shifted right after a start symbol); Y_out (B, U, O) floats for mse or (B, U)
+    the targets shifted right after a start symbol); X and Y_in may be token ids instead,
+    (B, T) and (B, U) integers, the one-hot inputs without making them; Y_out (B, U, O) floats for mse or (B, U)
     class ids for cross_entropy; src_lengths, tgt_lengths (B,) integers in [1, T] and [1, U]
     (None: every sequence full). The loss is the mean over the decoder's outputs u <
     tgt_lengths[b]: over O * sum(tgt_lengths) elements (mse) or sum(tgt_lengths) targets
@@ -126,18 +127,21 @@ class Seq2Seq(_Trainer):
                 f"optimizer={type(self.optimizer).__name__}, clip_norm={self.clip_norm})")
 
     # -- workspaces ---------------------------------------------------------------------------
-    def _engine(self, role, batch, steps, training):
-        """The workspace of one half at one shape, made on first use and kept: "encoder"
-        (without a head, read at each row's last step) or "decoder" (many-to-many)."""
-        key = (role, batch, steps, training)
+    def _engine(self, role, batch, steps, training, ids=False):
+        """The workspace of one half at one shape (ids: its input token ids), made on first
+        use and kept: "encoder" (without a head, read at each row's last step) or "decoder"
+        (many-to-many)."""
+        key = (role, batch, steps, training, ids)
         engine = self._engines.get(key)
         if engine is None:
             if len(self._engines) >= 16:     # new batch shapes: drop the old workspaces
                 self._engines.clear()
             if role == "encoder":
-                engine = self.encoder.make_engine(batch, steps, training, many_to_one=True)
+                engine = self.encoder.make_engine(batch, steps, training, many_to_one=True,
+                                                  ids=ids)
             else:
-                engine = self.decoder.make_engine(batch, steps, training, loss=self.loss)
+                engine = self.decoder.make_engine(batch, steps, training, loss=self.loss,
+                                                  ids=ids)
             self._engines[key] = engine
         return engine
 
@@ -187,8 +191,8 @@ class Seq2Seq(_Trainer):
         target_steps = Y_in.shape[1]
         Y_out = self._targets(Y_out, batch, target_steps)
         enc, dec = self.encoder, self.decoder
-        encoder = self._engine("encoder", batch, steps, True)
-        decoder = self._engine("decoder", batch, target_steps, True)
+        encoder = self._engine("encoder", batch, steps, True, X.ndim == 2)
+        decoder = self._engine("decoder", batch, target_steps, True, Y_in.ndim == 2)
         h, c, dh, dc, weight = self._buffers(batch, target_steps)
         if tgt_lengths is None:
             weight = None
@@ -234,7 +238,7 @@ class Seq2Seq(_Trainer):
 
     def _encode(self, X, src_lengths):
         batch, steps = X.shape[:2]
-        engine = self._engine("encoder", batch, steps, False)
+        engine = self._engine("encoder", batch, steps, False, X.ndim == 2)
         h, c = self.encoder.new_state(batch)
         engine.predict(X, self.encoder.params, None, h_final=h, c_final=c, lengths=src_lengths)
         return h, c
@@ -245,7 +249,7 @@ class Seq2Seq(_Trainer):
         batch, target_steps = Y_in.shape[:2]
         with self.model.lock:
             h, c = self._encode(X, src_lengths)
-            engine = self._engine("decoder", batch, target_steps, False)
+            engine = self._engine("decoder", batch, target_steps, False, Y_in.ndim == 2)
             out = np.empty((batch, target_steps, self.decoder.output_size), self.model.dtype)
             engine.predict(Y_in, self.decoder.params, out, h0=h, c0=c)
         self.last_calls = 2

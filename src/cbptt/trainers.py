@@ -54,17 +54,18 @@ class _Trainer:
         self.optimizer = optimizer
         self.clip_norm = None if clip_norm is None else float(clip_norm)
 
-    def _engine_for(self, batch, steps, loss_start=0, many_to_one=None):
-        """The workspace for this shape, made on first use and kept. Trainers see few shapes
-        (truncated BPTT: the full window, the first windows and a short last block)."""
+    def _engine_for(self, batch, steps, loss_start=0, many_to_one=None, ids=False):
+        """The workspace for this shape (ids: of token ids), made on first use and kept.
+        Trainers see few shapes (truncated BPTT: the full window, the first windows and a
+        short last block)."""
         many_to_one = self.many_to_one if many_to_one is None else many_to_one
-        key = (batch, steps, loss_start, many_to_one)
+        key = (batch, steps, loss_start, many_to_one, ids)
         engine = self._engines.get(key)
         if engine is None:
             if len(self._engines) >= 8:     # a new batch shape: drop the old workspaces
                 self._engines.clear()
             engine = self.model.make_engine(batch, steps, many_to_one=many_to_one,
-                                            loss=self.loss, loss_start=loss_start)
+                                            loss=self.loss, loss_start=loss_start, ids=ids)
             self._engines[key] = engine
         return engine
 
@@ -130,7 +131,7 @@ class _FullBPTT(_Trainer):
         dh0, dc0 = m.new_state(batch) if want_state_grads else (None, None)
         h_final, c_final = m.new_state(batch) if return_state else (None, None)
         flow = np.empty((m.num_layers, steps)) if return_flow else None
-        engine = self._engine_for(batch, steps)
+        engine = self._engine_for(batch, steps, ids=X.ndim == 2)
         self._last_engine = engine
         loss = engine.loss_and_grad(
             X, Y, m.params, self._grads, h0, dh0, h_final, c0, dc0, c_final, weight=weight,
@@ -185,9 +186,11 @@ _STEP_DOC = """Forward, BPTT, gradient clipping (if clip_norm) and one optimiser
 class ManyToMany(_FullBPTT):
     """An output and a loss at every step.
 
-    X (B, T, I); Y (B, T, O) floats for ``loss="mse"``, (B, T) class ids for
-    ``loss="cross_entropy"``. The loss is the mean over all B*T*O elements (mse) or all B*T
-    targets (cross_entropy); every step injects its error into the backward pass.
+    X (B, T, I), or token ids (B, T) in [0, I): the one-hot input, never made (the first
+    layer's projection is a gather, its gradient a scatter-add); Y (B, T, O) floats for
+    ``loss="mse"``, (B, T) class ids for ``loss="cross_entropy"``. The loss is the mean over
+    all B*T*O elements (mse) or all B*T targets (cross_entropy); every step injects its error
+    into the backward pass.
 
     ``mask`` (B, T), optional, of 0/1 or non-negative weights: a step with weight 0 adds no
     loss, and the mean runs over the unmasked steps only (for mse, sum of w_bt * squared
@@ -216,7 +219,7 @@ class ManyToMany(_FullBPTT):
 class ManyToOne(_FullBPTT):
     """One output per sequence, from its last step's state.
 
-    X (B, T, I); y (B, O) floats for ``loss="mse"``, (B,) class ids for
+    X (B, T, I) or token ids (B, T); y (B, O) floats for ``loss="mse"``, (B,) class ids for
     ``loss="cross_entropy"``; the mean is over B*O elements or B targets.
 
     ``lengths`` (B,), optional, integers in [1, T]: the output of sequence b is read at step

@@ -92,7 +92,8 @@ class Truncated(_Trainer):
         """Continue the stream saved by ``stream_state()`` (same model shape, k1 and k2)."""
         m = self.model
         batch = int(state["batch"])
-        expected = {"ring_x": (self.k2, batch, m.input_size),
+        ids = "ring_x" in state and np.ndim(state["ring_x"]) == 2     # a stream of token ids
+        expected = {"ring_x": (self.k2, batch) if ids else (self.k2, batch, m.input_size),
                     "ring_h": (self.k2, m.num_layers, batch, m.hidden_size),
                     "ring_c": (self.k2, m.num_layers, batch, m.hidden_size),
                     "h": (m.num_layers, batch, m.hidden_size),
@@ -106,14 +107,16 @@ class Truncated(_Trainer):
         self.position = int(state["position"])
         for name in self._STREAM_ARRAYS:
             value = state.get(name)
+            dtype = np.int64 if name == "ring_x" and ids else m.dtype
             setattr(self, "_" + name,
-                    None if value is None else np.array(value, dtype=m.dtype, copy=True))
+                    None if value is None else np.array(value, dtype=dtype, copy=True))
 
-    def _alloc_ring(self, batch):
-        """Inputs and entering states of the last k2 stream steps, slot = step % k2; slot 0
-        starts with the stream's initial state."""
+    def _alloc_ring(self, batch, ids):
+        """Inputs (ids: token ids) and entering states of the last k2 stream steps, slot =
+        step % k2; slot 0 starts with the stream's initial state."""
         m = self.model
-        self._ring_x = np.zeros((self.k2, batch, m.input_size), m.dtype)
+        self._ring_x = (np.zeros((self.k2, batch), np.int64) if ids else
+                        np.zeros((self.k2, batch, m.input_size), m.dtype))
         self._ring_h = np.zeros((self.k2, m.num_layers, batch, m.hidden_size), m.dtype)
         if self._h is not None:
             self._ring_h[0] = self._h
@@ -127,6 +130,12 @@ class Truncated(_Trainer):
         m = self.model
         X = _checks.sequence_batch(X, m.input_size, m.dtype)
         batch, length = X.shape[:2]
+        if self._ring_x is not None and not self.many_to_one and \
+                (self._ring_x.ndim == 2) != (X.ndim == 2):
+            raise ValueError(f"X: the current stream's inputs are "
+                             f"{'token ids' if X.ndim == 3 else 'floats'}, these are "
+                             f"{'token ids' if X.ndim == 2 else 'floats'}; call "
+                             f"reset_state() to start new streams")
         if self._batch is not None and batch != self._batch and not self.many_to_one:
             raise ValueError(f"X has {batch} streams but the current stream has "
                              f"{self._batch}; call reset_state() to start new streams")
@@ -158,7 +167,7 @@ class Truncated(_Trainer):
     def _step_blocks(self, X, Y, mask):
         batch, length = X.shape[:2]
         if self._ring_x is None:
-            self._alloc_ring(batch)
+            self._alloc_ring(batch, X.ndim == 2)
             self._batch = batch
         total_loss = total_weight = 0.0
         for start in range(0, length, self.k1):
@@ -179,9 +188,9 @@ class Truncated(_Trainer):
         steps = block_stop - window_start
         batch = X.shape[0]
 
-        Xw = np.empty((batch, steps, m.input_size), m.dtype)
+        Xw = np.empty((batch, steps) + X.shape[2:], X.dtype)
         ring_rows = np.arange(window_start, block_start) % k2
-        Xw[:, :past] = self._ring_x[ring_rows].transpose(1, 0, 2)
+        Xw[:, :past] = np.swapaxes(self._ring_x[ring_rows], 0, 1)
         Xw[:, past:] = X[:, start:stop]
         if past:
             h0 = self._ring_h[window_start % k2]
@@ -190,13 +199,13 @@ class Truncated(_Trainer):
             h0, c0 = self._h, self._c
         Yw = np.ascontiguousarray(Y[:, start:stop])
 
-        engine = self._engine_for(batch, steps, loss_start=past)
+        engine = self._engine_for(batch, steps, loss_start=past, ids=X.ndim == 2)
         loss = engine.loss_and_grad(Xw, Yw, m.params, self._grads, h0=h0, c0=c0, weight=weight)
         hs, cs = engine.states()
         self._update(engine, loss, where=_BlockPlace(block_start, block_stop, start // self.k1))
         # keep the block's inputs and the states its steps computed (the state entering step
         # p + 1 is the one step p computed); carry the last one
-        _ring_write(self._ring_x, block_start, X[:, start:stop].transpose(1, 0, 2))
+        _ring_write(self._ring_x, block_start, np.swapaxes(X[:, start:stop], 0, 1))
         _ring_write(self._ring_h, block_start + 1, hs[:, past + 1:].transpose(1, 0, 2, 3))
         self._h = hs[:, steps].copy()
         if cs is not None:
@@ -215,7 +224,8 @@ class Truncated(_Trainer):
             stop = min(start + self.k2, window_start)
             h, c = _run_forward(m, X[:, start:stop], h, c)
         Xw = np.ascontiguousarray(X[:, window_start:])
-        engine = self._engine_for(batch, length - window_start, many_to_one=True)
+        engine = self._engine_for(batch, length - window_start, many_to_one=True,
+                                  ids=X.ndim == 2)
         loss = engine.loss_and_grad(Xw, Y, m.params, self._grads, h0=h, c0=c)
         self._update(engine, loss, where=f"the window [{window_start}, {length})")
         return loss
@@ -223,7 +233,8 @@ class Truncated(_Trainer):
     def fit_stream(self, source, targets=None, mask=None, chunk_steps=None):
         """Train over a whole stream, chunk by chunk, in memory bounded by the window.
 
-        source: an array or ``np.memmap`` of shape (L, I) (one stream) or (B, L, I), with
+        source: an array or ``np.memmap`` of shape (L, I) (one stream) or (B, L, I), or of
+        token ids (L,) or (B, L) (integers: the one-hot input, never made), with
         targets of shape (L, O)/(B, L, O) (or class ids (L,)/(B, L)) and optional mask;
         or an iterable of (X_chunk, Y_chunk) pairs, each a ``step`` argument pair.
         chunk_steps (a multiple of k1; default the multiple of k1 nearest 4096) sets how
@@ -253,8 +264,9 @@ class Truncated(_Trainer):
         if chunk_steps % self.k1:
             raise ValueError(f"chunk_steps must be a multiple of k1={self.k1}, got "
                              f"{chunk_steps}")
-        single = np.ndim(source) == 2
-        length = np.shape(source)[-2]
+        ids = _is_ids(source)
+        single = np.ndim(source) == (1 if ids else 2)
+        length = stream_length(source)
         target_length = np.shape(targets)[0 if single else 1]
         if target_length != length:
             raise ValueError(f"targets have {target_length} steps but source has {length}")
@@ -298,8 +310,19 @@ def join_streams(parts):
     return whole
 
 
+def _is_ids(source):
+    """Whether a stream array holds token ids (integers) rather than float inputs."""
+    return np.asarray(source[:0] if hasattr(source, "dtype") else source).dtype.kind in "iu"
+
+
+def stream_length(source):
+    """Steps of a stream array: (L, I) / (B, L, I) floats, or (L,) / (B, L) token ids."""
+    return np.shape(source)[-1 if _is_ids(source) else -2]
+
+
 def _run_forward(model, X, h0, c0):
-    """The state after running X (B, T, I) from (h0, c0), without gradients."""
+    """The state after running X (B, T, I) or ids (B, T) from (h0, c0), without
+    gradients."""
     _, final = model.predict(X, h0, c0, return_state=True)
     return final if model.cell == "lstm" else (final, None)
 

@@ -156,3 +156,4 @@ def test_encode_then_backward_from_final_is_the_whole_call(cell, parts):
     assert engine.grad_sq_norm == pytest.approx(float((grads ** 2).sum()), rel=1e-12)
     with pytest.raises(RuntimeError, match="needs an encode call"):
         engine.backward_from_final(grads2, dh, dc)
+

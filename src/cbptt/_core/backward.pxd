@@ -2,8 +2,8 @@
 #
 # Contract: backward(s, p, w, x, params, grads, st, target, weight, scale, part, parts) runs
 # in every part of a team at once and writes grads (flat, overwritten; many-to-many: the
-# head's entries zeroed before by the caller), st.dh0/dc0 where given and st.flow (needs
-# parts == 1). Many-to-one starts from dpred (head.pxd's head_backward), a headless engine
+# head's entries zeroed before by the caller), st.dh0/dc0 and st.dx where given and st.flow
+# (needs parts == 1). Many-to-one starts from dpred (head.pxd's head_backward), a headless engine
 # (an encoder) from st.dh_final/dc_final at each row's last step; many-to-many
 # computes the head, its loss and dpred chunk by chunk here, and each part returns its share
 # of that loss (target, weight and scale as for output_loss).
@@ -17,12 +17,13 @@
 # only product per step is dh_{t-1} = dA_t @ W_hh.
 
 from cython cimport floating
+from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from .cells cimport elman_backward, gru_backward, lstm_backward
 from .forward cimport copy_input_steps
-from .gradients cimport (LayerBack, elman_chunk_grads, gru_chunk_grads, input_weight_grads,
-                         pass_down)
+from .gradients cimport (LayerBack, elman_chunk_grads, gru_chunk_grads, ids_table_out,
+                         ids_weight_grads, input_grads, input_weight_grads, pass_down)
 from .head cimport head_backward, head_chunk, head_weight_grads
 from .norms cimport mean_row_norm
 from .paths cimport cbptt_ran, CBPTT_RAN_CHUNK_GRADS, CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS
@@ -141,6 +142,10 @@ cdef inline void gated_layer_grads(const Shape* s, const Plan* p, Work* w, const
         input_weight_grads(s, p, dA, da_n, <floating*>L.inputs, in_size, T * B, 0,
                            <floating*>L.dw_ih, panels, part, parts)
         return
+    if L.ids != NULL:
+        ids_weight_grads(s, dA, da_n, L.ids, 0, T, True, <floating*>L.ids_table, part, parts)
+        ids_table_out(s, <floating*>L.ids_table, <floating*>L.dw_ih, part, parts)
+        return
     last = T
     while last > 0:
         first = max(0, last - p.input_steps)
@@ -155,8 +160,9 @@ cdef inline void gated_layer_grads(const Shape* s, const Plan* p, Work* w, const
         last = first
 
 
-cdef inline void layer_view(const Shape* s, const Plan* p, Work* w, const floating* params,
-                            floating* grads, Py_ssize_t layer, LayerBack* L) noexcept nogil:
+cdef inline void layer_view(const Shape* s, const Plan* p, Work* w, const floating* x,
+                            const floating* params, floating* grads, Py_ssize_t layer,
+                            LayerBack* L) noexcept nogil:
     """L = layer's pointers for the backward pass."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, BH = B * H
     cdef Py_ssize_t GH = s.gate_count * H
@@ -182,6 +188,9 @@ cdef inline void layer_view(const Shape* s, const Plan* p, Work* w, const floati
     if s.cell == CELL_GRU:
         L.hn = <floating*>w.hn + layer * T * BH
         L.da_n = L.hn
+    if layer == 0 and s.ids:
+        L.ids = <const int64_t*><const void*>x
+        L.ids_table = w.ids_table
     L.top_many_to_one = s.many_to_one and has_head(s) and layer == s.num_layers - 1
     # GRU's weight gradients per chunk where dA is large (measured at 2 threads: large
     # -1.3 to -2.6%, B=64 H=256 -3-4%; under 16 MiB 1-10% slower); the first layer's
@@ -209,7 +218,7 @@ cdef inline double layer_backward(const Shape* s, const Plan* p, Work* w, const 
     cdef double loss = 0
     cdef int threads
     cdef LayerBack L
-    layer_view(s, p, w, params, grads, layer, &L)
+    layer_view(s, p, w, x, params, grads, layer, &L)
     if L.chunk_grads:
         cbptt_ran(CBPTT_RAN_CHUNK_GRADS)
     cbptt_ran(CBPTT_RAN_STEP_PANELS if panels != NULL else CBPTT_RAN_STEP_BLAS)
@@ -242,7 +251,7 @@ cdef inline double layer_backward(const Shape* s, const Plan* p, Work* w, const 
             L.inject = chunk - first * BH
         if elman:
             L.dA = chunk - first * BH        # over the chunk's inject, consumed in place
-            if layer == 0 and p.input_steps < T:   # else x_chunk holds x from the forward
+            if layer == 0 and p.input_steps < T and not s.ids:   # else x_chunk holds x
                 copy_input_steps(s, x, first, last, <floating*>w.x_chunk, part, parts)
         threads = enter_step_loop(p.step_threads_one)
         run_steps_back(s, w, st, &L, first, last, panels, columns, row0, rows, part, parts)
@@ -256,9 +265,17 @@ cdef inline double layer_backward(const Shape* s, const Plan* p, Work* w, const 
         if elman:
             elman_chunk_grads(s, p, &L, <floating*>w.x_chunk, <floating*>w.ones,
                               <floating*>w.inject, first, last, part, parts)
+            if layer == 0 and st.dx != NULL:
+                input_grads(s, chunk, NULL, <floating*>L.w_ih, first, last,
+                            <floating*>st.dx, part, parts)
             barrier(parts)     # before the next chunk overwrites the chunk buffer
         last = first
         chunk_index[0] += 1
+    if L.ids != NULL and (elman or L.chunk_grads):
+        ids_table_out(s, <floating*>L.ids_table, <floating*>L.dw_ih, part, parts)
+    if layer == 0 and st.dx != NULL and not elman:
+        input_grads(s, <floating*>L.dA, <floating*>L.da_n, <floating*>L.w_ih, 0, T,
+                    <floating*>st.dx, part, parts)
     # every part its own rows: the next layer starts by zeroing them
     if st.dh0 != NULL:
         memcpy(<floating*>st.dh0 + layer * st.layer_stride + row0 * H,

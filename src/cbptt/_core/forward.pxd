@@ -4,15 +4,17 @@
 # once; on return (all parts) w.hs holds h_0 .. h_T of every layer, w.gates / w.cs / w.hn what
 # BPTT reads of LSTM and GRU, and, if head, w.pred the head's outputs (many-to-one: w.h_last
 # the state each row's output read). x is (B, T, I) batch-first; params the flat layout of
-# shape.pxd. Per layer the only products inside the time loop are h_{t-1} @ W_hh^T; the input
-# projection of all steps runs before it, as one product (or a few chunks of steps).
+# shape.pxd (s.ids: x is token ids (B, T) int64, passed as floating* and read as ids). Per
+# layer the only products inside the time loop are h_{t-1} @ W_hh^T; the input projection of
+# all steps runs before it, as one product (or a few chunks of steps; token ids: a gather).
 
 from cython cimport floating
+from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from .cells cimport elman_forward, gru_forward, lstm_forward
-from .paths cimport (cbptt_ran, CBPTT_RAN_INPUT_BLAS, CBPTT_RAN_INPUT_PANELS,
-                     CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS)
+from .paths cimport (cbptt_ran, CBPTT_RAN_INPUT_BLAS, CBPTT_RAN_INPUT_IDS,
+                     CBPTT_RAN_INPUT_PANELS, CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS)
 from .plan cimport Plan, by_columns
 from .products cimport input_projection, pack_panels, panel_gemm, part_gemm, step_product
 from .shape cimport (CELL_GRU, CELL_LSTM, CELL_RELU, Shape, States, Work, is_elman,
@@ -48,6 +50,24 @@ cdef inline void copy_input_steps(const Shape* s, const floating* x, Py_ssize_t 
             memcpy(out + ((t - first) * B + b) * I, x + (b * T + t) * I, I * sizeof(floating))
 
 
+cdef inline void project_ids(const Shape* s, Work* w, const int64_t* ids,
+                             const floating* w_ih, floating* gates, int part,
+                             int parts) noexcept nogil:
+    """The first layer's projection of token ids (B, T): gates[t, b] = W_ih[:, ids[b, t]],
+    the one-hot input's product, as a gather of rows of ids_table = W_ih^T (I, G*H), which the
+    parts fill first (each its block of W_ih's rows). Ends with a barrier."""
+    cdef Py_ssize_t B = s.batch, T = s.steps, GH = s.gate_count * s.hidden_size
+    cdef Py_ssize_t first, count, r
+    cdef floating* table = <floating*>w.ids_table
+    part_range(GH, part, parts, 1, &first, &count)
+    transpose_rows(w_ih, table, GH, s.input_size, first, count)
+    barrier(parts)   # the whole table before any gather
+    part_range(T * B, part, parts, 1, &first, &count)
+    for r in range(first, first + count):      # row r = t * B + b reads ids[b, t]
+        memcpy(gates + r * GH, table + ids[(r % B) * T + r // B] * GH, GH * sizeof(floating))
+    barrier(parts)
+
+
 cdef inline void project_inputs(const Shape* s, const Plan* p, Work* w, const floating* x,
                                 Py_ssize_t layer, const floating* inputs,
                                 const floating* w_ih, const floating* input_panels,
@@ -63,7 +83,9 @@ cdef inline void project_inputs(const Shape* s, const Plan* p, Work* w, const fl
     cdef Py_ssize_t B = s.batch, T = s.steps, GH = s.gate_count * s.hidden_size
     cdef Py_ssize_t in_size = layer_input_size(s, layer), b, first, last
     cdef floating* x_chunk = <floating*>w.x_chunk
-    if layer == 0 and input_panels != NULL and not columns and p.input_steps < T:
+    if layer == 0 and s.ids:
+        project_ids(s, w, <const int64_t*><const void*>x, w_ih, gates, part, parts)
+    elif layer == 0 and input_panels != NULL and not columns and p.input_steps < T:
         for b in range(row0, row0 + rows):
             panel_gemm(T, in_size, x + b * T * in_size, in_size, input_panels, 0, GH, 0,
                        gates + b * GH, B * GH)
@@ -181,8 +203,10 @@ cdef inline void layer_forward(const Shape* s, const Plan* p, Work* w, const flo
         transpose_rows(w_hh, w_hh_t, GH, H, first, count)
     # the input projection multiplies by packed W_ih^T panels too, where they fit the
     # panel buffer (in_size <= H), before W_hh's take their place
-    input_panels = panels if p.panel_input and in_size <= H else NULL
-    cbptt_ran(CBPTT_RAN_INPUT_PANELS if input_panels != NULL else CBPTT_RAN_INPUT_BLAS)
+    input_panels = (panels if p.panel_input and in_size <= H and not (layer == 0 and s.ids)
+                    else NULL)
+    cbptt_ran(CBPTT_RAN_INPUT_IDS if layer == 0 and s.ids else
+              CBPTT_RAN_INPUT_PANELS if input_panels != NULL else CBPTT_RAN_INPUT_BLAS)
     cbptt_ran(CBPTT_RAN_STEP_PANELS if panels != NULL else CBPTT_RAN_STEP_BLAS)
     if input_panels != NULL:
         pack_panels(part, parts, w_ih, in_size, True, in_size, GH, input_panels)

@@ -9,9 +9,12 @@
 # layer read (the first layer: x, time-major, from w.x_chunk).
 
 from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.string cimport memset
 
-from .paths cimport cbptt_ran, CBPTT_RAN_WGRAD_TRANSPOSED
+from .paths cimport cbptt_ran, CBPTT_RAN_INPUT_IDS, CBPTT_RAN_WGRAD_TRANSPOSED
 from .plan cimport Plan
+from .._blas cimport gemm
 from .products cimport (panel_width, part_column_sums, part_gemm, weight_grad, wgrad_fits,
                         wgrad_kernel)
 from .shape cimport CELL_GRU, Shape
@@ -36,6 +39,8 @@ cdef struct LayerBack:
     void* inject       # the gradient reaching h_t from above (or the head), indexed by step
     void* dA           # pre-activation gradients, indexed by step (Elman: moves with chunks)
     void* da_n         # GRU: the n gate's input-side pre-activation gradients
+    const int64_t* ids     # the first layer of an engine on token ids: x, (B, T); else NULL
+    void* ids_table        # with ids: (I, G*H) where dW_ih^T is summed (Work.ids_table)
     bint top_many_to_one   # the top layer of a many-to-one model: dh_last enters at last_step
     bint chunk_grads       # GRU: weight gradients chunk by chunk (plan.gru_chunk_grads)
 
@@ -91,6 +96,53 @@ cdef inline void input_weight_grads(const Shape* s, const Plan* p, const floatin
                     dw_ih, in_size)
 
 
+cdef inline void ids_weight_grads(const Shape* s, const floating* dA, const floating* da_n,
+                                  const int64_t* ids, Py_ssize_t first, Py_ssize_t last,
+                                  bint start_sum, floating* table, int part,
+                                  int parts) noexcept nogil:
+    """Token ids: dW_ih^T (I, G*H), summed in table, gets the steps [first, last) of the
+    one-hot input's dA^T @ x as a scatter-add, table[ids[b, t]] += dA[t, b] (GRU: its n
+    columns from da_n); start_sum zeroes it first. dA and da_n point at step first's rows.
+    Each part its own block of columns: no barrier."""
+    cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, GH = s.gate_count * H
+    cdef Py_ssize_t start, count, end, r, j, row_step, n_block
+    cdef floating* row
+    cdef const floating* source
+    cbptt_ran(CBPTT_RAN_INPUT_IDS)
+    part_range(GH, part, parts, 16, &start, &count)
+    end = start + count
+    if count <= 0:
+        return
+    if start_sum:
+        for r in range(s.input_size):
+            memset(table + r * GH + start, 0, count * sizeof(floating))
+    n_block = 2 * H if s.cell == CELL_GRU else GH    # GRU: columns [2H, 3H) from da_n
+    for r in range((last - first) * B):
+        row_step = first + r // B
+        row = table + ids[(r % B) * T + row_step] * GH
+        source = dA + r * GH
+        for j in range(start, min(end, n_block)):
+            row[j] += source[j]
+        if end > n_block:
+            source = da_n + r * H - n_block
+            for j in range(max(start, n_block), end):
+                row[j] += source[j]
+
+
+cdef inline void ids_table_out(const Shape* s, const floating* table, floating* dw_ih,
+                               int part, int parts) noexcept nogil:
+    """dW_ih (G*H, I) = the summed table (I, G*H) transposed: the part's block of columns
+    (ids_weight_grads's: no barrier), in 32 x 32 tiles."""
+    cdef Py_ssize_t GH = s.gate_count * s.hidden_size, I = s.input_size
+    cdef Py_ssize_t start, count, j0, i0, j, i
+    part_range(GH, part, parts, 16, &start, &count)
+    for j0 in range(start, start + count, 32):
+        for i0 in range(0, I, 32):
+            for j in range(j0, min(j0 + 32, start + count)):
+                for i in range(i0, min(i0 + 32, I)):
+                    dw_ih[j * I + i] = table[i * GH + j]
+
+
 cdef inline void gru_chunk_grads(const Shape* s, const Plan* p, const LayerBack* L,
                                  const floating* x_steps, const floating* ones,
                                  Py_ssize_t first, Py_ssize_t last, int part,
@@ -114,6 +166,10 @@ cdef inline void gru_chunk_grads(const Shape* s, const Plan* p, const LayerBack*
     part_column_sums(part, parts, n_rows, H, da_n + first * BH, H, ones, beta,
                      <floating*>L.db_ih + 2 * H)
     # dW_ih += dA^T @ inputs (n rows from da_n)
+    if L.ids != NULL:
+        ids_weight_grads(s, dA + first * B * GH, da_n + first * BH, L.ids, first, last,
+                         beta == 0, <floating*>L.ids_table, part, parts)
+        return
     input_weight_grads(s, p, dA + first * B * GH, da_n + first * BH,
                        inputs + first * B * in_size, in_size, n_rows, beta,
                        <floating*>L.dw_ih, <floating*>NULL, part, parts)
@@ -135,12 +191,39 @@ cdef inline void elman_chunk_grads(const Shape* s, const Plan* p, const LayerBac
     weight_grad(&p.wgrad, part, parts, GH, H, n_rows, dA + first * BH, GH,
                 <floating*>L.hs + first * BH, H, beta, <floating*>L.dw_hh, H, ones,
                 <floating*>L.db_hh)
-    weight_grad(&p.wgrad, part, parts, GH, in_size, n_rows, dA + first * BH, GH,
-                x_chunk if L.layer == 0 else <floating*>L.inputs + first * B * in_size,
-                in_size, beta, <floating*>L.dw_ih, in_size)
+    if L.ids != NULL:
+        ids_weight_grads(s, dA + first * BH, <const floating*>NULL, L.ids, first, last,
+                         beta == 0, <floating*>L.ids_table, part, parts)
+    else:
+        weight_grad(&p.wgrad, part, parts, GH, in_size, n_rows, dA + first * BH, GH,
+                    x_chunk if L.layer == 0 else <floating*>L.inputs + first * B * in_size,
+                    in_size, beta, <floating*>L.dw_ih, in_size)
     if L.layer > 0:
         part_gemm(part, parts, False, False, n_rows, H, GH, 1, dA + first * BH, GH,
                   <floating*>L.w_ih, in_size, 0, inject_below + first * BH, H)
+
+
+cdef inline void input_grads(const Shape* s, const floating* dA, const floating* da_n,
+                             const floating* w_ih, Py_ssize_t first, Py_ssize_t last,
+                             floating* dx, int part, int parts) noexcept nogil:
+    """The first layer, the steps [first, last): dL/dx (B, T, I) batch-first, dx[b, t] =
+    dA[t, b] @ W_ih (GRU: its n block from da_n). dA and da_n point at step first's rows.
+    Each part its own batch rows, one product a row over the steps (A's rows B*G*H apart):
+    no barrier."""
+    cdef Py_ssize_t B = s.batch, T = s.steps, I = s.input_size, H = s.hidden_size
+    cdef Py_ssize_t GH = s.gate_count * H, b, start, count
+    cdef floating* out
+    part_range(B, part, parts, 1, &start, &count)
+    for b in range(start, start + count):
+        out = dx + (b * T + first) * I
+        if s.cell == CELL_GRU:
+            gemm(False, False, last - first, I, 2 * H, 1, dA + b * GH, B * GH, w_ih, I, 0,
+                 out, I)
+            gemm(False, False, last - first, I, H, 1, da_n + b * H, B * H, w_ih + 2 * H * I,
+                 I, 1, out, I)
+        else:
+            gemm(False, False, last - first, I, GH, 1, dA + b * GH, B * GH, w_ih, I, 0, out,
+                 I)
 
 
 cdef inline void pass_down(const Shape* s, const LayerBack* L, floating* inject_below,

@@ -17,6 +17,8 @@ enum {
     CBPTT_RAN_WGRAD_BLAS = 1 << 5,         /* a weight gradient through BLAS */
     CBPTT_RAN_WGRAD_TRANSPOSED = 1 << 6,   /* narrow dW_ih as (inputs^T dA), added transposed */
     CBPTT_RAN_CHUNK_GRADS = 1 << 7,        /* GRU's weight gradients chunk by chunk */
+    CBPTT_RAN_INPUT_IDS = 1 << 8,          /* token ids: the input projection a gather, its
+                                              weight gradient a scatter-add */
 };
 
 static __thread unsigned cbptt_paths_record = 0;

@@ -11,5 +11,6 @@ cdef extern from "_core/paths.h" nogil:
         CBPTT_RAN_WGRAD_BLAS
         CBPTT_RAN_WGRAD_TRANSPOSED
         CBPTT_RAN_CHUNK_GRADS
+        CBPTT_RAN_INPUT_IDS
     void cbptt_ran(unsigned flags)
     unsigned cbptt_paths_take()

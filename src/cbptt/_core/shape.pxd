@@ -27,6 +27,8 @@ cdef struct Shape:
     Py_ssize_t output_size    # O; 0: no head (an encoder: many-to-one, see has_head)
     Py_ssize_t batch, steps
     bint many_to_one
+    bint ids                  # the input is token ids (B, T) int64 in [0, I): the one-hot
+                              # input, never made (the first layer's projection a gather)
     int loss
     Py_ssize_t loss_start     # many-to-many: first step that has an output and a loss
 
@@ -34,6 +36,8 @@ cdef struct Shape:
 cdef struct Work:
     # Raw pointers into the Engine's NumPy buffers; void because they hold float or double.
     void* x_chunk      # (input_steps, B, I) input_steps steps of the input, time-major
+    void* ids_table    # ids: (I, G*H) W_ih^T for the forward's gather, then dL/dW_ih^T for the
+                       # backward's scatter-add (each part its block of columns)
     void* hs           # (L, T+1, B, H) h_0 .. h_T of every layer
     void* gates        # (L, T, B, G*H) gate activations (LSTM: i, f, g, o; GRU: r, z, n)
     void* cs           # (L, T+1, B, H) LSTM: c_0 .. c_T
@@ -74,6 +78,7 @@ cdef struct States:
     Py_ssize_t layer_stride   # entries from one layer's (B, H) block to the next: B*H, or the
                               # caller's B*H for a split's sub-engine (its rows of each layer)
     double* flow       # (L, T): mean over the batch of ||dL/dh_t|| per layer and step, or NULL
+    void* dx           # (B, T, I) dL/dx, batch-first (float inputs only), or NULL
 
 
 cdef inline bint has_head(const Shape* s) noexcept nogil:
