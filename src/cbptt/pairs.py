@@ -27,7 +27,7 @@ RESERVED = 3
 _RESERVED_NAMES = ("<pad>", "<start>", "<stop>")
 
 __all__ = ["PAD", "START", "STOP", "RESERVED", "Vocabulary", "read_pairs", "encode_sources",
-           "encode_targets", "decode"]
+           "encode_targets", "decode", "translate"]
 
 
 class Vocabulary:
@@ -155,3 +155,16 @@ def decode(rows, vocab):
     """The strings of id rows (B, N) (``Seq2Seq.generate``'s output), each up to its first
     STOP."""
     return [vocab.text(row) for row in np.asarray(rows)]
+
+
+def translate(s2s, texts, source_vocab, target_vocab, steps, beam=1, chunk=256):
+    """The outputs of a cross-entropy ``Seq2Seq`` for source strings: ``steps`` decoding
+    steps (room for the STOP) from START, greedy (beam=1) or beam search, ``chunk`` sources
+    per call; a list of strings."""
+    texts = list(texts)
+    out = []
+    for i in range(0, len(texts), chunk):
+        X, lengths = encode_sources(texts[i:i + chunk], source_vocab, s2s.encoder.dtype)
+        ids = s2s.generate(X, lengths, start=START, steps=steps, stop_id=STOP, beam=beam)
+        out += decode(ids, target_vocab)
+    return out
