@@ -51,8 +51,8 @@ DEFAULTS = dict(cell="lstm", hidden=64, layers=1, dtype="float32", optimizer="ad
                 mode="many-to-many", checkpoint_every=500, log_every=10, format="auto")
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 DEFAULT_WINDOW = {"char": 64, "forecast": 32}
-TASK_NAMES = {"char": "character model", "forecast": "forecasting model",
-              "seq2seq": "encoder-decoder"}
+TASK_NAMES = {"char": "a character model", "forecast": "a forecasting model",
+              "seq2seq": "an encoder-decoder"}
 
 
 def build_parser():
@@ -263,8 +263,8 @@ def resume_config(args, stored):
         if value is None or (name == "format" and value == "auto"):
             continue
         if name not in c:
-            raise UsageError(f"cbptt train: --{name} does not apply to this run (a "
-                             f"{TASK_NAMES[c['task']]})")
+            raise UsageError(f"cbptt train: --{name} does not apply to this run "
+                             f"({TASK_NAMES[c['task']]})")
         if value != c[name]:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"cbptt train: {flag} {value} differs from the run's "

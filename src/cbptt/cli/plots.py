@@ -75,12 +75,12 @@ def plot_demo(path, adding, chars, dated):
     b.set(title="(b) character LSTM, truncated BPTT", xlabel="update", ylabel="bits per char")
     b.legend()
     _, dlosses, devals, _, _ = dated
-    c.semilogy(np.arange(1, len(dlosses) + 1), dlosses, lw=0.6, alpha=0.6,
-               label="train loss (batch, nats/char)")
-    updates, exact = zip(*devals)
-    c.semilogy(updates, 1 - np.array(exact), "o-", label="held-out errors (1 - exact match)")
-    c.set(title="(c) dates to ISO, GRU encoder-decoder", xlabel="update")
-    c.legend()
+    c.semilogy(np.arange(1, len(dlosses) + 1), dlosses, lw=0.6, alpha=0.6, color="C0")
+    c.set(title="(c) dates to ISO, GRU encoder-decoder", xlabel="update",
+          ylabel="train loss (batch, nats per character)")
+    exact = c.twinx()
+    exact.plot(*zip(*devals), "o-", color="C1")
+    exact.set(ylim=(0, 1), ylabel="held-out exact match (greedy)")
     fig.tight_layout()
     _save_figure(fig, path)
     plt.close(fig)
