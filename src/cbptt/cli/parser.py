@@ -84,8 +84,9 @@ def _add_train(sub):
                        description="Train on DATA: a text file gives a character model (windows, "
                        "or truncated BPTT with --k1/--k2); a .csv/.tsv/.npy series gives a "
                        "forecasting model; with --mode seq2seq, a file of source<TAB>target "
-                       "lines gives a character-level encoder-decoder. Writes a run folder (--out) with checkpoints, "
-                       "config.json and metrics.csv; --resume RUN continues a run exactly.")
+                       "lines gives a character-level encoder-decoder. Writes a run folder "
+                       "(--out) with checkpoints, config.json and metrics.csv; --resume RUN "
+                       "continues a run exactly.")
     t.add_argument("data", nargs="?", metavar="DATA", help="text file, .csv/.tsv/.npy series, "
                    "or source<TAB>target lines with --mode seq2seq (optional with --resume: "
                    "the run's own data file)")
