@@ -124,8 +124,9 @@ def _add_training_options(t):
     g.add_argument("--clip", type=_float(0), help="clip the gradient norm to this (default 1.0; "
                                                   "0: no clipping)")
     g.add_argument("--epochs", type=_int(1), help="total epochs (default 10)")
-    g.add_argument("--batch", type=_int(1), help="windows per batch, or parallel streams with "
-                                                 "--k1 (default 32)")
+    g.add_argument("--batch", type=_int(1), help="windows per batch, parallel streams with "
+                                                 "--k1, or pairs with --mode seq2seq "
+                                                 "(default 32)")
     g.add_argument("--val", type=_float(0, 1), help="fraction held out for validation, taken "
                    "from the end of the data (default 0.1; 0: none)")
     g.add_argument("--window", type=_int(1), help="steps per training window (default 64 for "

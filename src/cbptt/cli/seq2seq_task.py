@@ -81,9 +81,6 @@ class Seq2SeqTask(_Task):
     def sequences(self):
         return len(self.train)
 
-    def step_shape(self, ranks=1):
-        return -(-self.config["batch"] // ranks), self.longest_source
-
     def epoch_batches(self, rng):
         order = rng.permutation(len(self.train))
         b = self.config["batch"]
