@@ -40,6 +40,10 @@ def make(kind, cell, seed=0, hidden=H):
     if kind == "truncated":
         return cbptt.Truncated(model, k1=3, k2=5, loss="mse",
                                optimizer=cbptt.SGD(lr=0.2, momentum=0.5), clip_norm=1.0)
+    if kind == "embedding":     # token ids in [0, 6) through a table of 6 rows
+        model = cbptt.RNN(I, hidden, O, cell=cell, num_layers=model.num_layers,
+                          dtype=np.float64, seed=seed, vocab_size=6, padding_idx=1)
+        return cbptt.ManyToMany(model, loss="cross_entropy", optimizer=cbptt.Adam(lr=0.05))
     if kind == "seq2seq":
         encoder = cbptt.RNN(I, hidden, None, cell=cell, num_layers=model.num_layers,
                             dtype=np.float64, seed=seed + 1)
@@ -59,6 +63,8 @@ def batch(kind, rng, B, T):
         mask = (rng.random((B, T)) < 0.75).astype(float)
         mask[:, 0] = 1                                  # no fully masked block by accident
         return X, Y, {"mask": mask}
+    if kind == "embedding":
+        return rng.integers(0, 6, size=(B, T)), rng.integers(0, O, size=(B, T)), {}
     if kind == "seq2seq":       # Y: the decoder's inputs; 4 outputs from sources of T steps
         return X, rng.normal(size=(B, 4, I)), {
             "Y_out": rng.integers(0, O, size=(B, 4)),
@@ -78,7 +84,7 @@ def rel_err(a, b):
 def equivalence():
     out = {}
     for kind in ("many_to_many", "many_to_one", "truncated", "truncated_many_to_one",
-                 "seq2seq"):
+                 "seq2seq", "embedding"):
         for cell in CELLS:
             for B in (4, 3):                     # even shards, and 3 sequences on 2 ranks
                 name = f"{kind}/{cell}/B={B}"
@@ -110,10 +116,11 @@ def equivalence():
                     worst["fit_stream"] = rel_err(got, want)
                     worst["weights_after_fit_stream"] = rel_err(dp.model.params,
                                                                 reference.model.params)
-                if kind in ("many_to_many", "many_to_one", "seq2seq"):
+                if kind in ("many_to_many", "many_to_one", "seq2seq", "embedding"):
                     X, Y, extras = batch(kind, rng, B, T)
                     local = {k: v[part] for k, v in extras.items()}
-                    want_flow = {} if kind == "seq2seq" else {"return_flow": True}
+                    want_flow = {"return_flow": True} if kind in ("many_to_many",
+                                                                  "many_to_one") else {}
                     loss, grads, *flow = dp.loss_and_grad(X[part], Y[part], **want_flow,
                                                           **local)
                     rloss, rgrads, *rflow = reference.loss_and_grad(X, Y, **want_flow, **extras)

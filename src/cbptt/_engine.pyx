@@ -422,6 +422,13 @@ cdef class Engine:
                              f"[{x.min()}, {x.max()}]")
         return data
 
+    cdef void* _input_gradient(self, dx) except? NULL:
+        """dx's data, (B, T, I) of the engine's dtype, or NULL (None)."""
+        cdef const Shape* s = &self.shape
+        if dx is not None and s.ids:
+            raise ValueError("dx: an engine on token ids has no input gradient")
+        return optional_data_of(dx, self.dtype, s.batch * s.steps * s.input_size, "dx")
+
     cdef int _states(self, States* st, h0, c0, dh0, dc0, h_final, c_final, dh_final=None,
                      dc_final=None) except -1:
         cdef Py_ssize_t size = self.shape.num_layers * self.shape.batch * self.shape.hidden_size
@@ -434,7 +441,7 @@ cdef class Engine:
         st.c0 = st.dc0 = st.c_final = st.dc_final = NULL
         st.layer_stride = self.shape.batch * self.shape.hidden_size
         st.flow = NULL
-        st.dx = NULL
+        st.dx = st.dh_steps = NULL
         if self.shape.cell == CELL_LSTM:
             st.c0 = optional_data_of(c0, self.dtype, size, "c0")
             st.dc0 = optional_data_of(dc0, self.dtype, size, "dc0")
@@ -534,9 +541,7 @@ cdef class Engine:
         cdef States st
         self._states(&st, h0, c0, dh0, dc0, h_final, c_final, dh_final, dc_final)
         st.flow = <double*>optional_data_of(flow, np.float64, s.num_layers * s.steps, "flow")
-        if dx is not None and s.ids:
-            raise ValueError("dx: an engine on token ids has no input gradient")
-        st.dx = optional_data_of(dx, self.dtype, s.batch * s.steps * s.input_size, "dx")
+        st.dx = self._input_gradient(dx)
         self._set_lengths(lengths)
         self._plan_current()
         cdef int parts = call_parts(&self.plan, s.batch, st.flow != NULL)
@@ -620,11 +625,14 @@ cdef class Engine:
         parts = self._forward(x, params, None, None, None, h_final, c_final, lengths, True)
         self.encoded = (x, params, parts, lengths)
 
-    def backward_from_final(self, grads, dh_final, dc_final=None):
+    def backward_from_final(self, grads, dh_final, dc_final=None, dx=None, dh_steps=None):
         """An encoder's training call, second half: BPTT of the last ``encode`` from dh_final
         (and dc_final for lstm), (L, B, H) gradients with respect to its h_final (c_final),
-        entering every layer at each row's last step. Writes grads (flat, overwritten) and
-        ``grad_sq_norm``; returns 0 (an encoder has no loss of its own)."""
+        entering every layer at each row's last step. Writes grads (flat, overwritten),
+        ``grad_sq_norm`` and dx (B, T, I) = dL/dx where given (float inputs only); returns 0
+        (an encoder has no loss of its own). dh_steps (B, T, H): a gradient entering the top
+        layer at every step too (dL/dh_t of its states, as ``states()`` gives them); dh_final
+        may then be None."""
         if self.encoded is None:
             raise RuntimeError("backward_from_final needs an encode call before it (one each)")
         x, params, parts, lengths = self.encoded
@@ -632,6 +640,10 @@ cdef class Engine:
         cdef void* pg = data_of(grads, self.dtype, self.n_params, "grads")
         cdef States st
         self._states(&st, None, None, None, None, None, None, dh_final, dc_final)
+        st.dx = self._input_gradient(dx)
+        st.dh_steps = optional_data_of(
+            dh_steps, self.dtype, self.shape.batch * self.shape.steps * self.shape.hidden_size,
+            "dh_steps")
         cdef Job job
         # the plan and the parts of the encode (its activations are laid out by them)
         self._job(&job, &st, cnp.PyArray_DATA(x), cnp.PyArray_DATA(params), pg, True)

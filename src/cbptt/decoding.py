@@ -22,17 +22,20 @@ from . import _checks
 def generate(s2s, X, src_lengths, start, steps, stop_id, beam, length_penalty):
     """Seq2Seq.generate (see its docstring)."""
     dec = s2s.decoder
-    if dec.input_size != dec.output_size:
+    inputs = dec.input_size if dec.vocab_size is None else dec.vocab_size
+    if inputs != dec.output_size or (dec.vocab_size is not None and s2s.loss == "mse"):
+        what = "input_size (J" if dec.vocab_size is None else "vocab_size (V"
         raise ValueError(f"generate feeds each output back in as the next input: the "
-                         f"decoder's input_size (J = {dec.input_size}) must equal its "
-                         f"output_size (O = {dec.output_size})")
+                         f"decoder's {what} = {inputs}) must equal its output_size "
+                         f"(O = {dec.output_size}), with loss='cross_entropy' for a decoder "
+                         f"with an embedding")
     steps = _checks.check_size(steps, "steps")
     beam = _checks.check_size(beam, "beam")
     if isinstance(length_penalty, bool) or not (
             isinstance(length_penalty, (int, float, np.floating, np.integer))
             and 0 <= length_penalty < np.inf):
         raise ValueError(f"length_penalty must be a finite number >= 0, got {length_penalty!r}")
-    X, _, src_lengths, _ = s2s._inputs(X, None, src_lengths)
+    X, _, src_lengths, _, _, _ = s2s._inputs(X, None, src_lengths)
     batch = X.shape[0]
     if s2s.loss == "cross_entropy":
         start = _class_id(start, "start", dec.output_size)
@@ -75,11 +78,16 @@ def _class_id(value, name, count):
 class _Stepper:
     """One decoder step at a time for `rows` rows, from the encoder's state (each sequence's
     state repeated `copies` times). The input x: ids (rows, 1), the previous ids (the one-hot
-    input as token ids, a gather in the engine), or floats (rows, 1, J) with ids=False."""
+    input as token ids, a gather in the engine; for a decoder with an embedding their rows of
+    its table, (rows, 1, E)), or floats (rows, 1, J) with ids=False."""
 
     def __init__(self, s2s, rows, h, c, copies, ids=True):
         dec = s2s.decoder
-        self.params = dec.params
+        self.params = dec.engine_params
+        self.table = None
+        if ids and dec.vocab_size is not None:
+            self.table = dec.named_parameters()[-1][1]     # embedding.weight (V, E)
+            ids = False
         self.engine = s2s._engine("decoder", rows, 1, False, ids)
         self.h = np.repeat(h, copies, axis=1) if copies > 1 else h
         self.c = None if c is None else (np.repeat(c, copies, axis=1) if copies > 1 else c)
@@ -89,6 +97,13 @@ class _Stepper:
                   np.zeros((rows, 1, dec.input_size), dec.dtype))
         self.out = np.empty((rows, 1, dec.output_size), dec.dtype)
         self.calls = 0
+
+    def feed(self, ids):
+        """The next step's input: the ids (rows,), as ids or as their embedding rows."""
+        if self.table is None:
+            self.x[:, 0] = ids
+        else:
+            np.take(self.table, ids, axis=0, out=self.x[:, 0])
 
     def step(self):
         """out (rows, O) of one step from self.x; the state moves on."""
@@ -124,7 +139,7 @@ def _greedy(stepper, start, steps, stop_id):
     rows = stepper.x.shape[0]
     ids = np.empty((rows, steps), np.int64)
     done = np.zeros(rows, bool)
-    stepper.x[:, 0] = start
+    stepper.feed(np.full(rows, start))
     for n in range(steps):
         chosen = stepper.step().argmax(axis=1)
         if stop_id is not None:
@@ -134,7 +149,7 @@ def _greedy(stepper, start, steps, stop_id):
         if stop_id is not None and done.all():
             ids[:, n + 1:] = stop_id
             break
-        stepper.x[:, 0] = chosen
+        stepper.feed(chosen)
     return ids
 
 
@@ -154,7 +169,7 @@ def _beam_search(stepper, batch, k, start, steps, stop_id, length_penalty):
     finished = np.zeros((batch, k), bool)
     lengths = np.zeros((batch, k), np.int64)     # ids up to and including the stop
     history = np.zeros((batch, k, steps), np.int64)
-    stepper.x[:, 0] = start
+    stepper.feed(np.full(batch * k, start))
     first_row = (np.arange(batch) * k)[:, None]
     for n in range(steps):
         logp = log_softmax(stepper.step()).reshape(batch, k, count)
@@ -171,7 +186,7 @@ def _beam_search(stepper, batch, k, start, steps, stop_id, length_penalty):
         history = np.take_along_axis(history, source[:, :, None], axis=1)
         history[:, :, n] = chosen
         stepper.follow((first_row + source).ravel())
-        stepper.x[:, 0] = chosen.ravel()
+        stepper.feed(chosen.ravel())
         if stop_id is not None and finished[np.isfinite(scores)].all():
             history[:, :, n + 1:] = stop_id
             break

@@ -4,7 +4,7 @@ import threading
 
 import numpy as np
 
-from . import _checks, archive, memory
+from . import _checks, archive, embedding, memory
 from ._engine import GATES, Engine, param_count, param_layout
 from .names import CELLS
 
@@ -31,7 +31,13 @@ class RNN:
     dtype : float32 or float64
         Decides the dtype of every computation; other float inputs are converted once.
     seed : int or None
-        Seeds PyTorch's initialisation, uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter.
+        Seeds PyTorch's initialisation, uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter
+        (an embedding: normal(0, 1), as torch.nn.Embedding).
+    vocab_size, padding_idx : int or None
+        ``vocab_size=V``: the model reads token ids (B, T) in [0, V) through an embedding
+        table ``embedding.weight`` (V, input_size), trained with the rest, as
+        ``torch.nn.Embedding(V, input_size, padding_idx)`` (see embedding.py). Its entry comes
+        last in ``params``: the other parameters are those of the model without it.
 
     Raises ``cbptt.memory.InsufficientMemory`` (a MemoryError naming the bytes needed and
     available) before allocating when the parameters cannot fit in memory; so do trainers
@@ -45,7 +51,7 @@ class RNN:
     """
 
     def __init__(self, input_size, hidden_size, output_size, cell="tanh", num_layers=1,
-                 dtype=np.float64, seed=None):
+                 dtype=np.float64, seed=None, vocab_size=None, padding_idx=None):
         self.input_size = _checks.check_size(input_size, "input_size")
         self.hidden_size = _checks.check_size(hidden_size, "hidden_size")
         # None: no head, an encoder only (see has_head)
@@ -57,6 +63,14 @@ class RNN:
         self.cell = cell
         self.dtype = _checks.check_dtype(dtype)
         self.seed = seed
+        self.vocab_size = (None if vocab_size is None else
+                           _checks.check_size(vocab_size, "vocab_size"))
+        if padding_idx is not None and (self.vocab_size is None or isinstance(
+                padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)) or
+                not 0 <= padding_idx < self.vocab_size):
+            raise ValueError(f"padding_idx must be an id in [0, vocab_size) of a model with a "
+                             f"vocab_size, got {padding_idx!r}")
+        self.padding_idx = None if padding_idx is None else int(padding_idx)
         # the engine's layout; a model without a head keeps everything before the head's
         # entries, which come last (so its recurrent weights are a headed model's, seed for seed)
         layout = param_layout(cell, self.num_layers, self.input_size, self.hidden_size,
@@ -64,6 +78,10 @@ class RNN:
         self._layout = [entry for entry in layout
                         if self.has_head or not entry[0].startswith("head.")]
         count = sum(int(np.prod(shape)) for _, shape, _ in self._layout)
+        self.engine_size = count        # the entries the engine reads: all but the embedding
+        if self.vocab_size is not None:
+            self._layout.append(("embedding.weight", (self.vocab_size, self.input_size), count))
+            count += self.vocab_size * self.input_size
         memory.require(count * self.dtype.itemsize,
                        f"{self!r}: the buffer of its {count:,} parameters")
         self.params = np.empty(count, self.dtype)
@@ -99,9 +117,12 @@ class RNN:
 
     def config(self):
         """The constructor's arguments (without seed), as plain values."""
-        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
-                "output_size": self.output_size, "cell": self.cell,
-                "num_layers": self.num_layers, "dtype": self.dtype.name}
+        config = {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                  "output_size": self.output_size, "cell": self.cell,
+                  "num_layers": self.num_layers, "dtype": self.dtype.name}
+        if self.vocab_size is not None:
+            config.update(vocab_size=self.vocab_size, padding_idx=self.padding_idx)
+        return config
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -114,7 +135,26 @@ class RNN:
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
         for name, shape, _ in self._layout:
-            self._views[name][...] = rng.uniform(-bound, bound, size=shape)
+            if name == "embedding.weight":
+                self._views[name][...] = rng.standard_normal(shape)
+                if self.padding_idx is not None:
+                    self._views[name][self.padding_idx] = 0
+            else:
+                self._views[name][...] = rng.uniform(-bound, bound, size=shape)
+
+    @property
+    def engine_params(self):
+        """The entries of ``params`` the engine reads (all but an embedding's), a view."""
+        return self.params[:self.engine_size]
+
+    def engine_inputs(self, X, name="X"):
+        """(the engine's input, token ids or None) for X: a model with an embedding reads
+        ids (B, T) and gives the engine their rows (B, T, E); any other model gives it X
+        checked (floats (B, T, I) or ids (B, T), see _checks.sequence_batch)."""
+        if self.vocab_size is None:
+            return _checks.sequence_batch(X, self.input_size, self.dtype, name), None
+        ids = embedding.check_ids(X, self.vocab_size, name)
+        return embedding.lookup(self._views["embedding.weight"], ids), ids
 
     def use_buffer(self, buffer):
         """Move the parameters into ``buffer`` (flat, ``num_parameters`` entries of the model's
@@ -161,10 +201,11 @@ class RNN:
 
     # -- PyTorch exchange (torch is imported only here) ----------------------------------------
     @classmethod
-    def from_torch(cls, rnn_module, head_module, dtype=None):
+    def from_torch(cls, rnn_module, head_module, dtype=None, embedding=None):
         """A model with the weights of ``torch.nn.RNN``/``LSTM``/``GRU`` (batch_first, one
         direction, biases, no projections or dropout) and the ``torch.nn.Linear`` head (None:
-        a model without a head). dtype defaults to the torch module's (float32 or float64)."""
+        a model without a head), and of a ``torch.nn.Embedding`` below it if given. dtype
+        defaults to the torch module's (float32 or float64)."""
         import torch
 
         kinds = {torch.nn.LSTM: "lstm", torch.nn.GRU: "gru"}
@@ -187,6 +228,12 @@ class RNN:
             if bad]
         if unsupported:
             raise ValueError(f"cannot convert a torch module with {', '.join(unsupported)}")
+        if embedding is not None and (not isinstance(embedding, torch.nn.Embedding) or
+                                      embedding.embedding_dim != rnn_module.input_size or
+                                      embedding.max_norm is not None):
+            raise ValueError(f"embedding must be a torch.nn.Embedding of embedding_dim "
+                             f"{rnn_module.input_size} (rnn_module.input_size), without "
+                             f"max_norm; got {embedding!r}")
         if head_module is not None and head_module.in_features != rnn_module.hidden_size:
             raise ValueError(f"head_module.in_features ({head_module.in_features}) must equal "
                              f"rnn_module.hidden_size ({rnn_module.hidden_size})")
@@ -194,18 +241,23 @@ class RNN:
         if head_module is not None:
             state.update({f"head.{k}": v.detach().cpu().numpy()
                           for k, v in head_module.state_dict().items()})
+        if embedding is not None:
+            state["embedding.weight"] = embedding.weight.detach().cpu().numpy()
         if dtype is None:
             dtype = state["weight_ih_l0"].dtype
         model = cls(rnn_module.input_size, rnn_module.hidden_size,
                     None if head_module is None else head_module.out_features, cell=cell,
-                    num_layers=rnn_module.num_layers, dtype=dtype)
+                    num_layers=rnn_module.num_layers, dtype=dtype,
+                    vocab_size=None if embedding is None else embedding.num_embeddings,
+                    padding_idx=None if embedding is None else embedding.padding_idx)
         model.load_state_dict(state)
         return model
 
     def to_torch(self):
         """(rnn_module, head_module): ``torch.nn.RNN``/``LSTM``/``GRU(batch_first=True)`` and
         ``torch.nn.Linear`` (None for a model without a head) in this model's dtype, holding
-        copies of its weights."""
+        copies of its weights; a model with an embedding adds a third, its
+        ``torch.nn.Embedding``."""
         import torch
 
         size = (self.input_size, self.hidden_size)
@@ -220,13 +272,19 @@ class RNN:
         rnn = rnn.to(torch_dtype)
         state = self.state_dict()
         rnn.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()
-                             if not k.startswith("head.")})
-        if not self.has_head:
-            return rnn, None
-        head = torch.nn.Linear(self.hidden_size, self.output_size).to(torch_dtype)
-        head.load_state_dict({k[len("head."):]: torch.from_numpy(v) for k, v in state.items()
-                              if k.startswith("head.")})
-        return rnn, head
+                             if not k.startswith(("head.", "embedding."))})
+        head = None
+        if self.has_head:
+            head = torch.nn.Linear(self.hidden_size, self.output_size).to(torch_dtype)
+            head.load_state_dict({k[len("head."):]: torch.from_numpy(v)
+                                  for k, v in state.items() if k.startswith("head.")})
+        if self.vocab_size is None:
+            return rnn, head
+        table = torch.nn.Embedding(self.vocab_size, self.input_size,
+                                   padding_idx=self.padding_idx).to(torch_dtype)
+        with torch.no_grad():
+            table.weight.copy_(torch.from_numpy(state["embedding.weight"]))
+        return rnn, head, table
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path):
@@ -289,7 +347,7 @@ class RNN:
         h (num_layers, B, H), or the pair (h, c) for lstm.
         """
         self.require_head("predict")
-        X = _checks.sequence_batch(X, self.input_size, self.dtype)
+        X, _ = self.engine_inputs(X)
         batch, steps = X.shape[:2]
         h0, c0 = self.check_state(h0, c0, batch)
         with self.lock:
@@ -304,7 +362,7 @@ class RNN:
             self._predict_engine = engine
         out = np.empty((batch, steps, self.output_size), self.dtype)
         h_final, c_final = self.new_state(batch) if return_state else (None, None)
-        engine.predict(X, self.params, out, h0, h_final, c0, c_final)
+        engine.predict(X, self.engine_params, out, h0, h_final, c0, c_final)
         if not return_state:
             return out
         return out, (h_final if c_final is None else (h_final, c_final))

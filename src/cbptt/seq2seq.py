@@ -22,7 +22,8 @@ import threading
 
 import numpy as np
 
-from . import _checks, archive, memory
+from . import archive, embedding, memory
+from ._engine import squared_norm_of
 from .losses import check_loss, check_targets
 from .model import RNN
 from .optim import SGD, Adam
@@ -162,20 +163,23 @@ class Seq2Seq(_Trainer):
 
     # -- arguments ----------------------------------------------------------------------------
     def _inputs(self, X, Y_in, src_lengths, tgt_lengths=None):
-        """X, Y_in, src_lengths, tgt_lengths checked: C-contiguous arrays of the dtype, the
-        same batch size, the lengths int64 or None."""
+        """(X, Y_in, src_lengths, tgt_lengths, x_ids, y_ids) checked: X and Y_in as each
+        half's engine reads them (RNN.engine_inputs: a half with an embedding gets its rows,
+        and x_ids/y_ids are the ids they were read for, else None), the same batch size, the
+        lengths int64 or None."""
         enc, dec = self.encoder, self.decoder
-        X = _checks.sequence_batch(X, enc.input_size, enc.dtype, "X")
+        X, x_ids = enc.engine_inputs(X)
+        y_ids = None
         batch, steps = X.shape[:2]
         if Y_in is not None:
-            Y_in = _checks.sequence_batch(Y_in, dec.input_size, dec.dtype, "Y_in")
+            Y_in, y_ids = dec.engine_inputs(Y_in, "Y_in")
             if Y_in.shape[0] != batch:
                 raise ValueError(f"Y_in must have the batch size of X ({batch}), got "
                                  f"{Y_in.shape[0]} sequences")
         src_lengths = _lengths(src_lengths, batch, steps, "src_lengths")
         if tgt_lengths is not None:
             tgt_lengths = _lengths(tgt_lengths, batch, Y_in.shape[1], "tgt_lengths")
-        return X, Y_in, src_lengths, tgt_lengths
+        return X, Y_in, src_lengths, tgt_lengths, x_ids, y_ids
 
     def _targets(self, Y_out, batch, steps):
         dec = self.decoder
@@ -186,7 +190,8 @@ class Seq2Seq(_Trainer):
     def _run(self, X, Y_in, Y_out, src_lengths, tgt_lengths):
         """Validate everything, then the three engine calls into self._grads. Returns the
         loss; the decoder's engine (loss_terms) is self._last_engine."""
-        X, Y_in, src_lengths, tgt_lengths = self._inputs(X, Y_in, src_lengths, tgt_lengths)
+        X, Y_in, src_lengths, tgt_lengths, x_ids, y_ids = self._inputs(X, Y_in, src_lengths,
+                                                                       tgt_lengths)
         batch, steps = X.shape[:2]
         target_steps = Y_in.shape[1]
         Y_out = self._targets(Y_out, batch, target_steps)
@@ -199,14 +204,24 @@ class Seq2Seq(_Trainer):
         else:
             # 1 for the outputs u < tgt_lengths[b], 0 after: the mean runs over the first
             np.less(self._steps[:target_steps], tgt_lengths[:, None], out=weight)
-        split = self.model.split
-        encoder.encode(X, enc.params, h, c, lengths=src_lengths)
-        loss = decoder.loss_and_grad(Y_in, Y_out, dec.params, self._grads[split:], h0=h, dh0=dh,
-                                     c0=c, dc0=dc, weight=weight)
-        encoder.backward_from_final(self._grads[:split], dh, dc)
+        enc_grads = self._grads[:self.model.split]
+        dec_grads = self._grads[self.model.split:]
+        dx = None if x_ids is None else np.empty_like(X)
+        dy = None if y_ids is None else np.empty_like(Y_in)
+        encoder.encode(X, enc.engine_params, h, c, lengths=src_lengths)
+        loss = decoder.loss_and_grad(Y_in, Y_out, dec.engine_params, dec_grads[:dec.engine_size],
+                                     h0=h, dh0=dh, c0=c, dc0=dc, weight=weight, dx=dy)
+        encoder.backward_from_final(enc_grads[:enc.engine_size], dh, dc, dx=dx)
         self._last_engine = decoder
         self.last_calls = 3
         self._sq_norm = encoder.grad_sq_norm + decoder.grad_sq_norm
+        for model, ids, d_input, grads in ((enc, x_ids, dx, enc_grads),
+                                           (dec, y_ids, dy, dec_grads)):
+            if ids is not None:     # the half's embedding: dL/dx summed by id
+                table = grads[model.engine_size:]
+                embedding.table_gradient(ids, d_input, model.padding_idx,
+                                         table.reshape(model.vocab_size, model.input_size))
+                self._sq_norm += squared_norm_of(table)
         return loss
 
     def loss_and_grad(self, X, Y_in, Y_out, src_lengths=None, tgt_lengths=None):
@@ -231,7 +246,7 @@ class Seq2Seq(_Trainer):
     def encode(self, X, src_lengths=None):
         """The encoder's state after each sequence's last step: h (L, B, H), or (h, c) for
         lstm: the decoder's initial state."""
-        X, _, src_lengths, _ = self._inputs(X, None, src_lengths)
+        X, _, src_lengths, _, _, _ = self._inputs(X, None, src_lengths)
         with self.model.lock:
             h, c = self._encode(X, src_lengths)
         return h if c is None else (h, c)
@@ -240,18 +255,19 @@ class Seq2Seq(_Trainer):
         batch, steps = X.shape[:2]
         engine = self._engine("encoder", batch, steps, False, X.ndim == 2)
         h, c = self.encoder.new_state(batch)
-        engine.predict(X, self.encoder.params, None, h_final=h, c_final=c, lengths=src_lengths)
+        engine.predict(X, self.encoder.engine_params, None, h_final=h, c_final=c,
+                       lengths=src_lengths)
         return h, c
 
     def predict(self, X, Y_in, src_lengths=None):
         """The decoder's outputs with teacher forcing, (B, U, O): its inputs are Y_in."""
-        X, Y_in, src_lengths, _ = self._inputs(X, Y_in, src_lengths)
+        X, Y_in, src_lengths, _, _, _ = self._inputs(X, Y_in, src_lengths)
         batch, target_steps = Y_in.shape[:2]
         with self.model.lock:
             h, c = self._encode(X, src_lengths)
             engine = self._engine("decoder", batch, target_steps, False, Y_in.ndim == 2)
             out = np.empty((batch, target_steps, self.decoder.output_size), self.model.dtype)
-            engine.predict(Y_in, self.decoder.params, out, h0=h, c0=c)
+            engine.predict(Y_in, self.decoder.engine_params, out, h0=h, c0=c)
         self.last_calls = 2
         return out
 

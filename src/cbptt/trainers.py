@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from . import _checks, memory
+from . import _checks, embedding, memory
 from ._engine import squared_norm_of
 from .losses import check_loss, check_targets
 from .model import RNN
@@ -123,7 +123,7 @@ class _FullBPTT(_Trainer):
 
         Returns (loss, state gradients or None, final state or None, flow or None)."""
         m = self.model
-        X = _checks.sequence_batch(X, m.input_size, m.dtype)
+        X, ids = m.engine_inputs(X)
         batch, steps = X.shape[:2]
         Y = self._targets(Y, batch, steps)
         h0, c0 = m.check_state(h0, c0, batch)
@@ -133,9 +133,15 @@ class _FullBPTT(_Trainer):
         flow = np.empty((m.num_layers, steps)) if return_flow else None
         engine = self._engine_for(batch, steps, ids=X.ndim == 2)
         self._last_engine = engine
+        dx = None if ids is None else np.empty_like(X)
         loss = engine.loss_and_grad(
-            X, Y, m.params, self._grads, h0, dh0, h_final, c0, dc0, c_final, weight=weight,
-            lengths=lengths, flow=flow)
+            X, Y, m.engine_params, self._grads[:m.engine_size], h0, dh0, h_final, c0, dc0,
+            c_final, weight=weight, lengths=lengths, flow=flow, dx=dx)
+        self._last_sq_norm = engine.grad_sq_norm
+        if ids is not None:     # the embedding's gradient: dL/dx summed by id
+            embedding.table_gradient(ids, dx, m.padding_idx, self._grads[m.engine_size:].reshape(
+                m.vocab_size, m.input_size))
+            self._last_sq_norm += squared_norm_of(self._grads[m.engine_size:])
         state_grads = None
         if want_state_grads:
             state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
@@ -159,7 +165,7 @@ class _FullBPTT(_Trainer):
         with self.model.lock:
             loss, _, final, _ = self._run(X, Y, h0, c0, mask, lengths, False, return_state,
                                           False)
-            self._update(self._last_engine, loss)
+            self._apply_update(loss, self._last_sq_norm, self._last_engine.loss_terms)
         return (loss, final) if return_state else loss
 
 

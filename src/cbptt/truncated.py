@@ -43,6 +43,10 @@ class Truncated(_Trainer):
                  many_to_one=False, on_nonfinite="raise"):
         super().__init__(model, loss=loss, optimizer=optimizer, clip_norm=clip_norm,
                          on_nonfinite=on_nonfinite)
+        if model.vocab_size is not None:
+            raise ValueError(f"model: Truncated does not train a model with an embedding "
+                             f"(vocab_size={model.vocab_size}) so far; give it token ids "
+                             f"without one (vocab_size=None, input_size={model.vocab_size})")
         self.k1 = _checks.check_size(k1, "k1")
         self.k2 = self.k1 if k2 is None else _checks.check_size(k2, "k2")
         if self.k2 < self.k1:

@@ -157,3 +157,44 @@ def test_encode_then_backward_from_final_is_the_whole_call(cell, parts):
     with pytest.raises(RuntimeError, match="needs an encode call"):
         engine.backward_from_final(grads2, dh, dc)
 
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_gradient_entering_at_every_step(cell, parts):
+    """backward_from_final(dh_steps=G): the gradient of sum_{b,t} G[b, t] . h_t (the top
+    layer's states), with dL/dx: one layer of a stack, or one direction of a bidirectional
+    one, as a differentiable function."""
+    enc, X, dh, dc = make(cell, 2)
+    rng = np.random.default_rng(9)
+    G = rng.standard_normal((B, T, H))
+    if parts == 2:
+        set_parts(2)
+
+    def run(params, x=X):
+        engine = enc.make_engine(B, T, many_to_one=True)
+        h, c = enc.new_state(B)
+        engine.encode(x, params, h, c)
+        top = np.array(engine.states()[0][-1, 1:]).transpose(1, 0, 2)     # (B, T, H)
+        grads, dx = np.zeros_like(params), np.zeros_like(X)
+        engine.backward_from_final(grads, None, None, dx=dx, dh_steps=G)
+        assert engine.last_parts == parts
+        return (G * top).sum(), grads, dx
+
+    value, grads, dx = run(enc.params)
+    numeric = np.empty_like(grads)
+    for i in range(grads.size):
+        p = enc.params.copy()
+        p[i] += 1e-6
+        up = run(p)[0]
+        p[i] -= 2e-6
+        numeric[i] = (up - run(p)[0]) / 2e-6
+    np.testing.assert_allclose(grads, numeric, rtol=1e-6, atol=2e-8)
+    numeric = np.empty_like(X)
+    for index in np.ndindex(X.shape):
+        x = X.copy()
+        x[index] += 1e-6
+        up = run(enc.params, x)[0]
+        x[index] -= 2e-6
+        numeric[index] = (up - run(enc.params, x)[0]) / 2e-6
+    np.testing.assert_allclose(dx, numeric, rtol=1e-6, atol=2e-8)

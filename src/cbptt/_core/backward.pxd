@@ -38,7 +38,8 @@ cdef inline floating* step_entry(const Shape* s, const Work* w, const States* st
                                  const LayerBack* L, Py_ssize_t t, floating* dh,
                                  Py_ssize_t row0, Py_ssize_t rows) noexcept nogil:
     """Before step t's cell: many-to-one's dh_last enters the top layer's rows whose output
-    step is t, an encoder's dh_final (and dc_final) every layer's; the flow is recorded;
+    step is t, an encoder's dh_final (and dc_final) every layer's, and its dh_steps the top
+    layer's at every step; the flow is recorded;
     returns the part's rows of the injected gradient at t (or NULL)."""
     cdef Py_ssize_t B = s.batch, H = s.hidden_size, b, j
     cdef floating* inject_t = NULL
@@ -63,6 +64,11 @@ cdef inline floating* step_entry(const Shape* s, const Work* w, const States* st
                     entry = <const floating*>st.dc_final + L.layer * st.layer_stride + b * H
                     for j in range(H):
                         dc[b * H + j] += entry[j]
+    if st.dh_steps != NULL and L.layer == s.num_layers - 1:
+        for b in range(row0, row0 + rows):     # dh += dL/dh_t of the top layer, row b
+            entry = <const floating*>st.dh_steps + (b * s.steps + t) * H
+            for j in range(H):
+                dh[b * H + j] += entry[j]
     if st.flow != NULL:
         st.flow[L.layer * s.steps + t] = mean_row_norm(dh, inject_t, B, H)
     return inject_t

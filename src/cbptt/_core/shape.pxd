@@ -75,6 +75,8 @@ cdef struct States:
     void* c_final      # last step, last_step[b]; else the state after step T
     void* dh_final     # headless: dL/dh_final, dL/dc_final (the decoder's dL/dh0, dL/dc0),
     void* dc_final     # entering every layer's BPTT at each row's last step
+    void* dh_steps     # headless: (B, T, H) dL/dh_t of the top layer at every step (a layer
+                       # below another's, or a direction of a bidirectional one), or NULL
     Py_ssize_t layer_stride   # entries from one layer's (B, H) block to the next: B*H, or the
                               # caller's B*H for a split's sub-engine (its rows of each layer)
     double* flow       # (L, T): mean over the batch of ||dL/dh_t|| per layer and step, or NULL

@@ -102,6 +102,7 @@ cdef inline void rows_of_call(Job* job, const Job* whole, States* block, Py_ssiz
     cdef Py_ssize_t steps_out = output_steps(s)
     block_states(whole.st, block, row0 * s.hidden_size * itemsize)
     block.dx = moved(whole.st.dx, row0 * s.steps * s.input_size * itemsize)
+    block.dh_steps = moved(whole.st.dh_steps, row0 * s.steps * s.hidden_size * itemsize)
     job.st = block
     job.x = <const char*>whole.x + row0 * s.steps * (
         sizeof(int64_t) if s.ids else s.input_size * itemsize)
