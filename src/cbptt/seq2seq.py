@@ -306,6 +306,12 @@ class Seq2Seq(_Trainer):
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"
+        archive.write_archive(path, self.archive_entries())
+
+    def archive_entries(self):
+        """What ``save`` writes (a checkpoint of the command adds its own entries): the
+        configuration as ``__config__`` and every parameter as ``param:encoder.NAME`` /
+        ``param:decoder.NAME`` (views of the buffer, not copies)."""
         optimizer = self.optimizer
         settings = {name: value for name, value in vars(optimizer).items()
                     if name in _OPTIMIZER_SETTINGS}
@@ -318,7 +324,7 @@ class Seq2Seq(_Trainer):
             offset:offset + int(np.prod(shape))].reshape(shape)
             for name, shape, offset in self.model._layout}
         entries[archive.CONFIG_ENTRY] = archive.json_entry(config)
-        archive.write_archive(path, entries)
+        return entries
 
 
 _OPTIMIZER_SETTINGS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "betas",

@@ -87,12 +87,12 @@ def files(tmp_path_factory):
 # -- the command as a whole -------------------------------------------------------------------
 def test_help_lists_every_command(tmp_path):
     result = ok("--help", cwd=tmp_path)
-    for command in ("demo", "train", "sample", "predict", "plot", "bench"):
+    for command in ("demo", "train", "sample", "predict", "translate", "plot", "bench"):
         assert command in result.stdout
     assert ok("--version", cwd=tmp_path).stdout.strip() == f"cbptt {cbptt.__version__}"
 
 
-def test_quick_demo_learns_both_tasks(tmp_path):
+def test_quick_demo_learns_the_three_tasks(tmp_path):
     result = ok("demo", "--quick", "--plot", tmp_path / "demo.png", cwd=tmp_path)
     out = result.stdout
     mse_line = next(line for line in out.splitlines() if "for always guessing the mean" in line)
@@ -102,6 +102,11 @@ def test_quick_demo_learns_both_tasks(tmp_path):
     bpc, unigram = _two_numbers(bpc_line)
     assert bpc < unigram - 0.5                         # context helps
     assert "sample (temperature 0.7):" in out and "| Return the" in out
+    exact_line = next(line for line in out.splitlines() if "held-out exact match" in line
+                      and "dates" in line)
+    assert float(exact_line.split("match ")[1].split("%")[0]) > 20     # chance: ~0
+    examples = [line for line in out.splitlines() if " -> " in line and "| " in line]
+    assert len(examples) == 6
     if _has("matplotlib"):
         assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:

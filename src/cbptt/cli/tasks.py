@@ -1,10 +1,12 @@
 """What a run trains on: a character model of a text file (CharTask) or forecasts of a CSV or
-.npy series (ForecastTask): loading and checking the data, the batches of an epoch, the
-trainer, the validation metric and the gradient-flow batch."""
+.npy series (ForecastTask): loading and checking the data, the model, the batches of an epoch,
+the trainer, the validation metric and the gradient-flow batch. (An encoder-decoder of
+source<TAB>target lines: seq2seq_task.py.)"""
 import numpy as np
 
 from .. import data
 from ..data import DataError
+from ..model import RNN
 from ..trainers import ManyToMany, ManyToOne
 from ..truncated import Truncated
 from .errors import UsageError
@@ -16,6 +18,27 @@ class _Task:
     loss = "mse"
     truncated = False       # Truncated BPTT on streams (else full BPTT on windows)
     many_to_one = False     # one output per window (else one per step)
+
+    def model_shapes(self, config):
+        """(cell, layers, input size, hidden, output size) of each model the run trains."""
+        c = config
+        return [(c["cell"], c["layers"], self.input_size, c["hidden"], self.output_size)]
+
+    def step_models(self, config, ranks=1):
+        """(shape, batch, steps, many_to_one) of each model's largest step on one of
+        ``ranks`` processes (``model_shapes``, ``step_shape``)."""
+        return [(self.model_shapes(config)[0],) + self.step_shape(ranks) +
+                (self.many_to_one,)]
+
+    def make_model(self, config, dtype):
+        """The model of a new run (seeded with config["seed"])."""
+        c = config
+        return RNN(self.input_size, c["hidden"], self.output_size, cell=c["cell"],
+                   num_layers=c["layers"], dtype=dtype, seed=c["seed"])
+
+    def trained_model(self, model, trainer):
+        """What a checkpoint holds and the metrics score: the model."""
+        return model
 
     def flow_trainer(self, model):
         """A full-BPTT trainer of the task's shape, for the gradient flow (no updates)."""
@@ -254,6 +277,9 @@ def _columns(c, names):
 def make_task(config):
     """The task of a run configuration (reading its data, completing config with the
     vocabulary, the columns and the standardisation)."""
+    if config["task"] == "seq2seq":
+        from .seq2seq_task import Seq2SeqTask
+        return Seq2SeqTask(config)
     return CharTask(config) if config["task"] == "char" else ForecastTask(config)
 
 
