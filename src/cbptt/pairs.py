@@ -135,20 +135,23 @@ def _one_hot(ids, lengths, size, dtype):
     return out
 
 
-def encode_sources(texts, vocab, dtype=np.float32):
+def encode_sources(texts, vocab, dtype=np.float32, ids=False):
     """The encoder's inputs of a batch of strings: (X (B, T, I), src_lengths (B,) int64),
-    each source followed by STOP, T = the longest length, I = vocab.size."""
-    ids, lengths = _batch_ids(texts, vocab, "sources")
-    return _one_hot(ids, lengths, vocab.size, check_dtype(dtype)), lengths
+    each source followed by STOP, T = the longest length, I = vocab.size; ids=True: X as
+    token ids (B, T) (PAD after each length), which a Seq2Seq reads as the one-hot rows."""
+    rows, lengths = _batch_ids(texts, vocab, "sources")
+    dtype = check_dtype(dtype)
+    return (rows if ids else _one_hot(rows, lengths, vocab.size, dtype)), lengths
 
 
-def encode_targets(texts, vocab, dtype=np.float32):
+def encode_targets(texts, vocab, dtype=np.float32, ids=False):
     """The decoder's side of a batch of strings: (Y_in (B, U, J) one-hot of START + target,
     Y_out (B, U) int64 ids of target + STOP (PAD after), tgt_lengths (B,) int64),
-    U = the longest length + 1, J = vocab.size."""
+    U = the longest length + 1, J = vocab.size; ids=True: Y_in as token ids (B, U)."""
     out_ids, lengths = _batch_ids(texts, vocab, "targets")
     in_ids = np.concatenate([np.full((len(lengths), 1), START, np.int64), out_ids[:, :-1]], 1)
-    return _one_hot(in_ids, lengths, vocab.size, check_dtype(dtype)), out_ids, lengths
+    dtype = check_dtype(dtype)
+    return (in_ids if ids else _one_hot(in_ids, lengths, vocab.size, dtype)), out_ids, lengths
 
 
 def decode(rows, vocab):
@@ -164,7 +167,8 @@ def translate(s2s, texts, source_vocab, target_vocab, steps, beam=1, chunk=256):
     texts = list(texts)
     out = []
     for i in range(0, len(texts), chunk):
-        X, lengths = encode_sources(texts[i:i + chunk], source_vocab, s2s.encoder.dtype)
+        X, lengths = encode_sources(texts[i:i + chunk], source_vocab, s2s.encoder.dtype,
+                                    ids=True)
         ids = s2s.generate(X, lengths, start=START, steps=steps, stop_id=STOP, beam=beam)
         out += decode(ids, target_vocab)
     return out

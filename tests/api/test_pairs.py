@@ -126,3 +126,17 @@ def test_a_batch_trains_a_seq2seq_and_padding_changes_nothing():
     ids = s2s.generate(X, src_len, start=START, steps=6, stop_id=STOP)
     assert ids.shape == (2, 6)
     assert all(set(text) <= set("xy") for text in pairs.decode(ids, tgt))
+
+
+def test_ids_are_the_one_hot_rows():
+    vocab = pairs.Vocabulary.of_texts(["abc", "ca"])
+    X, lengths = pairs.encode_sources(["ab", "c", ""], vocab, np.float64)
+    ids, same = pairs.encode_sources(["ab", "c", ""], vocab, ids=True)
+    np.testing.assert_array_equal(same, lengths)
+    valid = np.arange(ids.shape[1]) < lengths[:, None]
+    np.testing.assert_array_equal(np.eye(vocab.size)[ids][valid], X[valid])
+    Y_in, Y_out, tgt = pairs.encode_targets(["ab", "c"], vocab)
+    Y_ids, Y_out2, tgt2 = pairs.encode_targets(["ab", "c"], vocab, ids=True)
+    valid = np.arange(Y_ids.shape[1]) < tgt[:, None]
+    np.testing.assert_array_equal(np.eye(vocab.size)[Y_ids][valid], Y_in[valid])
+    np.testing.assert_array_equal(Y_out2, Y_out)

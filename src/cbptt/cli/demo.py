@@ -141,9 +141,10 @@ def demo_dates(s, seed=0, progress=True, log=print):
     try:
         for update in range(1, s["dates_updates"] + 1):
             chosen = [train[i] for i in rng.integers(0, len(train), size=B)]
-            X, src_lengths = pairs.encode_sources([x for x, _ in chosen], source, dtype)
+            X, src_lengths = pairs.encode_sources([x for x, _ in chosen], source, dtype,
+                                                  ids=True)
             Y_in, Y_out, tgt_lengths = pairs.encode_targets([y for _, y in chosen], target,
-                                                            dtype)
+                                                            dtype, ids=True)
             losses.append(float(s2s.step(X, Y_in, Y_out, src_lengths, tgt_lengths)))
             bar.update(1, losses[-1])
             if update % s["dates_eval_every"] == 0:

@@ -95,9 +95,11 @@ class Seq2SeqTask(_Task):
         if rows is not None:
             which = which[rows]
         chosen = [self.train[i] for i in which]
-        X, src_lengths = pairs.encode_sources([s for s, _ in chosen], self.source_vocab, dtype)
+        # token ids: the one-hot inputs, never made (the engine gathers W_ih's columns)
+        X, src_lengths = pairs.encode_sources([s for s, _ in chosen], self.source_vocab, dtype,
+                                              ids=True)
         Y_in, Y_out, tgt_lengths = pairs.encode_targets([t for _, t in chosen],
-                                                        self.target_vocab, dtype)
+                                                        self.target_vocab, dtype, ids=True)
         return X, Y_in, Y_out, src_lengths, tgt_lengths
 
     # -- held-out metrics ---------------------------------------------------------------------
@@ -113,10 +115,10 @@ class Seq2SeqTask(_Task):
         for i in range(0, len(self.val), chunk):
             part = self.val[i:i + chunk]
             X, src_lengths = pairs.encode_sources([s for s, _ in part], self.source_vocab,
-                                                  s2s.encoder.dtype)
+                                                  s2s.encoder.dtype, ids=True)
             Y_in, Y_out, tgt_lengths = pairs.encode_targets([t for _, t in part],
                                                             self.target_vocab,
-                                                            s2s.encoder.dtype)
+                                                            s2s.encoder.dtype, ids=True)
             logp = data.log_softmax(s2s.predict(X, Y_in, src_lengths).astype(np.float64))
             picked = np.take_along_axis(logp, Y_out[..., None], axis=-1)[..., 0]
             valid = np.arange(Y_out.shape[1]) < tgt_lengths[:, None]
