@@ -187,7 +187,7 @@ class Truncated(_Trainer):
 
     def _block(self, X, Y, weight, start, stop):
         """One block [start, stop) of this call's data (stream steps offset by position)."""
-        m, k2 = self.model, self.k2
+        k2 = self.k2
         block_start, block_stop = self.position, self.position + (stop - start)
         window_start = max(0, block_stop - k2)
         past = block_start - window_start           # window steps taken from the ring

@@ -95,7 +95,7 @@ def demo_chars(s, seed=0, progress=True, log=print):
                 position = 0
             block = streams[:, position:position + k1 + 1]
             position += block.shape[1] - 1
-            loss = trainer.step(data.one_hot(block[:, :-1], V), block[:, 1:])
+            loss = trainer.step(block[:, :-1], block[:, 1:])     # token ids
             losses.append(data.bits(float(loss)))
             bar.update(1, losses[-1])
             if update % s["char_eval_every"] == 0:
@@ -108,7 +108,7 @@ def demo_chars(s, seed=0, progress=True, log=print):
     bpc = evals[-1][1]
     sample = data.sample_chars(model, vocab, "Return the", s["sample"], temperature=0.7,
                                rng=seed)
-    log(f"    sample (temperature 0.7):\n" + _indent("Return the" + sample))
+    log("    sample (temperature 0.7):\n" + _indent("Return the" + sample))
     log(f"    held-out {bpc:.3f} bits/char vs {unigram:.3f} for the unigram frequencies "
         f"(no context), {s['char_updates']} updates in {seconds:.1f} s")
     return bpc, unigram, losses, evals, sample, seconds

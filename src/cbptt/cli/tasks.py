@@ -140,7 +140,8 @@ class CharTask(_Task):
             ids = streams[:, which.start:which.stop + 1]
         else:
             ids = self.windows[which if rows is None else which[rows]]
-        return data.one_hot(ids[:, :-1], self.size, dtype), ids[:, 1:]
+        # token ids: the one-hot inputs, never made (the engine gathers W_ih's columns)
+        return np.ascontiguousarray(ids[:, :-1]), ids[:, 1:]
 
     def evaluate(self, model):
         """(val loss in nats per character, bits per character)."""
@@ -155,7 +156,7 @@ class CharTask(_Task):
         if count < 1:
             return None
         ids = np.stack([self.val_ids[i * steps:i * steps + steps + 1] for i in range(count)])
-        return data.one_hot(ids[:, :-1], self.size, dtype), ids[:, 1:]
+        return np.ascontiguousarray(ids[:, :-1]), ids[:, 1:]
 
 
 class ForecastTask(_Task):
