@@ -507,3 +507,22 @@ def test_info_says_what_runs_here(tmp_path):
 def test_an_unknown_instruction_set_is_one_line(tmp_path):
     one_error_line(cbptt_cmd("info", cwd=tmp_path, env={"CBPTT_ISA": "avx9000"}),
                    "CBPTT_ISA", "baseline, avx2, avx512")
+
+
+def test_train_text_through_an_embedding_resumes_and_samples(files, tmp_path):
+    """--embedding E: the characters go through a table of E columns (vocab_size = the
+    text's vocabulary); the run resumes as any other, samples, and its checkpoint loads as
+    the model; --embedding on a series, or a different one on resume, is one line, exit 2."""
+    run = tmp_path / "emb"
+    ok("train", str(files / "text.txt"), "--embedding", "6", "--hidden", "16", "--k1", "8",
+       "--epochs", "1", "--no-progress", "--out", str(run), cwd=tmp_path)
+    model = cbptt.load(run / "checkpoint.npz")
+    assert model.input_size == 6 and model.vocab_size == model.output_size
+    assert np.abs(model.state_dict()["embedding.weight"]).max() > 0
+    ok("train", "--resume", str(run), "--epochs", "2", "--no-progress", cwd=tmp_path)
+    assert len(val_losses(run)) == 2
+    assert ok("sample", str(run), cwd=tmp_path).stdout.strip()
+    one_error_line(cbptt_cmd("train", "--resume", str(run), "--embedding", "7",
+                             cwd=tmp_path), "--embedding 7 differs")
+    one_error_line(cbptt_cmd("train", str(files / "series.csv"), "--embedding", "4",
+                             cwd=tmp_path), "--embedding is for text files")

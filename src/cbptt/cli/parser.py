@@ -43,7 +43,7 @@ def _float(low, high=None, low_open=False, high_open=True):
 
 
 # Options a resumed run keeps (the value in the run wins; giving another one is an error).
-FIXED_ON_RESUME = ("cell", "hidden", "layers", "dtype", "optimizer", "lr", "momentum", "clip",
+FIXED_ON_RESUME = ("cell", "hidden", "layers", "embedding", "dtype", "optimizer", "lr", "momentum", "clip",
                    "batch", "seed", "val", "window", "k1", "k2", "mode", "horizon", "columns",
                    "target", "format")
 DEFAULTS = dict(cell="lstm", hidden=64, layers=1, dtype="float32", optimizer="adam",
@@ -114,6 +114,9 @@ def _add_training_options(t):
     g.add_argument("--cell", choices=CELLS, help="default lstm")
     g.add_argument("--hidden", type=_int(1), help="hidden units per layer (default 64)")
     g.add_argument("--layers", type=_int(1), help="default 1")
+    g.add_argument("--embedding", type=_int(1), metavar="E",
+                   help="text: read the characters through an embedding table of E columns "
+                        "(as torch.nn.Embedding) rather than as their one-hot rows")
     g.add_argument("--dtype", choices=DTYPES, help="default float32")
     g.add_argument("--seed", type=_int(0), help="initialisation and shuffling (default 0)")
     g = t.add_argument_group("training")
@@ -217,7 +220,7 @@ def train_config(args):
 
 def _pairs_options(c, args):
     """Check the options of an encoder-decoder in c (from train_config)."""
-    for name in ("window", "k1", "k2", "horizon", "columns", "target"):
+    for name in ("window", "k1", "k2", "horizon", "columns", "target", "embedding"):
         if getattr(args, name) is not None:
             raise UsageError(f"cbptt train: --{name} is not for --mode seq2seq (each batch "
                              f"holds --batch whole pairs)")
@@ -249,6 +252,10 @@ def _text_options(c, args):
 
 def _series_options(c, args):
     """Check and complete the options of a forecasting model in c (from train_config)."""
+    if args.embedding is not None:
+        raise UsageError(f"cbptt train: --embedding is for text files (characters are ids); "
+                         f"{args.data} is read as a series of numbers")
+    c.pop("embedding")
     if args.k1 is not None or args.k2 is not None:
         raise UsageError("cbptt train: --k1/--k2 are for text files; a series trains on "
                          "windows (--window)")

@@ -71,7 +71,10 @@ class CharTask(_Task):
         cut = data.holdout_start(len(ids), config["val"])
         self.train_ids, self.val_ids = ids[:cut], ids[cut:]
         self.size = len(self.vocab)
-        self.input_size = self.output_size = self.size
+        self.output_size = self.size
+        # the first layer's input: the characters' one-hot rows (read as token ids), or the
+        # rows of an embedding table of config["embedding"] columns
+        self.input_size = config.get("embedding") or self.size
         self.truncated = config.get("k1") is not None
         part = (f"the training part of the text ({len(self.train_ids)} of {len(ids)} characters"
                 f" with --val {config['val']:g})")
@@ -157,6 +160,14 @@ class CharTask(_Task):
             return None
         ids = np.stack([self.val_ids[i * steps:i * steps + steps + 1] for i in range(count)])
         return np.ascontiguousarray(ids[:, :-1]), ids[:, 1:]
+
+    def make_model(self, config, dtype):
+        """The model of a new run: with --embedding, its table below the first layer."""
+        if not config.get("embedding"):
+            return super().make_model(config, dtype)
+        c = config
+        return RNN(c["embedding"], c["hidden"], self.size, cell=c["cell"],
+                   num_layers=c["layers"], dtype=dtype, seed=c["seed"], vocab_size=self.size)
 
 
 class ForecastTask(_Task):
