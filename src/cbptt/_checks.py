@@ -118,3 +118,18 @@ def sequence_batch(X, input_size, dtype, name="X"):
         raise ValueError(f"{name} must have shape (batch, steps, {input_size}) with batch >= 1 "
                          f"and steps >= 1, got {array.shape}")
     return float_array(array, name, dtype, ("batch", "steps", input_size))
+
+
+def lengths(lengths, batch, steps):
+    """lengths (B,): integers in [1, T], as int64, or None."""
+    if lengths is None:
+        return None
+    array = np.asarray(lengths)
+    if array.dtype.kind not in "iu" or array.dtype == np.bool_:
+        raise TypeError(f"lengths must hold integers, got dtype {array.dtype}")
+    if array.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},), got {array.shape}")
+    if array.min() < 1 or array.max() > steps:
+        raise ValueError(f"lengths must be in [1, {steps}] (the number of steps), got values "
+                         f"in [{array.min()}, {array.max()}]")
+    return np.ascontiguousarray(array, dtype=np.int64)

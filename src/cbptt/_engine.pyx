@@ -613,33 +613,36 @@ cdef class Engine:
         self.loss_terms = whole.terms
         return loss
 
-    def encode(self, x, params, h_final, c_final=None, lengths=None):
+    def encode(self, x, params, h_final, c_final=None, lengths=None, h0=None, c0=None):
         """An encoder's training call, first half: the forward pass of an engine without a
-        head, keeping what BPTT needs. Writes h_final (and c_final for lstm), (L, B, H): each
-        row's state after its own last step lengths[b] - 1 (None: the last). Then call
-        ``backward_from_final`` once, with the gradient with respect to that state; the engine
-        keeps x and params (the same arrays, unchanged in between) for it."""
+        head (from h0, c0 (L, B, H), or zeros), keeping what BPTT needs. Writes h_final (and
+        c_final for lstm), (L, B, H): each row's state after its own last step lengths[b] - 1
+        (None: the last). Then call ``backward_from_final`` once, with the gradient with
+        respect to that state; the engine keeps x and params (the same arrays, unchanged in
+        between) for it."""
         if self.shape.output_size != 0 or not self.training:
             raise RuntimeError("encode is for training engines without a head (encoders)")
         self.encoded = None
-        parts = self._forward(x, params, None, None, None, h_final, c_final, lengths, True)
+        parts = self._forward(x, params, None, h0, c0, h_final, c_final, lengths, True)
         self.encoded = (x, params, parts, lengths)
 
-    def backward_from_final(self, grads, dh_final, dc_final=None, dx=None, dh_steps=None):
+    def backward_from_final(self, grads, dh_final, dc_final=None, dx=None, dh_steps=None,
+                            dh0=None, dc0=None):
         """An encoder's training call, second half: BPTT of the last ``encode`` from dh_final
         (and dc_final for lstm), (L, B, H) gradients with respect to its h_final (c_final),
         entering every layer at each row's last step. Writes grads (flat, overwritten),
         ``grad_sq_norm`` and dx (B, T, I) = dL/dx where given (float inputs only); returns 0
         (an encoder has no loss of its own). dh_steps (B, T, H): a gradient entering the top
         layer at every step too (dL/dh_t of its states, as ``states()`` gives them); dh_final
-        may then be None."""
+        may then be None. dh0, dc0 (L, B, H) receive the gradient with respect to the initial
+        state."""
         if self.encoded is None:
             raise RuntimeError("backward_from_final needs an encode call before it (one each)")
         x, params, parts, lengths = self.encoded
         self.encoded = None
         cdef void* pg = data_of(grads, self.dtype, self.n_params, "grads")
         cdef States st
-        self._states(&st, None, None, None, None, None, None, dh_final, dc_final)
+        self._states(&st, None, None, dh0, dc0, None, None, dh_final, dc_final)
         st.dx = self._input_gradient(dx)
         st.dh_steps = optional_data_of(
             dh_steps, self.dtype, self.shape.batch * self.shape.steps * self.shape.hidden_size,

@@ -4,10 +4,10 @@ A run directory holds:
 
 - ``checkpoint.npz``: everything needed to continue training exactly where it stopped, in one
   file written atomically (a temporary file in the same folder, flushed and fsynced, then
-  ``os.replace``): the model as ``RNN.save`` writes it (so ``cbptt.load("RUN/checkpoint.npz")``
-  gives the model), the optimiser's state (step count, momentum buffer or Adam's moments), the
-  carried stream state of a ``Truncated`` trainer, and a JSON entry with the run's
-  configuration and progress (epoch, step, the NumPy RNG state, ...).
+  ``os.replace``): the model as ``RNN.save`` (or ``Seq2Seq.save``) writes it (so
+  ``cbptt.load("RUN/checkpoint.npz")`` gives the model), the optimiser's state (step count,
+  momentum buffer or Adam's moments), the carried stream state of a ``Truncated`` trainer, and
+  a JSON entry with the run's configuration and progress (epoch, step, the NumPy RNG state, ...).
 - ``config.json``: a readable copy of the configuration.
 - ``metrics.csv``: training loss every few steps and validation metrics every epoch.
 - ``flow.csv``: the gradient flow ||dL/dh_t|| at the end of every epoch (optional).
@@ -26,6 +26,8 @@ from .archive import atomic_write_text
 from .model import RNN
 from .names import OPTIMIZERS
 from .optim import SGD, Adam
+from .seq2seq import Seq2Seq
+from .seq2seq import from_archive as seq2seq_from_archive
 from .truncated import Truncated
 
 CHECKPOINT = "checkpoint.npz"
@@ -100,12 +102,13 @@ def restore_stream(trainer, arrays):
 
 # -- checkpoints ------------------------------------------------------------------------------
 def save_checkpoint(run_dir, model, optimizer, run, trainer=None, stream=None):
-    """Write ``run_dir/checkpoint.npz`` atomically.
+    """Write ``run_dir/checkpoint.npz`` atomically (model: an RNN or a Seq2Seq).
 
     run: a JSON-serialisable dict (configuration and progress). trainer: the stream state of
     a Truncated trainer is saved with it. stream: that stream state given directly instead
     (e.g. gathered from the ranks of a data-parallel run)."""
-    arrays = archive.model_entries(model)
+    arrays = (model.archive_entries() if isinstance(model, Seq2Seq)
+              else archive.model_entries(model))
     arrays[RUN_ENTRY] = archive.json_entry(dict(run, checkpoint_version=CHECKPOINT_VERSION))
     arrays.update({OPTIM_PREFIX + k: v for k, v in optimizer_arrays(optimizer).items()})
     if stream is None and isinstance(trainer, Truncated):
@@ -118,8 +121,8 @@ def save_checkpoint(run_dir, model, optimizer, run, trainer=None, stream=None):
 
 
 class Checkpoint:
-    """A loaded checkpoint: ``model`` (cbptt.RNN), ``run`` (dict), ``optimizer`` and
-    ``stream`` (dicts of arrays; stream empty unless the run is truncated)."""
+    """A loaded checkpoint: ``model`` (cbptt.RNN or cbptt.Seq2Seq), ``run`` (dict),
+    ``optimizer`` and ``stream`` (dicts of arrays; stream empty unless the run is truncated)."""
 
     def __init__(self, model, run, optimizer, stream, path):
         self.model, self.run, self.optimizer, self.stream, self.path = (model, run, optimizer,
@@ -145,8 +148,11 @@ def load_checkpoint(run_dir):
     try:
         config, state = archive.model_config_and_state(entries)
         run = archive.read_json_entry(entries, RUN_ENTRY)
-        model = RNN(**config)
-        model.load_state_dict(state)
+        if config.get("kind") == "seq2seq":
+            model = seq2seq_from_archive(config, state)
+        else:
+            model = RNN(**config)
+            model.load_state_dict(state)
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: the weights do not fit the model it describes "
                               f"({exc})") from None

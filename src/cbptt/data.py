@@ -343,23 +343,20 @@ def char_loss(model, ids, window=None, streams=16, chunk=256):
     window: score non-overlapping windows of that many characters, each from a zero state
     (as ManyToMany windows are trained). None: score the text as ``streams`` parallel
     streams read ``chunk`` characters at a time with the state carried (as Truncated
-    streams are trained)."""
-    size = model.input_size
+    streams are trained). The model reads the ids as token ids (its one-hot inputs)."""
     if window is not None:
         wins = char_windows(ids, window)
         total = 0.0
         for start in range(0, len(wins), 64):
             w = wins[start:start + 64]
-            total += cross_entropy(model.predict(one_hot(w[:, :-1], size, model.dtype)),
-                                   w[:, 1:]) * len(w)
+            total += cross_entropy(model.predict(w[:, :-1]), w[:, 1:]) * len(w)
         return total / len(wins)
     streams = max(1, min(streams, (len(ids) - 1) // 2))
     data = char_streams(ids, streams)
     state, total, count = (None, None), 0.0, 0
     for start in range(0, data.shape[1] - 1, chunk):
         block = data[:, start:start + chunk + 1]
-        out, final = model.predict(one_hot(block[:, :-1], size, model.dtype), *state,
-                                   return_state=True)
+        out, final = model.predict(block[:, :-1], *state, return_state=True)
         state = final if isinstance(final, tuple) else (final, None)
         n = block.shape[1] - 1
         total += cross_entropy(out, block[:, 1:]) * n
@@ -379,7 +376,7 @@ def sample_chars(model, vocab, prime, length, temperature=0.8, rng=None):
     rng = np.random.default_rng(rng)
     size = len(vocab)
     ids = encode(prime, vocab, what="the prime text")
-    out, final = model.predict(one_hot(ids[None], size, model.dtype), return_state=True)
+    out, final = model.predict(ids[None], return_state=True)     # token ids: one-hot rows
     generated = []
     for _ in range(length):
         logits = out[0, -1].astype(np.float64)
@@ -390,8 +387,7 @@ def sample_chars(model, vocab, prime, length, temperature=0.8, rng=None):
             nxt = int(rng.choice(size, p=p / p.sum()))
         generated.append(vocab[nxt])
         h, c = final if isinstance(final, tuple) else (final, None)
-        out, final = model.predict(one_hot(np.array([[nxt]]), size, model.dtype), h, c,
-                                   return_state=True)
+        out, final = model.predict(np.array([[nxt]]), h, c, return_state=True)
     return "".join(generated)
 
 

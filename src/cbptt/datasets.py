@@ -1,5 +1,6 @@
 """Data sets made on the fly (no downloads): small synthetic tasks, and a corpus of Python
-standard-library docstrings collected at run time."""
+standard-library docstrings collected at run time. (Dates written many ways paired with their ISO
+form, a sequence-to-sequence task: ``cbptt.dates``.)"""
 import importlib
 import inspect
 

@@ -385,7 +385,7 @@ class DataParallel:
         def call():
             result = trainer.loss_and_grad(X, Y, *args, **kwargs)
             local_loss, local_grads = result[0], result[1]
-            local_terms = trainer._last_engine.loss_terms
+            local_terms = trainer._last_terms
             loss, terms = self._round(trainer._grads, local_loss, local_terms)
             grads = trainer._grads_dict()
             scale = local_terms / terms if terms else 0.0

@@ -6,6 +6,8 @@ import numpy as np
 
 from . import _checks, archive, embedding, memory
 from ._engine import GATES, Engine, param_count, param_layout
+from .bidirectional import Bidirectional
+from .bidirectional import layout as bidirectional_layout
 from .names import CELLS
 
 
@@ -51,7 +53,8 @@ class RNN:
     """
 
     def __init__(self, input_size, hidden_size, output_size, cell="tanh", num_layers=1,
-                 dtype=np.float64, seed=None, vocab_size=None, padding_idx=None):
+                 dtype=np.float64, seed=None, vocab_size=None, padding_idx=None,
+                 bidirectional=False):
         self.input_size = _checks.check_size(input_size, "input_size")
         self.hidden_size = _checks.check_size(hidden_size, "hidden_size")
         # None: no head, an encoder only (see has_head)
@@ -71,12 +74,20 @@ class RNN:
             raise ValueError(f"padding_idx must be an id in [0, vocab_size) of a model with a "
                              f"vocab_size, got {padding_idx!r}")
         self.padding_idx = None if padding_idx is None else int(padding_idx)
-        # the engine's layout; a model without a head keeps everything before the head's
-        # entries, which come last (so its recurrent weights are a headed model's, seed for seed)
-        layout = param_layout(cell, self.num_layers, self.input_size, self.hidden_size,
-                              self.output_size or 1)
-        self._layout = [entry for entry in layout
-                        if self.has_head or not entry[0].startswith("head.")]
+        self.bidirectional = bool(bidirectional)
+        # the (h, c) states' first axis: a layer's, or a layer's two directions' (torch's)
+        self.state_layers = self.num_layers * (2 if self.bidirectional else 1)
+        if self.bidirectional:      # torch's layout, one engine block a layer and direction
+            self._layout = bidirectional_layout(cell, self.num_layers, self.input_size,
+                                                self.hidden_size, self.output_size)
+        else:
+            # the engine's layout; a model without a head keeps everything before the head's
+            # entries, which come last (so its recurrent weights are a headed model's, seed
+            # for seed)
+            layout = param_layout(cell, self.num_layers, self.input_size, self.hidden_size,
+                                  self.output_size or 1)
+            self._layout = [entry for entry in layout
+                            if self.has_head or not entry[0].startswith("head.")]
         count = sum(int(np.prod(shape)) for _, shape, _ in self._layout)
         self.engine_size = count        # the entries the engine reads: all but the embedding
         if self.vocab_size is not None:
@@ -122,6 +133,8 @@ class RNN:
                   "num_layers": self.num_layers, "dtype": self.dtype.name}
         if self.vocab_size is not None:
             config.update(vocab_size=self.vocab_size, padding_idx=self.padding_idx)
+        if self.bidirectional:
+            config.update(bidirectional=True)
         return config
 
     def __repr__(self):
@@ -141,6 +154,35 @@ class RNN:
                     self._views[name][self.padding_idx] = 0
             else:
                 self._views[name][...] = rng.uniform(-bound, bound, size=shape)
+
+    def named_parameter(self, name):
+        """The view of one parameter (a state_dict key)."""
+        return self._views[name]
+
+    def head_grads(self, grads):
+        """(head.weight, head.bias) views of a flat buffer laid out as the parameters."""
+        return tuple(grads[offset:offset + int(np.prod(shape))].reshape(shape)
+                     for name, shape, offset in self._layout if name.startswith("head."))
+
+    def layer_params(self, layer, direction, buffer=None):
+        """A bidirectional model's block of layer `layer`, direction 0 (forward) or 1
+        (reverse), in params (or a buffer laid out as them): a one-layer engine's flat
+        layout."""
+        buffer = self.params if buffer is None else buffer
+        name = f"weight_ih_l{layer}" + ("_reverse" if direction else "")
+        offset = next(start for key, _, start in self._layout if key == name)
+        size = self.input_size if layer == 0 else 2 * self.hidden_size
+        return buffer[offset:offset + param_count(self.cell, 1, size, self.hidden_size, 0)]
+
+    def make_layer_engine(self, layer, batch, steps, training=True, ids=False):
+        """A one-layer engine without a head for layer `layer` of a bidirectional model
+        (either direction): its forward and backward phases (see bidirectional.py)."""
+        size = self.input_size if layer == 0 else 2 * self.hidden_size
+        memory.require(self.dtype.itemsize * memory.step_elements(
+            self.cell, 1, size, self.hidden_size, 0, batch, steps, training, True),
+            f"the workspace of layer {layer} of {self!r} on {batch} sequences of {steps} steps")
+        return Engine(self.cell, 1, size, self.hidden_size, 0, batch, steps, self.dtype,
+                      many_to_one=True, training=training, ids=ids)
 
     @property
     def engine_params(self):
@@ -220,7 +262,7 @@ class RNN:
             raise TypeError(f"head_module must be torch.nn.Linear or None, got "
                             f"{type(head_module).__name__}")
         unsupported = [name for name, bad in (
-            ("bidirectional", rnn_module.bidirectional), ("bias=False", not rnn_module.bias),
+            ("bias=False", not rnn_module.bias),
             ("batch_first=False", not rnn_module.batch_first),
             ("proj_size", getattr(rnn_module, "proj_size", 0)),
             ("dropout", rnn_module.dropout),
@@ -234,9 +276,11 @@ class RNN:
             raise ValueError(f"embedding must be a torch.nn.Embedding of embedding_dim "
                              f"{rnn_module.input_size} (rnn_module.input_size), without "
                              f"max_norm; got {embedding!r}")
-        if head_module is not None and head_module.in_features != rnn_module.hidden_size:
+        width = rnn_module.hidden_size * (2 if rnn_module.bidirectional else 1)
+        if head_module is not None and head_module.in_features != width:
             raise ValueError(f"head_module.in_features ({head_module.in_features}) must equal "
-                             f"rnn_module.hidden_size ({rnn_module.hidden_size})")
+                             f"the rnn's output width ({width}: hidden_size"
+                             f"{' x 2, bidirectional' if rnn_module.bidirectional else ''})")
         state = {k: v.detach().cpu().numpy() for k, v in rnn_module.state_dict().items()}
         if head_module is not None:
             state.update({f"head.{k}": v.detach().cpu().numpy()
@@ -249,7 +293,8 @@ class RNN:
                     None if head_module is None else head_module.out_features, cell=cell,
                     num_layers=rnn_module.num_layers, dtype=dtype,
                     vocab_size=None if embedding is None else embedding.num_embeddings,
-                    padding_idx=None if embedding is None else embedding.padding_idx)
+                    padding_idx=None if embedding is None else embedding.padding_idx,
+                    bidirectional=rnn_module.bidirectional)
         model.load_state_dict(state)
         return model
 
@@ -262,12 +307,14 @@ class RNN:
 
         size = (self.input_size, self.hidden_size)
         if self.cell == "lstm":
-            rnn = torch.nn.LSTM(*size, num_layers=self.num_layers, batch_first=True)
+            rnn = torch.nn.LSTM(*size, num_layers=self.num_layers, batch_first=True,
+                                bidirectional=self.bidirectional)
         elif self.cell == "gru":
-            rnn = torch.nn.GRU(*size, num_layers=self.num_layers, batch_first=True)
+            rnn = torch.nn.GRU(*size, num_layers=self.num_layers, batch_first=True,
+                               bidirectional=self.bidirectional)
         else:
             rnn = torch.nn.RNN(*size, num_layers=self.num_layers, nonlinearity=self.cell,
-                               batch_first=True)
+                               batch_first=True, bidirectional=self.bidirectional)
         torch_dtype = torch.float64 if self.dtype == np.float64 else torch.float32
         rnn = rnn.to(torch_dtype)
         state = self.state_dict()
@@ -275,7 +322,8 @@ class RNN:
                              if not k.startswith(("head.", "embedding."))})
         head = None
         if self.has_head:
-            head = torch.nn.Linear(self.hidden_size, self.output_size).to(torch_dtype)
+            head = torch.nn.Linear(self.hidden_size * (2 if self.bidirectional else 1),
+                                   self.output_size).to(torch_dtype)
             head.load_state_dict({k[len("head."):]: torch.from_numpy(v)
                                   for k, v in state.items() if k.startswith("head.")})
         if self.vocab_size is None:
@@ -310,6 +358,9 @@ class RNN:
         outputs and no loss; its final state is each sequence's after its own last step, and
         its BPTT starts from the gradient with respect to that state (see Seq2Seq)."""
         what = "a training step" if training else "a prediction"
+        if self.bidirectional:
+            raise ValueError(f"{self!r} is bidirectional: each of its layers runs as two "
+                             f"engines of its own (make_layer_engine, bidirectional.py)")
         if not many_to_one:
             self.require_head(what)
         memory.require(memory.step_bytes(self, batch, steps, training, many_to_one),
@@ -324,7 +375,7 @@ class RNN:
     def check_state(self, h0, c0, batch):
         """(h0, c0) as C-contiguous (num_layers, batch, hidden_size) arrays of the model's
         dtype, or None; c0 only for the lstm cell."""
-        shape = (self.num_layers, batch, self.hidden_size)
+        shape = (self.state_layers, batch, self.hidden_size)
         if c0 is not None and self.cell != "lstm":
             raise ValueError(f"c0 is for the lstm cell only (this model's cell is "
                              f"{self.cell!r})")
@@ -334,24 +385,50 @@ class RNN:
 
     def new_state(self, batch):
         """Empty arrays for a final state: h, or (h, c) for the lstm cell."""
-        shape = (self.num_layers, batch, self.hidden_size)
+        shape = (self.state_layers, batch, self.hidden_size)
         h = np.empty(shape, self.dtype)
         return (h, np.empty(shape, self.dtype)) if self.cell == "lstm" else (h, None)
 
-    def predict(self, X, h0=None, c0=None, return_state=False):
+    def predict(self, X, h0=None, c0=None, return_state=False, lengths=None):
         """Outputs of the head at every step.
 
         X (B, T, I), or token ids (B, T) integers in [0, I) (the one-hot input, never made);
         h0 (num_layers, B, H) or None for zeros; c0 likewise, for lstm only.
         Returns Y_hat (B, T, O), and with ``return_state=True`` also the final state:
-        h (num_layers, B, H), or the pair (h, c) for lstm.
+        h (num_layers, B, H), or the pair (h, c) for lstm. A bidirectional model's states are
+        (2 num_layers, B, H) in torch's order, and ``lengths`` (B,) starts each sequence's
+        reverse direction at its own last step (its final states are then each sequence's).
         """
         self.require_head("predict")
         X, _ = self.engine_inputs(X)
         batch, steps = X.shape[:2]
         h0, c0 = self.check_state(h0, c0, batch)
+        if lengths is not None and not self.bidirectional:
+            raise ValueError("lengths is for bidirectional models (a one-way model's output "
+                             "at a step does not depend on the steps after it)")
+        lengths = _checks.lengths(lengths, batch, steps)
         with self.lock:
+            if self.bidirectional:
+                return self._predict_bidirectional(X, h0, c0, return_state, lengths)
             return self._predict(X, h0, c0, return_state)
+
+    def _predict_bidirectional(self, X, h0, c0, return_state, lengths):
+        batch, steps = X.shape[:2]
+        runner = self._predict_engine
+        if (runner is None or (runner.batch, runner.steps, runner.ids) !=
+                (batch, steps, X.ndim == 2)):
+            runner = Bidirectional(self, batch, steps, False, X.ndim == 2)
+            self._predict_engine = runner
+        top, h_final, c_final = runner.forward(X, lengths, h0, c0)
+        out = self.head_of(top)
+        if not return_state:
+            return out
+        return out, (h_final if c_final is None else (h_final, c_final))
+
+    def head_of(self, top):
+        """The head's outputs for top-layer states top (..., H or 2H): top @ W^T + b."""
+        weight, bias = self._views["head.weight"], self._views["head.bias"]
+        return (top.astype(np.float64) @ weight.T.astype(np.float64) + bias).astype(self.dtype)
 
     def _predict(self, X, h0, c0, return_state):
         batch, steps = X.shape[:2]

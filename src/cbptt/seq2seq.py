@@ -71,6 +71,10 @@ def _check_halves(encoder, decoder):
         raise ValueError(f"encoder: {encoder!r} has a head, which an encoder never uses; make "
                          f"it with output_size=None")
     decoder.require_head("the decoder of a Seq2Seq")
+    for name, model in (("encoder", encoder), ("decoder", decoder)):
+        if model.bidirectional:
+            raise ValueError(f"{name}: a Seq2Seq takes one-way models so far ({model!r} is "
+                             f"bidirectional)")
     for attribute in ("cell", "hidden_size", "num_layers", "dtype"):
         mine, theirs = getattr(encoder, attribute), getattr(decoder, attribute)
         if mine != theirs:
@@ -213,6 +217,7 @@ class Seq2Seq(_Trainer):
                                      h0=h, dh0=dh, c0=c, dc0=dc, weight=weight, dx=dy)
         encoder.backward_from_final(enc_grads[:enc.engine_size], dh, dc, dx=dx)
         self._last_engine = decoder
+        self._last_terms = decoder.loss_terms
         self.last_calls = 3
         self._sq_norm = encoder.grad_sq_norm + decoder.grad_sq_norm
         for model, ids, d_input, grads in ((enc, x_ids, dx, enc_grads),
@@ -301,6 +306,12 @@ class Seq2Seq(_Trainer):
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"
+        archive.write_archive(path, self.archive_entries())
+
+    def archive_entries(self):
+        """What ``save`` writes (a checkpoint of the command adds its own entries): the
+        configuration as ``__config__`` and every parameter as ``param:encoder.NAME`` /
+        ``param:decoder.NAME`` (views of the buffer, not copies)."""
         optimizer = self.optimizer
         settings = {name: value for name, value in vars(optimizer).items()
                     if name in _OPTIMIZER_SETTINGS}
@@ -313,7 +324,7 @@ class Seq2Seq(_Trainer):
             offset:offset + int(np.prod(shape))].reshape(shape)
             for name, shape, offset in self.model._layout}
         entries[archive.CONFIG_ENTRY] = archive.json_entry(config)
-        archive.write_archive(path, entries)
+        return entries
 
 
 _OPTIMIZER_SETTINGS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "betas",

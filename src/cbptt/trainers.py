@@ -12,6 +12,7 @@ import numpy as np
 from . import _checks, embedding, memory
 from ._engine import squared_norm_of
 from .losses import check_loss, check_targets
+from .bidirectional import Bidirectional, head_and_loss
 from .model import RNN
 from .optim import SGD, Optimizer
 
@@ -128,25 +129,78 @@ class _FullBPTT(_Trainer):
         Y = self._targets(Y, batch, steps)
         h0, c0 = m.check_state(h0, c0, batch)
         weight, lengths = self._extras(batch, steps, mask, lengths)
+        if m.bidirectional:
+            if return_flow:
+                raise ValueError("return_flow: the gradient flow is not recorded for "
+                                 "bidirectional models")
+            loss, dx, state_grads, final = self._run_bidirectional(
+                X, Y, h0, c0, weight, lengths, want_state_grads, ids is not None)
+            flow = None
+        else:
+            loss, dx, state_grads, final, flow = self._run_engine(
+                X, Y, h0, c0, weight, lengths, want_state_grads, return_state, return_flow,
+                ids is not None)
+        if ids is not None:     # the embedding's gradient: dL/dx summed by id
+            embedding.table_gradient(ids, dx, m.padding_idx, self._grads[m.engine_size:].reshape(
+                m.vocab_size, m.input_size))
+            self._last_sq_norm += squared_norm_of(self._grads[m.engine_size:])
+        return loss, state_grads, final, flow
+
+    def _run_engine(self, X, Y, h0, c0, weight, lengths, want_state_grads, return_state,
+                    return_flow, want_dx):
+        """One engine call of the whole stack: (loss, dL/dX or None, state gradients or
+        None, final state, flow or None)."""
+        m = self.model
+        batch, steps = X.shape[:2]
         dh0, dc0 = m.new_state(batch) if want_state_grads else (None, None)
         h_final, c_final = m.new_state(batch) if return_state else (None, None)
         flow = np.empty((m.num_layers, steps)) if return_flow else None
         engine = self._engine_for(batch, steps, ids=X.ndim == 2)
         self._last_engine = engine
-        dx = None if ids is None else np.empty_like(X)
+        dx = np.empty_like(X) if want_dx else None
         loss = engine.loss_and_grad(
             X, Y, m.engine_params, self._grads[:m.engine_size], h0, dh0, h_final, c0, dc0,
             c_final, weight=weight, lengths=lengths, flow=flow, dx=dx)
         self._last_sq_norm = engine.grad_sq_norm
-        if ids is not None:     # the embedding's gradient: dL/dx summed by id
-            embedding.table_gradient(ids, dx, m.padding_idx, self._grads[m.engine_size:].reshape(
-                m.vocab_size, m.input_size))
-            self._last_sq_norm += squared_norm_of(self._grads[m.engine_size:])
+        self._last_terms = engine.loss_terms
         state_grads = None
         if want_state_grads:
             state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
-        final = h_final if c_final is None else (h_final, c_final)
-        return loss, state_grads, final, flow
+        return loss, dx, state_grads, h_final if c_final is None else (h_final, c_final), flow
+
+    def _run_bidirectional(self, X, Y, h0, c0, weight, lengths, want_state_grads, want_dx):
+        """A bidirectional model's step (bidirectional.py): the layers' engine calls, the
+        head and the loss. (loss, dL/dX or None, state gradients or None, final state)."""
+        m = self.model
+        batch, steps = X.shape[:2]
+        key = ("bidirectional", batch, steps, X.ndim == 2)
+        runner = self._engines.get(key)
+        if runner is None:
+            if len(self._engines) >= 8:
+                self._engines.clear()
+            runner = self._engines[key] = Bidirectional(m, batch, steps, True, X.ndim == 2)
+        top, h_final, c_final = runner.forward(X, lengths, h0, c0)
+        H = m.hidden_size
+        if self.many_to_one:        # [the top forward state at the end, the reverse one]
+            final = np.concatenate([h_final[-2], h_final[-1]], axis=1)
+            loss, terms, d_final, head_sq = head_and_loss(m, final, Y, self.loss, None,
+                                                          self._grads)
+            d_outputs = None
+        else:
+            target = Y.reshape(batch * steps, *Y.shape[2:])
+            loss, terms, d_top, head_sq = head_and_loss(
+                m, top.reshape(-1, 2 * H), target, self.loss,
+                None if weight is None else weight.reshape(-1), self._grads)
+            d_outputs, d_final = d_top.reshape(batch, steps, 2 * H).astype(m.dtype), None
+        sq_norm, dh0, dc0, dx = runner.backward(
+            self._grads, d_outputs, None if d_final is None else d_final.astype(m.dtype),
+            want_state_grads, want_dx)
+        self._last_sq_norm = sq_norm + head_sq
+        self._last_terms = terms
+        state_grads = None
+        if want_state_grads:
+            state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
+        return loss, dx, state_grads, h_final if c_final is None else (h_final, c_final)
 
     def _loss_and_grad(self, X, Y, h0, c0, mask, lengths, return_state, return_flow):
         with self.model.lock:
@@ -165,7 +219,7 @@ class _FullBPTT(_Trainer):
         with self.model.lock:
             loss, _, final, _ = self._run(X, Y, h0, c0, mask, lengths, False, return_state,
                                           False)
-            self._apply_update(loss, self._last_sq_norm, self._last_engine.loss_terms)
+            self._apply_update(loss, self._last_sq_norm, self._last_terms)
         return (loss, final) if return_state else loss
 
 
@@ -202,21 +256,28 @@ class ManyToMany(_FullBPTT):
     loss, and the mean runs over the unmasked steps only (for mse, sum of w_bt * squared
     error over all (b, t, o), divided by O * sum w; for cross_entropy, divided by sum w).
     A mask of all zeros gives a zero loss and zero gradients.
+
+    ``lengths`` (B,), bidirectional models only: sequence b's reverse direction starts at its
+    own last step lengths[b] - 1, and its steps from lengths[b] on add no loss (as a mask).
     """
 
     def _extras(self, batch, steps, mask, lengths):
-        if lengths is not None:
-            raise ValueError("lengths is for ManyToOne; use mask (B, T) with ManyToMany")
-        if mask is None:
-            return None, None
-        return check_mask(mask, batch, steps, self.model.dtype), None
+        if lengths is not None and not self.model.bidirectional:
+            raise ValueError("lengths is for ManyToOne and bidirectional models; use mask "
+                             "(B, T) with ManyToMany")
+        weight = None if mask is None else check_mask(mask, batch, steps, self.model.dtype)
+        lengths = check_lengths(lengths, batch, steps)
+        if lengths is not None:     # the steps after a sequence's length add no loss
+            valid = (np.arange(steps) < lengths[:, None]).astype(self.model.dtype)
+            weight = valid if weight is None else weight * valid
+        return weight, lengths
 
     def loss_and_grad(self, X, Y, h0=None, c0=None, mask=None, return_state=False,
-                      return_flow=False):
-        return self._loss_and_grad(X, Y, h0, c0, mask, None, return_state, return_flow)
+                      return_flow=False, lengths=None):
+        return self._loss_and_grad(X, Y, h0, c0, mask, lengths, return_state, return_flow)
 
-    def step(self, X, Y, h0=None, c0=None, mask=None, return_state=False):
-        return self._step(X, Y, h0, c0, mask, None, return_state)
+    def step(self, X, Y, h0=None, c0=None, mask=None, return_state=False, lengths=None):
+        return self._step(X, Y, h0, c0, mask, lengths, return_state)
 
     loss_and_grad.__doc__ = _LOSS_AND_GRAD_DOC
     step.__doc__ = _STEP_DOC
@@ -251,7 +312,13 @@ class ManyToOne(_FullBPTT):
     step.__doc__ = _STEP_DOC
 
     def predict(self, X, h0=None, c0=None, lengths=None):
-        """Each sequence's output at its last (valid) step, (B, O)."""
+        """Each sequence's output at its last (valid) step, (B, O); a bidirectional model's
+        from [the forward state there, the reverse state after running down to step 0]."""
+        m = self.model
+        if m.bidirectional:
+            _, final = m.predict(X, h0, c0, return_state=True, lengths=lengths)
+            h = final[0] if m.cell == "lstm" else final
+            return m.head_of(np.concatenate([h[-2], h[-1]], axis=1))
         out = self.model.predict(X, h0, c0)
         batch, steps = out.shape[:2]
         lengths = check_lengths(lengths, batch, steps)
@@ -268,16 +335,4 @@ def check_mask(mask, batch, steps, dtype):
     return mask
 
 
-def check_lengths(lengths, batch, steps):
-    """lengths (B,): integers in [1, T], as int64, or None."""
-    if lengths is None:
-        return None
-    array = np.asarray(lengths)
-    if array.dtype.kind not in "iu" or array.dtype == np.bool_:
-        raise TypeError(f"lengths must hold integers, got dtype {array.dtype}")
-    if array.shape != (batch,):
-        raise ValueError(f"lengths must have shape ({batch},), got {array.shape}")
-    if array.min() < 1 or array.max() > steps:
-        raise ValueError(f"lengths must be in [1, {steps}] (the number of steps), got values "
-                         f"in [{array.min()}, {array.max()}]")
-    return np.ascontiguousarray(array, dtype=np.int64)
+check_lengths = _checks.lengths

@@ -1,7 +1,8 @@
 """Truncated BPTT(k1, k2) on streams of any length."""
 import numpy as np
 
-from . import _checks
+from . import _checks, embedding
+from ._engine import squared_norm_of
 from .losses import check_targets
 from .trainers import _Trainer, check_mask
 
@@ -43,10 +44,10 @@ class Truncated(_Trainer):
                  many_to_one=False, on_nonfinite="raise"):
         super().__init__(model, loss=loss, optimizer=optimizer, clip_norm=clip_norm,
                          on_nonfinite=on_nonfinite)
-        if model.vocab_size is not None:
-            raise ValueError(f"model: Truncated does not train a model with an embedding "
-                             f"(vocab_size={model.vocab_size}) so far; give it token ids "
-                             f"without one (vocab_size=None, input_size={model.vocab_size})")
+        if model.bidirectional:
+            raise ValueError("model: Truncated does not train a bidirectional model: its "
+                             "reverse direction reads the stream's future, which a stream "
+                             "has not reached yet")
         self.k1 = _checks.check_size(k1, "k1")
         self.k2 = self.k1 if k2 is None else _checks.check_size(k2, "k2")
         if self.k2 < self.k1:
@@ -132,7 +133,8 @@ class Truncated(_Trainer):
     # -- validation ---------------------------------------------------------------------------
     def _prepare(self, X, Y, mask):
         m = self.model
-        X = _checks.sequence_batch(X, m.input_size, m.dtype)
+        X = (_checks.sequence_batch(X, m.input_size, m.dtype) if m.vocab_size is None else
+             embedding.check_ids(X, m.vocab_size))
         batch, length = X.shape[:2]
         if self._ring_x is not None and not self.many_to_one and \
                 (self._ring_x.ndim == 2) != (X.ndim == 2):
@@ -185,7 +187,7 @@ class Truncated(_Trainer):
 
     def _block(self, X, Y, weight, start, stop):
         """One block [start, stop) of this call's data (stream steps offset by position)."""
-        m, k2 = self.model, self.k2
+        k2 = self.k2
         block_start, block_stop = self.position, self.position + (stop - start)
         window_start = max(0, block_stop - k2)
         past = block_start - window_start           # window steps taken from the ring
@@ -203,10 +205,10 @@ class Truncated(_Trainer):
             h0, c0 = self._h, self._c
         Yw = np.ascontiguousarray(Y[:, start:stop])
 
-        engine = self._engine_for(batch, steps, loss_start=past, ids=X.ndim == 2)
-        loss = engine.loss_and_grad(Xw, Yw, m.params, self._grads, h0=h0, c0=c0, weight=weight)
+        loss, engine = self._window(Xw, Yw, past, _BlockPlace(block_start, block_stop,
+                                                              start // self.k1),
+                                    h0=h0, c0=c0, weight=weight)
         hs, cs = engine.states()
-        self._update(engine, loss, where=_BlockPlace(block_start, block_stop, start // self.k1))
         # keep the block's inputs and the states its steps computed (the state entering step
         # p + 1 is the one step p computed); carry the last one
         _ring_write(self._ring_x, block_start, np.swapaxes(X[:, start:stop], 0, 1))
@@ -228,11 +230,31 @@ class Truncated(_Trainer):
             stop = min(start + self.k2, window_start)
             h, c = _run_forward(m, X[:, start:stop], h, c)
         Xw = np.ascontiguousarray(X[:, window_start:])
-        engine = self._engine_for(batch, length - window_start, many_to_one=True,
-                                  ids=X.ndim == 2)
-        loss = engine.loss_and_grad(Xw, Y, m.params, self._grads, h0=h, c0=c)
-        self._update(engine, loss, where=f"the window [{window_start}, {length})")
+        loss, _ = self._window(Xw, Y, 0, where=f"the window [{window_start}, {length})",
+                               h0=h, c0=c)
         return loss
+
+    def _window(self, Xw, Yw, past, where, **call):
+        """Forward and BPTT over one window of inputs Xw (floats, or ids: a model with an
+        embedding gets their rows, and its table the engine's dL/dx summed by id), then the
+        update. Returns (loss, engine)."""
+        m = self.model
+        batch, steps = Xw.shape[:2]
+        ids = None
+        if m.vocab_size is not None:
+            ids, Xw = Xw, m.engine_inputs(Xw)[0]
+        engine = self._engine_for(batch, steps, loss_start=past, ids=Xw.ndim == 2)
+        dx = None if ids is None else np.empty_like(Xw)
+        loss = engine.loss_and_grad(Xw, Yw, m.engine_params, self._grads[:m.engine_size],
+                                    dx=dx, **call)
+        sq_norm = engine.grad_sq_norm
+        if ids is not None:
+            table = self._grads[m.engine_size:]
+            embedding.table_gradient(ids, dx, m.padding_idx,
+                                     table.reshape(m.vocab_size, m.input_size))
+            sq_norm += squared_norm_of(table)
+        self._apply_update(loss, sq_norm, engine.loss_terms, where)
+        return loss, engine
 
     def fit_stream(self, source, targets=None, mask=None, chunk_steps=None):
         """Train over a whole stream, chunk by chunk, in memory bounded by the window.

@@ -87,12 +87,12 @@ def files(tmp_path_factory):
 # -- the command as a whole -------------------------------------------------------------------
 def test_help_lists_every_command(tmp_path):
     result = ok("--help", cwd=tmp_path)
-    for command in ("demo", "train", "sample", "predict", "plot", "bench"):
+    for command in ("demo", "train", "sample", "predict", "translate", "plot", "bench"):
         assert command in result.stdout
     assert ok("--version", cwd=tmp_path).stdout.strip() == f"cbptt {cbptt.__version__}"
 
 
-def test_quick_demo_learns_both_tasks(tmp_path):
+def test_quick_demo_learns_the_three_tasks(tmp_path):
     result = ok("demo", "--quick", "--plot", tmp_path / "demo.png", cwd=tmp_path)
     out = result.stdout
     mse_line = next(line for line in out.splitlines() if "for always guessing the mean" in line)
@@ -102,6 +102,11 @@ def test_quick_demo_learns_both_tasks(tmp_path):
     bpc, unigram = _two_numbers(bpc_line)
     assert bpc < unigram - 0.5                         # context helps
     assert "sample (temperature 0.7):" in out and "| Return the" in out
+    exact_line = next(line for line in out.splitlines() if "held-out exact match" in line
+                      and "dates" in line)
+    assert float(exact_line.split("match ")[1].split("%")[0]) > 20     # chance: ~0
+    examples = [line for line in out.splitlines() if " -> " in line and "| " in line]
+    assert len(examples) == 6
     if _has("matplotlib"):
         assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
@@ -502,3 +507,22 @@ def test_info_says_what_runs_here(tmp_path):
 def test_an_unknown_instruction_set_is_one_line(tmp_path):
     one_error_line(cbptt_cmd("info", cwd=tmp_path, env={"CBPTT_ISA": "avx9000"}),
                    "CBPTT_ISA", "baseline, avx2, avx512")
+
+
+def test_train_text_through_an_embedding_resumes_and_samples(files, tmp_path):
+    """--embedding E: the characters go through a table of E columns (vocab_size = the
+    text's vocabulary); the run resumes as any other, samples, and its checkpoint loads as
+    the model; --embedding on a series, or a different one on resume, is one line, exit 2."""
+    run = tmp_path / "emb"
+    ok("train", str(files / "text.txt"), "--embedding", "6", "--hidden", "16", "--k1", "8",
+       "--epochs", "1", "--no-progress", "--out", str(run), cwd=tmp_path)
+    model = cbptt.load(run / "checkpoint.npz")
+    assert model.input_size == 6 and model.vocab_size == model.output_size
+    assert np.abs(model.state_dict()["embedding.weight"]).max() > 0
+    ok("train", "--resume", str(run), "--epochs", "2", "--no-progress", cwd=tmp_path)
+    assert len(val_losses(run)) == 2
+    assert ok("sample", str(run), cwd=tmp_path).stdout.strip()
+    one_error_line(cbptt_cmd("train", "--resume", str(run), "--embedding", "7",
+                             cwd=tmp_path), "--embedding 7 differs")
+    one_error_line(cbptt_cmd("train", str(files / "series.csv"), "--embedding", "4",
+                             cwd=tmp_path), "--embedding is for text files")

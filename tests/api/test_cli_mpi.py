@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import cbptt
+from cbptt import dates
 
 from helpers import find_mpiexec, needs_mpi
 
@@ -73,6 +74,8 @@ def folder(tmp_path_factory):
     words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "cat"]
     text = " ".join(rng.choice(words, size=160)) + ".\n"
     (path / "small.txt").write_text(text)
+    (path / "small.tsv").write_text("".join(f"{s}\t{t}\n"
+                                            for s, t in dates.date_pairs(60, seed=0)))
     return str(path)
 
 
@@ -89,6 +92,22 @@ def test_two_ranks_equal_one_process_with_one_writer(folder, kind, args):
     assert "data-parallel over 2 processes" in double.stdout
     assert double.stderr.strip() == single.stderr.strip() == ""
     assert sorted(os.listdir(two)) == sorted(os.listdir(one))   # no stray temporary files
+
+
+@needs_mpi
+def test_two_ranks_train_an_encoder_decoder_as_one_process(folder):
+    """--mode seq2seq: each rank pads its own rows of a batch; the update is the global
+    batch's (the loss's mean over every rank's target characters)."""
+    args = ("--mode", "seq2seq", "--cell", "gru", "--hidden", 8, "--epochs", 2, "--batch", 6,
+            "--val", 0.2, "--log-every", 3, "--checkpoint-every", 5, "--dtype", "float64",
+            "--no-progress")
+    one, two = os.path.join(folder, "one_tsv"), os.path.join(folder, "two_tsv")
+    ok("small.tsv", *args, "--out", one, cwd=folder)
+    double = ok("small.tsv", *args, "--out", two, cwd=folder, ranks=RANKS)
+    np.testing.assert_allclose(weights(two), weights(one), rtol=1e-10, atol=1e-13)
+    same_losses(metrics(two), metrics(one))
+    assert double.stdout.count("done:") == 1
+    assert sorted(os.listdir(two)) == sorted(os.listdir(one))
 
 
 @needs_mpi

@@ -123,8 +123,6 @@ def test_what_it_refuses_leaves_the_weights_untouched():
         cbptt.RNN(E, H, O, vocab_size=V, padding_idx=V)
     with pytest.raises(ValueError, match="padding_idx"):
         cbptt.RNN(E, H, O, padding_idx=0)
-    with pytest.raises(ValueError, match="Truncated does not train a model with an embedding"):
-        cbptt.Truncated(model, k1=2)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -182,3 +180,26 @@ def test_gradcheck_of_a_model_with_an_embedding():
     errors = cbptt.gradcheck(cbptt.ManyToOne(model, loss="cross_entropy"), ids, y)
     assert sorted(errors) == sorted(model.state_dict())
     assert max(errors.values()) < 1e-6
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+def test_truncated_with_an_embedding(many_to_one):
+    """One window over the whole stream is the full-BPTT trainer's step (the table moved by
+    its gradient); over several blocks the table learns at every one."""
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, V, (B, 10))
+    y = rng.integers(0, O, B if many_to_one else (B, 10))
+    models = [make("gru", 2, seed=8) for _ in range(3)]
+    full = (cbptt.ManyToOne if many_to_one else cbptt.ManyToMany)(
+        models[0], loss="cross_entropy", optimizer=cbptt.SGD(lr=0.5))
+    loss = full.step(ids, y)
+    window = cbptt.Truncated(models[1], k1=10, loss="cross_entropy", many_to_one=many_to_one,
+                             optimizer=cbptt.SGD(lr=0.5))
+    assert window.step(ids, y) == pytest.approx(loss, rel=1e-13)
+    np.testing.assert_allclose(models[1].params, models[0].params, rtol=0, atol=1e-13)
+    blocks = cbptt.Truncated(models[2], k1=3, k2=4, loss="cross_entropy",
+                             many_to_one=many_to_one, optimizer=cbptt.SGD(lr=0.5))
+    before = models[2].state_dict()["embedding.weight"]
+    assert np.isfinite(blocks.step(ids, y))
+    moved = models[2].state_dict()["embedding.weight"] != before
+    assert moved.any() and not moved[2].any()             # never the padding row

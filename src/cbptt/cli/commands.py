@@ -13,7 +13,7 @@ from .demo import demo
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from .parser import build_parser
 from .plots import plot_run
-from .runs import csv_text, predict_run, sample_run
+from .runs import csv_text, predict_run, sample_run, translate_run
 from .train import cmd_train
 
 
@@ -25,7 +25,11 @@ def main(argv=None):
     try:
         if argv and argv[0] == "bench":      # everything after "bench" is the suite's
             return run_bench(argv[1:])
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            if args.command != "translate" or any(e.startswith("-") for e in extra):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.texts += extra          # sources after an option: translate RUN --beam 3 TEXT
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
@@ -74,6 +78,12 @@ def _predict(args):
     return 0
 
 
+def _translate(args):
+    for line in translate_run(args.run, args.texts, args.input, args.beam):
+        print(line)
+    return 0
+
+
 def _plot(args):
     print(f"wrote {plot_run(args.run, args.output)}")
     return 0
@@ -86,4 +96,4 @@ def _info(args):
 
 
 _COMMANDS = {"demo": _demo, "train": cmd_train, "sample": _sample, "predict": _predict,
-             "plot": _plot, "info": _info}
+             "translate": _translate, "plot": _plot, "info": _info}

@@ -1,12 +1,14 @@
-"""``cbptt demo``: an LSTM on the adding problem, then a character model of Python's
-docstrings trained with truncated BPTT (under a minute; ``--quick``: a few seconds)."""
+"""``cbptt demo``: an LSTM on the adding problem, a character model of Python's docstrings
+trained with truncated BPTT, then an encoder-decoder writing dates in ISO form (about a
+minute; ``--quick``: a few seconds)."""
 import time
 
 import numpy as np
 
-from .. import __version__, data, datasets
+from .. import __version__, data, datasets, dates, pairs
 from ..model import RNN
 from ..optim import Adam
+from ..seq2seq import Seq2Seq
 from ..trainers import ManyToOne
 from ..truncated import Truncated
 from .errors import PLOT_HINT, MissingExtra
@@ -16,10 +18,14 @@ from .progress import Progress
 DEMO = {
     False: dict(adding_steps=50, adding_hidden=32, adding_updates=1500, adding_train=20000,
                 adding_eval_every=250, corpus=400_000, char_hidden=128, char_batch=32, k1=32,
-                k2=32, char_updates=3000, char_lr=3e-3, char_eval_every=500, sample=300),
+                k2=32, char_updates=3000, char_lr=3e-3, char_eval_every=500, sample=300,
+                dates_train=20000, dates_test=1000, dates_hidden=128, dates_batch=64,
+                dates_lr=3e-3, dates_updates=1800, dates_eval_every=300),
     True: dict(adding_steps=10, adding_hidden=16, adding_updates=400, adding_train=4000,
                adding_eval_every=100, corpus=30_000, char_hidden=48, char_batch=16, k1=16,
-               k2=16, char_updates=300, char_lr=1e-2, char_eval_every=100, sample=80),
+               k2=16, char_updates=300, char_lr=1e-2, char_eval_every=100, sample=80,
+               dates_train=5000, dates_test=500, dates_hidden=64, dates_batch=32,
+               dates_lr=1e-2, dates_updates=1000, dates_eval_every=250),
 }
 
 
@@ -89,7 +95,7 @@ def demo_chars(s, seed=0, progress=True, log=print):
                 position = 0
             block = streams[:, position:position + k1 + 1]
             position += block.shape[1] - 1
-            loss = trainer.step(data.one_hot(block[:, :-1], V), block[:, 1:])
+            loss = trainer.step(block[:, :-1], block[:, 1:])     # token ids
             losses.append(data.bits(float(loss)))
             bar.update(1, losses[-1])
             if update % s["char_eval_every"] == 0:
@@ -102,10 +108,63 @@ def demo_chars(s, seed=0, progress=True, log=print):
     bpc = evals[-1][1]
     sample = data.sample_chars(model, vocab, "Return the", s["sample"], temperature=0.7,
                                rng=seed)
-    log(f"    sample (temperature 0.7):\n" + _indent("Return the" + sample))
+    log("    sample (temperature 0.7):\n" + _indent("Return the" + sample))
     log(f"    held-out {bpc:.3f} bits/char vs {unigram:.3f} for the unigram frequencies "
         f"(no context), {s['char_updates']} updates in {seconds:.1f} s")
     return bpc, unigram, losses, evals, sample, seconds
+
+
+def demo_dates(s, seed=0, progress=True, log=print):
+    """(c) of the demo: a GRU encoder-decoder writing dates (``cbptt.dates``, many formats)
+    in ISO form, character level, scored by the exact match of greedy outputs on held-out
+    dates (none of whose sources is a training source). Returns (held-out exact match,
+    losses in nats per character, evaluations [(update, exact match)], examples [(source,
+    output, target)], seconds)."""
+    train = dates.date_pairs(s["dates_train"], seed=seed)
+    test = dates.date_pairs(s["dates_test"], seed=seed + 1, exclude={x for x, _ in train})
+    source = pairs.Vocabulary.of_texts(x for x, _ in train + test)
+    target = pairs.Vocabulary.of_texts(y for _, y in train + test)
+    H, B, dtype = s["dates_hidden"], s["dates_batch"], np.float32
+    log(f"(c) dates to ISO form: {len(train):,} dates written {len(dates.FORMATS)} ways "
+        f"(\"{train[0][0]}\" -> {train[0][1]}), {len(test):,} others held out; GRU "
+        f"encoder-decoder H={H}, batch {B}, Adam {s['dates_lr']:g}, {s['dates_updates']} "
+        f"updates, greedy decoding")
+    encoder = RNN(source.size, H, None, cell="gru", dtype=dtype, seed=seed)
+    decoder = RNN(target.size, H, target.size, cell="gru", dtype=dtype, seed=seed + 1)
+    s2s = Seq2Seq(encoder, decoder, loss="cross_entropy", optimizer=Adam(lr=s["dates_lr"]),
+                  clip_norm=1.0)
+    steps = max(len(y) for _, y in train) + 1
+    rng = np.random.default_rng(seed)
+    losses, evals = [], []
+    bar = Progress(s["dates_updates"], "dates", progress)
+    start = time.perf_counter()
+    try:
+        for update in range(1, s["dates_updates"] + 1):
+            chosen = [train[i] for i in rng.integers(0, len(train), size=B)]
+            X, src_lengths = pairs.encode_sources([x for x, _ in chosen], source, dtype,
+                                                  ids=True)
+            Y_in, Y_out, tgt_lengths = pairs.encode_targets([y for _, y in chosen], target,
+                                                            dtype, ids=True)
+            losses.append(float(s2s.step(X, Y_in, Y_out, src_lengths, tgt_lengths)))
+            bar.update(1, losses[-1])
+            if update % s["dates_eval_every"] == 0:
+                outputs = pairs.translate(s2s, [x for x, _ in test], source, target, steps)
+                exact = float(np.mean([out == y for out, (_, y) in zip(outputs, test)]))
+                evals.append((update, exact))
+                bar.write(f"    update {update:5d}  held-out exact match {exact:.1%}")
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    exact = evals[-1][1]
+    shown = test[:6]
+    examples = [(x, out, y) for (x, y), out in zip(shown, outputs)]
+    width = max(len(x) for x, _, _ in examples)
+    log("    held-out examples (source -> output):")
+    for x, out, y in examples:
+        log(f"    | {x:<{width}} -> {out}{'' if out == y else f'   (wrong: {y})'}")
+    log(f"    held-out exact match {exact:.1%} of {len(test):,} dates, {s['dates_updates']} "
+        f"updates in {seconds:.1f} s")
+    return exact, losses, evals, examples, seconds
 
 
 def _indent(text, prefix="    | "):
@@ -119,13 +178,15 @@ def demo(quick=False, plot="cbptt-demo.png", seed=0, progress=True, log=print):
     log(f"cbptt {__version__} demo{' (quick)' if quick else ''}: exact BPTT on the CPU")
     adding = demo_adding(s, seed, progress, log)
     chars = demo_chars(s, seed, progress, log)
+    dated = demo_dates(s, seed, progress, log)
     if plot:
         try:
-            plot_demo(plot, adding, chars)
+            plot_demo(plot, adding, chars, dated)
             log(f"loss curves: {plot}")
         except MissingExtra:
             log(f"loss curves: not drawn (matplotlib is not installed: {PLOT_HINT})")
     total = time.perf_counter() - start
     log(f"demo done in {total:.1f} s")
     return {"adding_mse": adding[0], "bpc": chars[0], "unigram_bpc": chars[1],
-            "sample": chars[4], "seconds": total}
+            "sample": chars[4], "dates_exact": dated[0], "dates_examples": dated[3],
+            "seconds": total}

@@ -43,7 +43,7 @@ def _float(low, high=None, low_open=False, high_open=True):
 
 
 # Options a resumed run keeps (the value in the run wins; giving another one is an error).
-FIXED_ON_RESUME = ("cell", "hidden", "layers", "dtype", "optimizer", "lr", "momentum", "clip",
+FIXED_ON_RESUME = ("cell", "hidden", "layers", "embedding", "dtype", "optimizer", "lr", "momentum", "clip",
                    "batch", "seed", "val", "window", "k1", "k2", "mode", "horizon", "columns",
                    "target", "format")
 DEFAULTS = dict(cell="lstm", hidden=64, layers=1, dtype="float32", optimizer="adam",
@@ -51,6 +51,8 @@ DEFAULTS = dict(cell="lstm", hidden=64, layers=1, dtype="float32", optimizer="ad
                 mode="many-to-many", checkpoint_every=500, log_every=10, format="auto")
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 DEFAULT_WINDOW = {"char": 64, "forecast": 32}
+TASK_NAMES = {"char": "a character model", "forecast": "a forecasting model",
+              "seq2seq": "an encoder-decoder"}
 
 
 def build_parser():
@@ -66,8 +68,8 @@ def build_parser():
 
 
 def _add_demo(sub):
-    d = sub.add_parser("demo", help="train two small models and show what they learnt "
-                                    "(under a minute)")
+    d = sub.add_parser("demo", help="train three small models and show what they learnt "
+                                    "(about a minute)")
     d.add_argument("--quick", action="store_true", help="a reduced demo (a few seconds)")
     d.add_argument("--plot", default="cbptt-demo.png", metavar="PNG",
                    help="where to draw the loss curves (default %(default)s; needs matplotlib)")
@@ -77,13 +79,17 @@ def _add_demo(sub):
 
 
 def _add_train(sub):
-    t = sub.add_parser("train", help="train a model on a text file or a CSV/.npy series",
+    t = sub.add_parser("train", help="train a model on a text file, a CSV/.npy series or "
+                                     "source<TAB>target pairs",
                        description="Train on DATA: a text file gives a character model (windows, "
                        "or truncated BPTT with --k1/--k2); a .csv/.tsv/.npy series gives a "
-                       "forecasting model. Writes a run folder (--out) with checkpoints, "
-                       "config.json and metrics.csv; --resume RUN continues a run exactly.")
-    t.add_argument("data", nargs="?", metavar="DATA", help="text file, or .csv/.tsv/.npy series "
-                   "(optional with --resume: the run's own data file)")
+                       "forecasting model; with --mode seq2seq, a file of source<TAB>target "
+                       "lines gives a character-level encoder-decoder. Writes a run folder "
+                       "(--out) with checkpoints, config.json and metrics.csv; --resume RUN "
+                       "continues a run exactly.")
+    t.add_argument("data", nargs="?", metavar="DATA", help="text file, .csv/.tsv/.npy series, "
+                   "or source<TAB>target lines with --mode seq2seq (optional with --resume: "
+                   "the run's own data file)")
     t.add_argument("--format", choices=["auto", "text", "csv", "npy"],
                    help="how to read DATA (default: by its extension; .csv .tsv .npy are "
                         "series, anything else text)")
@@ -108,6 +114,9 @@ def _add_training_options(t):
     g.add_argument("--cell", choices=CELLS, help="default lstm")
     g.add_argument("--hidden", type=_int(1), help="hidden units per layer (default 64)")
     g.add_argument("--layers", type=_int(1), help="default 1")
+    g.add_argument("--embedding", type=_int(1), metavar="E",
+                   help="text: read the characters through an embedding table of E columns "
+                        "(as torch.nn.Embedding) rather than as their one-hot rows")
     g.add_argument("--dtype", choices=DTYPES, help="default float32")
     g.add_argument("--seed", type=_int(0), help="initialisation and shuffling (default 0)")
     g = t.add_argument_group("training")
@@ -118,8 +127,9 @@ def _add_training_options(t):
     g.add_argument("--clip", type=_float(0), help="clip the gradient norm to this (default 1.0; "
                                                   "0: no clipping)")
     g.add_argument("--epochs", type=_int(1), help="total epochs (default 10)")
-    g.add_argument("--batch", type=_int(1), help="windows per batch, or parallel streams with "
-                                                 "--k1 (default 32)")
+    g.add_argument("--batch", type=_int(1), help="windows per batch, parallel streams with "
+                                                 "--k1, or pairs with --mode seq2seq "
+                                                 "(default 32)")
     g.add_argument("--val", type=_float(0, 1), help="fraction held out for validation, taken "
                    "from the end of the data (default 0.1; 0: none)")
     g.add_argument("--window", type=_int(1), help="steps per training window (default 64 for "
@@ -129,10 +139,12 @@ def _add_training_options(t):
                    "--batch parallel streams carrying their state")
     g.add_argument("--k2", type=_int(1), help="truncated BPTT: back-propagate k2 >= k1 steps "
                    "(default k1)")
-    g = t.add_argument_group("series (forecasting)")
-    g.add_argument("--mode", choices=["many-to-many", "many-to-one"],
-                   help="a forecast at every step of a window, or at its last step only "
-                        "(default many-to-many)")
+    g = t.add_argument_group("series (forecasting), or pairs (--mode seq2seq)")
+    g.add_argument("--mode", choices=["many-to-many", "many-to-one", "seq2seq"],
+                   help="a series: a forecast at every step of a window, or at its last step "
+                        "only (default many-to-many); seq2seq: DATA holds source<TAB>target "
+                        "lines, an encoder-decoder learns to write each target from its "
+                        "source (character level; held-out exact match of greedy outputs)")
     g.add_argument("--horizon", type=_int(1), help="forecast this many rows ahead (default 1)")
     g.add_argument("--columns", help="input columns, by name or index, comma-separated "
                    "(default all)")
@@ -141,7 +153,7 @@ def _add_training_options(t):
 
 
 def _add_using(sub):
-    """The subcommands that use a run (sample, predict, plot), and bench."""
+    """The subcommands that use a run (sample, predict, translate, plot), and bench."""
     s = sub.add_parser("sample", help="generate text from a character model")
     s.add_argument("run", metavar="RUN")
     s.add_argument("--prime", help="text to start from (default a newline)")
@@ -155,6 +167,15 @@ def _add_using(sub):
     r.add_argument("data", metavar="DATA")
     r.add_argument("--format", choices=["auto", "csv", "npy"], default="auto")
     r.add_argument("--output", "-o", metavar="CSV", help="write here instead of stdout")
+
+    tr = sub.add_parser("translate", help="outputs of an encoder-decoder (--mode seq2seq) for "
+                                          "source strings, one line each")
+    tr.add_argument("run", metavar="RUN")
+    tr.add_argument("texts", nargs="*", metavar="TEXT", help="source strings")
+    tr.add_argument("--input", metavar="FILE", help="read sources from FILE, one a line (of "
+                    "source<TAB>target lines, the source)")
+    tr.add_argument("--beam", type=_int(1), default=1, metavar="K",
+                    help="beam search over K hypotheses (default 1: greedy)")
 
     pl = sub.add_parser("plot", help="loss curves (and gradient flow) of a run, as PNG")
     pl.add_argument("run", metavar="RUN")
@@ -172,8 +193,14 @@ def train_config(args):
     """The run configuration from parsed ``cbptt train`` options (defaults filled in)."""
     if args.data is None:
         raise UsageError("cbptt train: DATA is required (or --resume RUN)")
-    fmt = data.detect_format(args.data, args.format or "auto")
-    task = "char" if fmt == data.TEXT else "forecast"
+    if args.mode == "seq2seq":
+        if (args.format or "auto") != "auto":
+            raise UsageError(f"cbptt train: --format is for text and series; with --mode "
+                             f"seq2seq {args.data} is read as source<TAB>target lines")
+        fmt, task = "pairs", "seq2seq"
+    else:
+        fmt = data.detect_format(args.data, args.format or "auto")
+        task = "char" if fmt == data.TEXT else "forecast"
     given = {k: getattr(args, k) for k in FIXED_ON_RESUME + ("epochs", "checkpoint_every",
                                                              "log_every")}
     c = {k: (v if v is not None else DEFAULTS.get(k)) for k, v in given.items()}
@@ -184,9 +211,20 @@ def train_config(args):
         raise UsageError("cbptt train: --momentum is for --optimizer sgd")
     if task == "char":
         _text_options(c, args)
+    elif task == "seq2seq":
+        _pairs_options(c, args)
     else:
         _series_options(c, args)
     return c
+
+
+def _pairs_options(c, args):
+    """Check the options of an encoder-decoder in c (from train_config)."""
+    for name in ("window", "k1", "k2", "horizon", "columns", "target", "embedding"):
+        if getattr(args, name) is not None:
+            raise UsageError(f"cbptt train: --{name} is not for --mode seq2seq (each batch "
+                             f"holds --batch whole pairs)")
+        c.pop(name)
 
 
 def _text_options(c, args):
@@ -214,6 +252,10 @@ def _text_options(c, args):
 
 def _series_options(c, args):
     """Check and complete the options of a forecasting model in c (from train_config)."""
+    if args.embedding is not None:
+        raise UsageError(f"cbptt train: --embedding is for text files (characters are ids); "
+                         f"{args.data} is read as a series of numbers")
+    c.pop("embedding")
     if args.k1 is not None or args.k2 is not None:
         raise UsageError("cbptt train: --k1/--k2 are for text files; a series trains on "
                          "windows (--window)")
@@ -230,8 +272,8 @@ def resume_config(args, stored):
         if value is None or (name == "format" and value == "auto"):
             continue
         if name not in c:
-            raise UsageError(f"cbptt train: --{name} does not apply to this run (a "
-                             f"{'character' if c['task'] == 'char' else 'forecasting'} model)")
+            raise UsageError(f"cbptt train: --{name} does not apply to this run "
+                             f"({TASK_NAMES[c['task']]})")
         if value != c[name]:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"cbptt train: {flag} {value} differs from the run's "

@@ -58,10 +58,10 @@ def plot_run(run_dir, output=None):
     return output
 
 
-def plot_demo(path, adding, chars):
-    """Loss curves of the demo's two models in one PNG. MissingExtra without matplotlib."""
+def plot_demo(path, adding, chars, dated):
+    """Loss curves of the demo's three models in one PNG. MissingExtra without matplotlib."""
     plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4))
     mse, losses, evals, _ = adding
     a.semilogy(np.arange(1, len(losses) + 1), losses, lw=0.6, alpha=0.6, label="train (batch)")
     a.semilogy(*zip(*evals), "o-", label="test MSE")
@@ -74,6 +74,13 @@ def plot_demo(path, adding, chars):
     b.axhline(unigram, color="gray", ls="--", label="unigram entropy")
     b.set(title="(b) character LSTM, truncated BPTT", xlabel="update", ylabel="bits per char")
     b.legend()
+    _, dlosses, devals, _, _ = dated
+    c.semilogy(np.arange(1, len(dlosses) + 1), dlosses, lw=0.6, alpha=0.6, color="C0")
+    c.set(title="(c) dates to ISO, GRU encoder-decoder", xlabel="update",
+          ylabel="train loss (batch, nats per character)")
+    exact = c.twinx()
+    exact.plot(*zip(*devals), "o-", color="C1")
+    exact.set(ylim=(0, 1), ylabel="held-out exact match (greedy)")
     fig.tight_layout()
     _save_figure(fig, path)
     plt.close(fig)

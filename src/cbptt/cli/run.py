@@ -13,7 +13,7 @@ from ..archive import atomic_write_text
 from ..checkpoint import (CONFIG, CheckpointError, MetricsLog, make_optimizer,
                           restore_optimizer, restore_stream, save_checkpoint)
 from ..distributed import DataParallel
-from ..model import RNN
+from ..seq2seq import Seq2Seq
 from ..truncated import Truncated
 from . import tasks
 from .interrupt import Interrupt
@@ -81,15 +81,16 @@ def run_memory(config, task, ranks=1):
     workspace of the largest step (``cbptt.memory.step_elements``). The data are not
     counted: the task holds them already."""
     c = config
-    shape = (c["cell"], c["layers"], task.input_size, c["hidden"], task.output_size)
-    params = memory.parameter_bytes(*shape, c["dtype"])
+    params = sum(memory.parameter_bytes(*shape, c["dtype"])
+                 for shape in task.model_shapes(config))
     itemsize = np.dtype(c["dtype"]).itemsize
     copies = 1 + make_optimizer(c["optimizer"], c["lr"], c["momentum"]).parameter_copies
     training = (copies + (c["val"] > 0)) * params
     if ranks > 1:
         training += params // itemsize * 8
-    batch, steps = task.step_shape(ranks)
-    step = itemsize * memory.step_elements(*shape, batch, steps, many_to_one=task.many_to_one)
+    step = itemsize * sum(memory.step_elements(*shape, batch, steps, many_to_one=many_to_one)
+                          for shape, batch, steps, many_to_one in task.step_models(config,
+                                                                                   ranks))
     return {"parameters": params, "training": training, "step": step}
 
 
@@ -126,11 +127,10 @@ class _Run:
         self.config, self.run_dir, self.task, self.world, self.log = (config, run_dir, task,
                                                                       world, log)
         self.dtype = np.dtype(config["dtype"])
-        self.model = RNN(task.input_size, config["hidden"], task.output_size,
-                         cell=config["cell"], num_layers=config["layers"], dtype=self.dtype,
-                         seed=config["seed"])
+        model = task.make_model(config, self.dtype)
         self.optimizer = make_optimizer(config["optimizer"], config["lr"], config["momentum"])
-        self.trainer = task.make_trainer(self.model, self.optimizer, config["clip"] or None)
+        self.trainer = task.make_trainer(model, self.optimizer, config["clip"] or None)
+        self.model = task.trained_model(model, self.trainer)     # an RNN, or a Seq2Seq
         self.metrics = MetricsLog(run_dir, task.metric) if world.root else _NoMetrics()
         self.state = _fresh_state(config["seed"]) if resume is None else self._restore(resume)
         world.on_root(atomic_write_text, os.path.join(run_dir, CONFIG), _json(config))
@@ -143,9 +143,10 @@ class _Run:
     def _restore(self, resume):
         """The weights, optimiser and stream of a checkpoint; returns its progress."""
         saved, model = resume.model, self.model
-        if saved.config() != model.config():
-            raise CheckpointError(f"{resume.path}: the checkpoint's model {saved.config()} does "
-                                  f"not fit this run's data and options ({model.config()})")
+        if model_config(saved) != model_config(model):
+            raise CheckpointError(f"{resume.path}: the checkpoint's model {model_config(saved)} "
+                                  f"does not fit this run's data and options "
+                                  f"({model_config(model)})")
         model.params[...] = saved.params
         restore_optimizer(self.optimizer, resume.optimizer, model.params)
         if isinstance(self.trainer, Truncated) and resume.stream:
@@ -188,8 +189,8 @@ class _Run:
         try:
             for index in range(state["batch_index"], len(batches)):
                 which = batches[index]
-                X, Y = self.task.batch(which, self.dtype, rows=self._rows_of(which))
-                loss = float(self.stepper.step(X, Y))
+                batch = self.task.batch(which, self.dtype, rows=self._rows_of(which))
+                loss = float(self.stepper.step(*batch))
                 self._record_step(index, loss)
                 bar.update(1, loss)
                 requested = self.world.any(interrupt.requested)    # Ctrl-C on any rank
@@ -245,6 +246,11 @@ class _Run:
                      f"{val_metric:.4f}")
             state["val"] = [val_loss, val_metric]
         self.log(f"{line}  ({state['step']} steps, {state['seconds']:.1f} s)")
+
+
+def model_config(model):
+    """A model's configuration: an RNN's, or both halves' of a Seq2Seq."""
+    return model.model.config() if isinstance(model, Seq2Seq) else model.config()
 
 
 def _rng_from_state(state):

@@ -1,8 +1,8 @@
-"""Using a trained run: text from a character model (``cbptt sample``) and forecasts of a
-forecasting model (``cbptt predict``)."""
+"""Using a trained run: text from a character model (``cbptt sample``), forecasts of a
+forecasting model (``cbptt predict``) and outputs of an encoder-decoder (``cbptt translate``)."""
 import numpy as np
 
-from .. import data
+from .. import data, pairs
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..data import DataError
 from .errors import UsageError
@@ -14,9 +14,11 @@ def load_run(run_dir, kind=None):
     config = ckpt.run.get("config", {})
     if kind is not None and config.get("task") != kind:
         what = {"char": "a character model (trained on text)",
-                "forecast": "a forecasting model (trained on a CSV or .npy series)"}
-        other = "predict" if kind == "char" else "sample"
-        raise UsageError(f"{run_dir} is not {what[kind]}; use cbptt {other}")
+                "forecast": "a forecasting model (trained on a CSV or .npy series)",
+                "seq2seq": "an encoder-decoder (trained with --mode seq2seq)"}
+        use = {"char": "sample", "forecast": "predict", "seq2seq": "translate"}
+        raise UsageError(f"{run_dir} is not {what[kind]}; use cbptt "
+                         f"{use.get(config.get('task'), 'plot')}")
     return ckpt, config
 
 
@@ -53,6 +55,26 @@ def predict_run(run_dir, data_path, fmt="auto"):
     header = ["row"] + list(config["target_columns"])
     rows = [[first + i] + list(r) for i, r in enumerate(out)]
     return header, rows
+
+
+def translate_run(run_dir, texts=None, input_path=None, beam=1):
+    """The outputs of a run's encoder-decoder, one string per source: ``texts``, or the lines
+    of the file ``input_path`` (of source<TAB>target lines, the sources)."""
+    ckpt, config = load_run(run_dir, "seq2seq")
+    if (input_path is None) == (not texts):
+        raise UsageError("cbptt translate: give source strings (TEXT ...) or --input FILE, "
+                         "one of the two")
+    if input_path is not None:
+        texts = [line.split("\t", 1)[0]
+                 for line in data.read_text(input_path).replace("\r\n", "\n").split("\n")]
+        if texts[-1] == "":
+            texts.pop()            # the end of the last line
+    source, target = (pairs.Vocabulary(config["source_vocab"]),
+                      pairs.Vocabulary(config["target_vocab"]))
+    for i, text in enumerate(texts):
+        where = f"{input_path}, line {i + 1}" if input_path is not None else f"TEXT {text!r}"
+        source.ids(text, f"{where}: the source")       # DataError before any decoding
+    return pairs.translate(ckpt.model, texts, source, target, config["max_target"] + 1, beam)
 
 
 def csv_text(header, rows):

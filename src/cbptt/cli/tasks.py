@@ -1,10 +1,12 @@
 """What a run trains on: a character model of a text file (CharTask) or forecasts of a CSV or
-.npy series (ForecastTask): loading and checking the data, the batches of an epoch, the
-trainer, the validation metric and the gradient-flow batch."""
+.npy series (ForecastTask): loading and checking the data, the model, the batches of an epoch,
+the trainer, the validation metric and the gradient-flow batch. (An encoder-decoder of
+source<TAB>target lines: seq2seq_task.py.)"""
 import numpy as np
 
 from .. import data
 from ..data import DataError
+from ..model import RNN
 from ..trainers import ManyToMany, ManyToOne
 from ..truncated import Truncated
 from .errors import UsageError
@@ -16,6 +18,27 @@ class _Task:
     loss = "mse"
     truncated = False       # Truncated BPTT on streams (else full BPTT on windows)
     many_to_one = False     # one output per window (else one per step)
+
+    def model_shapes(self, config):
+        """(cell, layers, input size, hidden, output size) of each model the run trains."""
+        c = config
+        return [(c["cell"], c["layers"], self.input_size, c["hidden"], self.output_size)]
+
+    def step_models(self, config, ranks=1):
+        """(shape, batch, steps, many_to_one) of each model's largest step on one of
+        ``ranks`` processes (``model_shapes``, ``step_shape``)."""
+        return [(self.model_shapes(config)[0],) + self.step_shape(ranks) +
+                (self.many_to_one,)]
+
+    def make_model(self, config, dtype):
+        """The model of a new run (seeded with config["seed"])."""
+        c = config
+        return RNN(self.input_size, c["hidden"], self.output_size, cell=c["cell"],
+                   num_layers=c["layers"], dtype=dtype, seed=c["seed"])
+
+    def trained_model(self, model, trainer):
+        """What a checkpoint holds and the metrics score: the model."""
+        return model
 
     def flow_trainer(self, model):
         """A full-BPTT trainer of the task's shape, for the gradient flow (no updates)."""
@@ -48,7 +71,10 @@ class CharTask(_Task):
         cut = data.holdout_start(len(ids), config["val"])
         self.train_ids, self.val_ids = ids[:cut], ids[cut:]
         self.size = len(self.vocab)
-        self.input_size = self.output_size = self.size
+        self.output_size = self.size
+        # the first layer's input: the characters' one-hot rows (read as token ids), or the
+        # rows of an embedding table of config["embedding"] columns
+        self.input_size = config.get("embedding") or self.size
         self.truncated = config.get("k1") is not None
         part = (f"the training part of the text ({len(self.train_ids)} of {len(ids)} characters"
                 f" with --val {config['val']:g})")
@@ -117,7 +143,8 @@ class CharTask(_Task):
             ids = streams[:, which.start:which.stop + 1]
         else:
             ids = self.windows[which if rows is None else which[rows]]
-        return data.one_hot(ids[:, :-1], self.size, dtype), ids[:, 1:]
+        # token ids: the one-hot inputs, never made (the engine gathers W_ih's columns)
+        return np.ascontiguousarray(ids[:, :-1]), ids[:, 1:]
 
     def evaluate(self, model):
         """(val loss in nats per character, bits per character)."""
@@ -132,7 +159,15 @@ class CharTask(_Task):
         if count < 1:
             return None
         ids = np.stack([self.val_ids[i * steps:i * steps + steps + 1] for i in range(count)])
-        return data.one_hot(ids[:, :-1], self.size, dtype), ids[:, 1:]
+        return np.ascontiguousarray(ids[:, :-1]), ids[:, 1:]
+
+    def make_model(self, config, dtype):
+        """The model of a new run: with --embedding, its table below the first layer."""
+        if not config.get("embedding"):
+            return super().make_model(config, dtype)
+        c = config
+        return RNN(c["embedding"], c["hidden"], self.size, cell=c["cell"],
+                   num_layers=c["layers"], dtype=dtype, seed=c["seed"], vocab_size=self.size)
 
 
 class ForecastTask(_Task):
@@ -254,6 +289,9 @@ def _columns(c, names):
 def make_task(config):
     """The task of a run configuration (reading its data, completing config with the
     vocabulary, the columns and the standardisation)."""
+    if config["task"] == "seq2seq":
+        from .seq2seq_task import Seq2SeqTask
+        return Seq2SeqTask(config)
     return CharTask(config) if config["task"] == "char" else ForecastTask(config)
 
 

@@ -174,12 +174,12 @@ def _share(world, prepared):
 def _describe(config, run_dir, task, ranks, say):
     """The run folder, the data, the model and the memory it needs, in three lines."""
     m = config
-    params = param_count(m["cell"], m["layers"], task.input_size, m["hidden"],
-                         task.output_size)
+    params = sum(param_count(*shape) for shape in task.model_shapes(config))
     parts = run_memory(config, task, ranks)
     say(f"run folder: {run_dir}")
     say(f"data: {config['data']}: {task.describe()}")
-    say(f"model: {m['cell']} x{m['layers']}, {m['hidden']} hidden, {params:,} parameters, "
+    what = "encoder and decoder: " if task.kind == "seq2seq" else ""
+    say(f"model: {what}{m['cell']} x{m['layers']}, {m['hidden']} hidden, {params:,} parameters, "
         f"{m['dtype']}; {m['optimizer']} lr {m['lr']:g}, clip {m['clip']:g}, batch "
         f"{m['batch']}, {m['epochs']} epochs")
     say(f"memory: {memory.describe_bytes(sum(parts.values()))} ({_memory_parts(parts)})")
@@ -196,8 +196,8 @@ def _finish(result, config, run_dir, world, say):
         say(f"stopped at step {result.step} (--max-steps); continue with: cbptt train "
             f"--resume {run_dir}")
         return 0
-    next_cmd = (f"cbptt sample {run_dir}" if config["task"] == "char"
-                else f"cbptt predict {run_dir} DATA")
+    next_cmd = {"char": f"cbptt sample {run_dir}", "forecast": f"cbptt predict {run_dir} DATA",
+                "seq2seq": f"cbptt translate {run_dir} TEXT"}[config["task"]]
     say(f"done: {result.step} steps; checkpoint {os.path.join(run_dir, 'checkpoint.npz')}; "
         f"next: {next_cmd}, cbptt plot {run_dir}")
     return 0
