@@ -1,12 +1,14 @@
 """Time one full training step (forward, BPTT, SGD update) of cbptt against the NumPy reference, torch and JAX,
-over a grid of shapes x cells x trainers x BLAS threads; or, with --memory, measure the memory one step adds.
+over a grid of shapes x cells x trainers x BLAS threads, then an encoder-decoder's training step and decoding
+(the seq2seq rows); or, with --memory, measure the memory one step adds.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks [--quick] [--dtype float64]
-        [--threads 1 2] [--shapes small,medium,large,long] [--cells tanh,lstm,gru]
-        [--trainers many-to-many,many-to-one,truncated] [--contenders cbptt,reference,torch,jax] [--memory]
+        [--threads 1 2] [--shapes small,medium,large,long,s2s] [--cells tanh,lstm,gru]
+        [--trainers many-to-many,many-to-one,truncated,seq2seq,greedy,beam-5]
+        [--contenders cbptt,reference,torch,jax] [--memory]
 
-The Markdown table goes to stdout, a line per row as soon as it is timed; progress to stderr; the table and
-every sample to benchmarks/results/. See benchmarks/README.md.
+The Markdown tables (the step grid's, then the seq2seq rows') go to stdout, a line per row as soon as it is
+timed; progress to stderr; the tables and every sample to benchmarks/results/. See benchmarks/README.md.
 """
 import argparse
 import json
@@ -21,12 +23,18 @@ from .facts import RESULTS_DIR, ROOT, blas_threads, cores, loadavg, machine_fact
     threadpoolctl, warn_forced_env
 from .grid import CELLS, SHAPES, TRAINERS, cases
 from .report import StepTable
+from .seq2seq_contenders import SEQ2SEQ_CONTENDERS
+from .seq2seq_grid import KINDS, SEQ2SEQ_CELLS, SEQ2SEQ_SHAPES
+from .seq2seq_grid import cases as seq2seq_cases
+from .seq2seq_report import Seq2SeqTable
 from .timing import run_case
 
-FULL = dict(shapes=[s.name for s in SHAPES], cells=CELLS, trainers=list(TRAINERS), threads=[1, 2],
+SHAPE_NAMES = [s.name for s in SHAPES] + [s.name for s in SEQ2SEQ_SHAPES]
+TRAINER_NAMES = list(TRAINERS) + list(KINDS)          # the grid's trainers, then the seq2seq rows' kinds
+FULL = dict(shapes=[s.name for s in SHAPES] + ["s2s"], cells=CELLS, trainers=TRAINER_NAMES, threads=[1, 2],
             repeats=20, warmup=3, rounds=5)
-QUICK = dict(shapes=["small", "medium"], cells=["tanh", "lstm"], trainers=["many-to-many"], threads=[2],
-             repeats=5, warmup=1, rounds=2)
+QUICK = dict(shapes=["small", "medium", "s2s-tiny"], cells=["tanh", "lstm"], trainers=["many-to-many"] + list(KINDS),
+             threads=[2], repeats=5, warmup=1, rounds=2)
 
 
 def _names(text, known, what):
@@ -40,17 +48,20 @@ def _names(text, known, what):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help="small+medium, tanh+lstm, many-to-many, 2 threads, 5 timed steps: checks the suite runs "
-                        "(under a minute); options given explicitly override the preset")
+                   help="small+medium, tanh+lstm, many-to-many, the seq2seq rows at a tiny shape, 2 threads, 5 "
+                        "timed steps: checks the suite runs (under a minute); options given explicitly override "
+                        "the preset")
     p.add_argument("--memory", action="store_true", help="measure the peak memory of one step (cbptt, torch), "
                    "each in a fresh process, instead of timing")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--threads", type=int, nargs="+", help="BLAS / torch thread counts, one group of rows each "
                    "(default: 1 2)")
-    p.add_argument("--shapes", help="comma-separated subset of: " + ", ".join(s.name for s in SHAPES))
+    p.add_argument("--shapes", help="comma-separated subset of: " + ", ".join(SHAPE_NAMES)
+                   + " (s2s and s2s-tiny: the seq2seq rows' shapes)")
     p.add_argument("--cells", help="comma-separated subset of: " + ", ".join(CELLS))
-    p.add_argument("--trainers", help="comma-separated subset of: " + ", ".join(TRAINERS)
-                   + " (truncated runs on the long shape only)")
+    p.add_argument("--trainers", help="comma-separated subset of: " + ", ".join(TRAINER_NAMES)
+                   + " (truncated runs on the long shape only; seq2seq, greedy and beam-5 are the seq2seq rows: "
+                     "a training step and decoding, on the s2s shapes, lstm and gru)")
     p.add_argument("--contenders", default=",".join(c.name for c in CONTENDERS),
                    help="comma-separated subset of: " + ", ".join(c.name for c in CONTENDERS)
                         + " (cbptt, the baseline, is always run)")
@@ -70,7 +81,7 @@ def parse_args(argv=None):
     for name, value in preset.items():
         if getattr(opts, name) is None:
             setattr(opts, name, value)
-    for name, known in (("shapes", [s.name for s in SHAPES]), ("cells", CELLS), ("trainers", list(TRAINERS)),
+    for name, known in (("shapes", SHAPE_NAMES), ("cells", CELLS), ("trainers", TRAINER_NAMES),
                         ("contenders", [c.name for c in CONTENDERS])):
         if isinstance(getattr(opts, name), str):
             setattr(opts, name, _names(getattr(opts, name), known, name))
@@ -79,32 +90,47 @@ def parse_args(argv=None):
     return opts
 
 
-def _time_grid(opts, rows_of, contenders):
-    """Time every row, thread count by thread count; print each table line as soon as it is ready."""
-    table = StepTable([c.name for c in contenders])
-    print(table.header(), flush=True)
-    rows, lines = [], []
-    for threads in opts.threads:
-        with blas_threads(threads), cores(threads) as pinned:
-            for c in contenders:
-                c.set_threads(threads)
-            for case in rows_of:
-                row = run_case(case, contenders, opts, threads)
-                row["pinned_cpus"] = pinned
-                rows.append(row)
-                lines.append(table.line(row))
-                print(lines[-1], flush=True)
-                print(f"{threads} thr {case.shape.name} {case.trainer} {case.cell}: " + ", ".join(
-                    f"{n} {r['median_ms']:.3f} ms" for n, r in row["contenders"].items()), file=sys.stderr)
-    return rows, table.header() + "\n" + "\n".join(lines) + "\n", table.notes
+def _time_grid(opts, sections):
+    """Time every row of each section (a table, its rows and contenders), thread count by thread count;
+    print each table line as soon as it is ready, and a section's notes when it ends (the last section's
+    with the machine's line, after the run)."""
+    rows, text, done = [], "", []
+    for table, rows_of, contenders, not_run in sections:
+        print(table.header(), flush=True)
+        lines, section_rows = [], []
+        for threads in opts.threads:
+            with blas_threads(threads), cores(threads) as pinned:
+                for c in contenders:
+                    c.set_threads(threads)
+                for case in rows_of:
+                    row = run_case(case, contenders, opts, threads)
+                    row["pinned_cpus"] = pinned
+                    row["table"] = "seq2seq" if isinstance(table, Seq2SeqTable) else "step"
+                    section_rows.append(row)
+                    lines.append(table.line(row))
+                    print(lines[-1], flush=True)
+                    print(f"{threads} thr {case.shape.name} {case.trainer} {case.cell}: " + ", ".join(
+                        f"{n} {r['median_ms']:.3f} ms" for n, r in row["contenders"].items()), file=sys.stderr)
+        rows += section_rows
+        done.append((table, section_rows, not_run, table.header() + "\n" + "\n".join(lines) + "\n"))
+        if len(done) < len(sections):
+            notes = table.notes(section_rows, None, opts, not_run, machine=False)
+            print(notes, flush=True)
+            text += done[-1][3] + notes + "\n"
+
+    def notes(facts):
+        table, section_rows, not_run, _ = done[-1]
+        return table.notes(section_rows, facts, opts, not_run)
+    return rows, text + done[-1][3], notes
 
 
-def _measure_memory(opts, rows_of, contenders):
-    """--memory: one fresh worker process per row and contender (see memory.py)."""
+def _measure_memory(opts, sections):
+    """--memory: one fresh worker process per row and contender (see memory.py); the step grid only."""
+    _, rows_of, contenders, _ = sections[0]
     rows = memory.run(opts, rows_of, [c.name for c in contenders])
     text = memory.HEADER + "\n" + "\n".join(memory.table_line(r) for r in rows) + "\n"
 
-    def notes(rows, facts, opts, not_run):
+    def notes(facts):
         return memory.notes(rows, opts) + "\n" + machine_line(facts) + "\n"
     return rows, text, notes
 
@@ -112,21 +138,32 @@ def _measure_memory(opts, rows_of, contenders):
 def main(argv=None):
     opts = parse_args(argv)
     warn_forced_env("-m benchmarks")
-    rows_of = cases([s for s in SHAPES if s.name in opts.shapes], opts.cells, opts.trainers, opts.dtype)
-    if not rows_of:
-        sys.exit("no rows: truncated runs on the long shape only")
+    rows_of = cases([s for s in SHAPES if s.name in opts.shapes], opts.cells,
+                    [t for t in opts.trainers if t in TRAINERS], opts.dtype)
+    seq2seq_rows = [] if opts.memory else seq2seq_cases(
+        [s for s in SEQ2SEQ_SHAPES if s.name in opts.shapes], [c for c in SEQ2SEQ_CELLS if c in opts.cells],
+        [k for k in opts.trainers if k in KINDS], opts.dtype)
+    if not rows_of and not seq2seq_rows:
+        sys.exit("no rows: truncated runs on the long shape only; the seq2seq rows (seq2seq, greedy, beam-5) on "
+                 "the s2s shapes, lstm and gru only" + (" and not with --memory" if opts.memory else ""))
 
-    wanted = [c for c in CONTENDERS if c.name == CONTENDERS[0].name or c.name in opts.contenders]
-    if opts.memory:
-        wanted = [c for c in wanted if c.name in memory.CONTENDERS]
-    contenders, not_run = [], {}
-    for c in wanted:
-        ok, why = c.available()
-        if ok:
-            contenders.append(c)
-        else:
-            not_run[c.name] = why
-            print(f"skipping contender {c.name}: {why}", file=sys.stderr)
+    sections = []
+    for table, section_rows, candidates in ((StepTable, rows_of, CONTENDERS),
+                                            (Seq2SeqTable, seq2seq_rows, SEQ2SEQ_CONTENDERS)):
+        if not section_rows:
+            continue
+        wanted = [c for c in candidates if c.name == candidates[0].name or c.name in opts.contenders]
+        if opts.memory:
+            wanted = [c for c in wanted if c.name in memory.CONTENDERS]
+        contenders, not_run = [], {}
+        for c in wanted:
+            ok, why = c.available()
+            if ok:
+                contenders.append(c)
+            else:
+                not_run[c.name] = why
+                print(f"skipping contender {c.name}: {why}", file=sys.stderr)
+        sections.append((table([c.name for c in contenders]), section_rows, contenders, not_run))
     if threadpoolctl is None:
         print("threadpoolctl is not installed: --threads is NOT applied to the BLAS libraries", file=sys.stderr)
 
@@ -134,10 +171,10 @@ def main(argv=None):
     facts.update(dtype=opts.dtype_name, threads=opts.threads, threads_applied=threadpoolctl is not None)
     t_start = time.perf_counter()
     run = _measure_memory if opts.memory else _time_grid
-    rows, text, make_notes = run(opts, rows_of, contenders)
+    rows, text, make_notes = run(opts, sections)
     wall = time.perf_counter() - t_start
     facts["loadavg_end"] = loadavg()
-    notes = make_notes(rows, facts, opts, not_run) + f"\nWall time {wall:.0f} s.\n"
+    notes = make_notes(facts) + f"\nWall time {wall:.0f} s.\n"
     print(notes, flush=True)
 
     if not opts.no_save:
@@ -145,7 +182,10 @@ def main(argv=None):
         RESULTS_DIR.mkdir(exist_ok=True)
         stem = result_stem(kind, opts.dtype_name, "_quick" if opts.quick else "")
         settings = {k: v for k, v in vars(opts).items() if k != "dtype"}
-        settings.update(contenders=[c.name for c in contenders], not_run=not_run, wall_time_s=round(wall, 1))
+        names = {type(table).__name__: [c.name for c in contenders] for table, _, contenders, _ in sections}
+        settings.update(contenders=names.get("StepTable", []), seq2seq_contenders=names.get("Seq2SeqTable", []),
+                        not_run={n: why for *_, not_run in sections for n, why in not_run.items()},
+                        wall_time_s=round(wall, 1))
         (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(
             {"benchmark": kind, "facts": facts, "settings": settings, "rows": rows}, indent=1) + "\n")
         (RESULTS_DIR / f"{stem}.md").write_text(f"# {kind}, {opts.dtype_name}\n\n{text}{notes}")

@@ -29,6 +29,11 @@ class Contender:
         """Extra figures of the row (after setup and warm-up) for the JSON and the table, e.g. compile time."""
         return {}
 
+    def output(self):
+        """What the last step produced, compared across contenders instead of the losses when not
+        None (a decoding row's ids)."""
+        return None
+
     def set_threads(self, n):
         """Called with the thread count of each group of rows. BLAS libraries are limited by the driver
         (threadpoolctl); a contender with its own thread pool sets it here."""
@@ -216,40 +221,43 @@ class Jax(Contender):
             return f"XLA's threads are fixed at import ({self.setting_threads}); use a separate run"
         return True
 
-    def _loss_fn(self, cell, many_to_one):
-        jnp, lax, jax = self.jnp, self.lax, self.jax
+    def cell_step(self, cell, Whh_T, bhh):
+        """The torch-convention step of ``cell`` for lax.scan: (carry, x) -> (carry, h), x the hoisted
+        input projection of one step (B, G*H); carry h, or (h, c) for lstm."""
+        jnp, jax = self.jnp, self.jax
         sig = jax.nn.sigmoid
+        if cell == "tanh":
+            def step(h, x):
+                h = jnp.tanh(x + h @ Whh_T + bhh)
+                return h, h
+        elif cell == "lstm":
+            def step(hc, x):
+                h, c = hc
+                i, f, g, o = jnp.split(x + h @ Whh_T + bhh, 4, axis=-1)
+                c = sig(f) * c + sig(i) * jnp.tanh(g)
+                h = sig(o) * jnp.tanh(c)
+                return (h, c), h
+        elif cell == "gru":
+            def step(h, x):
+                xr, xz, xn = jnp.split(x, 3, axis=-1)
+                hr, hz, hn = jnp.split(h @ Whh_T + bhh, 3, axis=-1)
+                r, z = sig(xr + hr), sig(xz + hz)
+                n = jnp.tanh(xn + r * hn)
+                h = (1 - z) * n + z * h
+                return h, h
+        else:
+            raise ValueError(f"no JAX cell {cell!r}")
+        return step
+
+    def _loss_fn(self, cell, many_to_one):
+        jnp, lax = self.jnp, self.lax
 
         def loss(p, X, Y):
             B, H = X.shape[0], p["weight_hh_l0"].shape[1]
             xp = jnp.swapaxes(X, 0, 1) @ p["weight_ih_l0"].T + p["bias_ih_l0"]      # (T, B, G*H), hoisted
-            Whh_T, bhh = p["weight_hh_l0"].T, p["bias_hh_l0"]
             h0 = jnp.zeros((B, H), X.dtype)
-            if cell == "tanh":
-                def cell_step(h, x):
-                    h = jnp.tanh(x + h @ Whh_T + bhh)
-                    return h, h
-                carry = h0
-            elif cell == "lstm":
-                def cell_step(hc, x):
-                    h, c = hc
-                    i, f, g, o = jnp.split(x + h @ Whh_T + bhh, 4, axis=-1)
-                    c = sig(f) * c + sig(i) * jnp.tanh(g)
-                    h = sig(o) * jnp.tanh(c)
-                    return (h, c), h
-                carry = (h0, h0)
-            elif cell == "gru":
-                def cell_step(h, x):
-                    xr, xz, xn = jnp.split(x, 3, axis=-1)
-                    hr, hz, hn = jnp.split(h @ Whh_T + bhh, 3, axis=-1)
-                    r, z = sig(xr + hr), sig(xz + hz)
-                    n = jnp.tanh(xn + r * hn)
-                    h = (1 - z) * n + z * h
-                    return h, h
-                carry = h0
-            else:
-                raise ValueError(f"no JAX cell {cell!r}")
-            last, hs = lax.scan(cell_step, carry, xp)
+            carry = (h0, h0) if cell == "lstm" else h0
+            last, hs = lax.scan(self.cell_step(cell, p["weight_hh_l0"].T, p["bias_hh_l0"]), carry, xp)
             if many_to_one:
                 pred = (last[0] if cell == "lstm" else last) @ p["head.weight"].T + p["head.bias"]
             else:
@@ -286,6 +294,14 @@ class Jax(Contender):
 
 
 CONTENDERS = [Cbptt(), Reference(), Torch(), Jax()]   # the first is the baseline: ratios are other / baseline
+
+
+def same_outputs(base, other):
+    """A decoding row's ids against cbptt's: the fraction that differ (tolerance 0), ok."""
+    if base.shape != other.shape:
+        return {"max_rel_diff": 1.0, "tol": 0.0, "ok": False, "what": f"shapes {base.shape} and {other.shape}"}
+    differ = float(np.mean(base != other))
+    return {"max_rel_diff": differ, "tol": 0.0, "ok": differ == 0.0, "what": "ids"}
 
 
 def same_losses(base, other, dtype):

@@ -50,6 +50,13 @@ class Case:
     def gates(self):
         return GATES[self.cell]
 
+    def recurrent_rows(self):
+        """Rows of the product cbptt runs once per time step, (B x H) @ (H x G*H)."""
+        return self.shape.B
+
+    def problem(self):
+        return make_problem(self)
+
     def blocks(self):
         """(window steps, output steps) of every update in one step() call. One update over the
         whole sequence, except for truncated BPTT: ceil(T / k1) blocks, each recomputing a window

@@ -64,18 +64,20 @@ class StepTable:
         return "\n".join(["| " + " | ".join(head) + " |",
                           "|" + "|".join("---" if 1 <= i <= 3 else "---:" for i in range(len(head))) + "|"])
 
+    @staticmethod
+    def time_of(row, n):
+        """The time cell of contender n: its median ms, (!) when its check failed; or why it has none."""
+        res, out = row["contenders"], row["left_out"]
+        if n in res:
+            bad = n in row["loss_check"] and not row["loss_check"][n]["ok"]
+            return ms(res[n]["median_ms"]) + (" (!)" if bad else "")
+        return ("skip" if out.get(n, "").startswith("skip") else
+                "error" if n in out and not out[n].startswith("n/a") else "n/a")
+
     def line(self, row):
         shape = next(str(s) for s in SHAPES if s.name == row["shape"])
-        res, out = row["contenders"], row["left_out"]
-
-        def time_of(n):
-            if n in res:
-                bad = n in row["loss_check"] and not row["loss_check"][n]["ok"]
-                return ms(res[n]["median_ms"]) + (" (!)" if bad else "")
-            return ("skip" if out.get(n, "").startswith("skip") else
-                    "error" if n in out and not out[n].startswith("n/a") else "n/a")
-
-        cells = [str(row["threads"]), shape, row["trainer"], row["cell"]] + [time_of(n) for n in self.names]
+        res = row["contenders"]
+        cells = [str(row["threads"]), shape, row["trainer"], row["cell"]] + [self.time_of(row, n) for n in self.names]
         base = res.get(self.base)
         cells += [f"{res[p]['median_ms'] / base['median_ms']:.2f}×" if p in res and base else "n/a"
                   for p in self.peers]
@@ -89,35 +91,11 @@ class StepTable:
                   "?" if row["others_cpu"] is None else f"{row['others_cpu']:.2f}"]
         return "| " + " | ".join(cells) + " |"
 
-    def notes(self, rows, facts, opts, skipped_contenders):
-        short, bad, noisy, left, rough, busy = [], [], [], [], [], []
-        for row in rows:
-            where = f"{row['shape']} {row['trainer']} {row['cell']} ({row['threads']} thr)"
-            for name, r in row["contenders"].items():
-                if r["q3_ms"] - r["q1_ms"] > NOISY * r["median_ms"]:
-                    noisy.append(f"{name} at {where} (quartiles {ms(r['q1_ms'])}–{ms(r['q3_ms'])} ms)")
-                if r["timed_steps"] < opts.repeats:
-                    short.append(f"{name} at {where}: {r['timed_steps']} steps")
-            bad += [f"{where}: {name} differs from {self.base} by {chk['max_rel_diff']:.1e} (tol {chk['tol']:.0e})"
-                    for name, chk in row["loss_check"].items() if not chk["ok"]]
-            left += [f"{name} at {where}: {why}" for name, why in row["left_out"].items() if why != "n/a"]
-            if row["others_cpu"] is not None and row["others_cpu"] > BUSY:
-                busy.append(where)
-            if row["gemm"]["rough"]:
-                rough.append(f"{row['shape']} {row['cell']}")
-        checked = sorted({n for row in rows for n in row["loss_check"]})
-        settings = {}                       # contender -> its own thread setting (jax: fixed by XLA_FLAGS at import)
-        for row in rows:
-            for name, r in row["contenders"].items():
-                if "thread_setting" in r:
-                    settings.setdefault(name, set()).add(r["thread_setting"])
-        used = {}                           # cbptt's own threads (Engine.last_parts) -> rows
-        for row in rows:
-            r = row["contenders"].get("cbptt", {})
-            if "threads_used" in r:
-                used.setdefault(r["threads_used"], []).append(
-                    f"{row['shape']} {row['trainer']} {row['cell']} ({row['threads']} thr)")
-        notes = [
+    def about(self, opts, settings, rough):
+        """The notes' opening paragraphs: what a row times and how to read its columns. settings:
+        contender -> the thread settings it ran with when not the threads column's (jax); rough: the rows
+        whose GEMM figure is rough."""
+        return [
             f"Median ms per training step, dtype {opts.dtype_name}: forward, BPTT and one SGD update (lr {LR}, no "
             f"momentum) per sequence batch; loss {LOSS}; {NUM_LAYERS} layer. Truncated: cbptt.Truncated(k1=k2="
             f"{TRUNCATED_K}) over the T-step stream, i.e. T/{TRUNCATED_K} windows and updates per step (torch: windows "
@@ -137,7 +115,41 @@ class StepTable:
             "hypervisor's steal) during the row. GEMM GFLOP/s: scipy.linalg.blas ?gemm of the recurrent shape "
             "(B × H) @ (H × G·H), the same BLAS and thread limit as cbptt, the Python call overhead subtracted"
             + (f" (* rough: the call overhead is most of the call, at {', '.join(sorted(set(rough)))})" if rough
-               else "") + ".",
+               else "") + "."
+        ]
+
+    def notes(self, rows, facts, opts, skipped_contenders, machine=True):
+        """The notes under the table; machine: end with the machine's line (once per run)."""
+        short, bad, noisy, left, rough, busy = [], [], [], [], [], []
+        for row in rows:
+            where = f"{row['shape']} {row['trainer']} {row['cell']} ({row['threads']} thr)"
+            for name, r in row["contenders"].items():
+                if r["q3_ms"] - r["q1_ms"] > NOISY * r["median_ms"]:
+                    noisy.append(f"{name} at {where} (quartiles {ms(r['q1_ms'])}–{ms(r['q3_ms'])} ms)")
+                if r["timed_steps"] < opts.repeats:
+                    short.append(f"{name} at {where}: {r['timed_steps']} steps")
+            bad += [f"{where}: {name}'s ids differ from {self.base}'s at {chk['max_rel_diff']:.1%} of the positions"
+                    if chk.get("what") == "ids" else
+                    f"{where}: {name} differs from {self.base} by {chk['max_rel_diff']:.1e} (tol {chk['tol']:.0e})"
+                    for name, chk in row["loss_check"].items() if not chk["ok"]]
+            left += [f"{name} at {where}: {why}" for name, why in row["left_out"].items() if why != "n/a"]
+            if row["others_cpu"] is not None and row["others_cpu"] > BUSY:
+                busy.append(where)
+            if row["gemm"]["rough"]:
+                rough.append(f"{row['shape']} {row['cell']}")
+        checked = sorted({n for row in rows for n in row["loss_check"]})
+        settings = {}                       # contender -> its own thread setting (jax: fixed by XLA_FLAGS at import)
+        for row in rows:
+            for name, r in row["contenders"].items():
+                if "thread_setting" in r:
+                    settings.setdefault(name, set()).add(r["thread_setting"])
+        used = {}                           # cbptt's own threads (Engine.last_parts) -> rows
+        for row in rows:
+            r = row["contenders"].get("cbptt", {})
+            if "threads_used" in r:
+                used.setdefault(r["threads_used"], []).append(
+                    f"{row['shape']} {row['trainer']} {row['cell']} ({row['threads']} thr)")
+        notes = self.about(opts, settings, rough) + [
             ("Fewer timed steps than asked: " + "; ".join(short) + ".") if short else
             f"Every contender timed {opts.repeats} or more steps in every row.",
             ("LOSS MISMATCH during warm-up (marked (!)): " + "; ".join(bad) + ".") if bad else
@@ -160,7 +172,7 @@ class StepTable:
             if noisy else
             f"No timing has an interquartile range over {NOISY:.0%} of its median.",
         ]
-        notes = [""] + [n for n in notes if n] + ["", machine_line(facts)]
+        notes = [""] + [n for n in notes if n] + (["", machine_line(facts)] if machine else [])
         if opts.quick:
             notes.append("QUICK RUN (--quick): too few steps for reporting.")
         return "\n".join(notes) + "\n"

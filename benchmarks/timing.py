@@ -5,15 +5,15 @@ Why blocks with pauses: cbptt calls the OpenBLAS inside SciPy's wheel, the refer
 wheel, torch its own MKL/OpenMP pool. Their idle workers keep spinning for a while after each call; a
 contender started right after another runs on cores still busy with the other pool's spinning threads.
 """
+import dataclasses
 import gc
 import math
 import statistics
 import time
 
-from .contenders import same_losses
+from .contenders import same_losses, same_outputs
 from .facts import core_round_trip_ns, cpu_sample, others_cpu
 from .gemm import recurrent_gemm
-from .grid import make_problem
 
 
 def _timed_steps(contender, n):
@@ -50,12 +50,13 @@ def _summary(samples, flops):
 
 
 def run_case(case, contenders, opts, threads):
-    """One row. `contenders` are the available ones; the first is the baseline (cbptt)."""
-    problem = make_problem(case)
+    """One row (a grid.Case or a seq2seq_grid.Seq2SeqCase). `contenders` are the available ones; the
+    first is the baseline (cbptt)."""
+    problem = case.problem()
     gc.collect()
     round_trip_start = core_round_trip_ns() if threads >= 2 else None
     cpu_start = cpu_sample()
-    left_out, warm, info = {}, {}, {}          # name -> why not timed; name -> (times, losses); row_info()
+    left_out, warm, info, output = {}, {}, {}, {}   # name -> why not timed; (times, losses); row_info(); output()
     for c in contenders:
         ok = c.supports(case)
         if ok is not True:
@@ -71,12 +72,15 @@ def run_case(case, contenders, opts, threads):
         else:
             warm[c.name] = result
             info[c.name] = c.row_info()
+            output[c.name] = c.output()
     active = [c for c in contenders if c.name in warm]
 
     # Same parameters, data and SGD steps: the warm-up losses must agree with cbptt's (a cheap guard
-    # against timing two different computations).
+    # against timing two different computations); on decoding rows, the ids of the last warm-up call.
     base = contenders[0].name
     loss_check = {c.name: same_losses(warm[base][1], warm[c.name][1], case.dtype)
+                  if output[c.name] is None or output[base] is None else
+                  same_outputs(output[base], output[c.name])
                   for c in active if c.name != base and base in warm}
 
     # --repeats timed steps each, except that a contender with min_repeats may time fewer (down to
@@ -113,11 +117,12 @@ def run_case(case, contenders, opts, threads):
 
     time.sleep(opts.settle)
     s = case.shape
-    gemm = recurrent_gemm(s.B, s.H, case.gates, case.dtype, threads)
+    gemm = recurrent_gemm(case.recurrent_rows(), s.H, case.gates, case.dtype, threads)
 
     flops = case.flops()
-    out = {"threads": threads, "shape": s.name, "B": s.B, "T": s.T, "I": s.I, "H": s.H, "O": s.O,
-           "cell": case.cell, "trainer": case.trainer, "flops_per_step": flops, "rounds": rounds,
+    sizes = {k: v for k, v in dataclasses.asdict(s).items() if k != "name"}     # B, T, I, H, O, ...
+    out = {"threads": threads, "shape": s.name, **sizes, "cell": case.cell, "trainer": case.trainer,
+           "flops_per_step": flops, "rounds": rounds,
            "others_cpu": others_cpu(cpu_start, cpu_sample()),
            "core_round_trip_ns": None if round_trip_start is None else [round_trip_start, core_round_trip_ns()],
            "loss_check": loss_check, "left_out": left_out, "gemm": gemm, "contenders": {}}
