@@ -9,15 +9,10 @@ after. A call runs the whole forward pass, the loss and the backward pass on raw
 with the GIL released. Python code (models, trainers) validates arguments first: the methods
 here only check the sizes and dtypes of what they are handed.
 
-BLAS threads: the recurrent products inside the time loop are small, and waking BLAS worker
-threads for each of them costs more than it saves (measured in benchmarks/). OpenBLAS >= 0.3.27
-has openblas_set_num_threads_local (which in SciPy's pthreads build sets the count of the whole
-process: _core/blas_threads.h holds it safely across threads); its address, and that of the
-thread-count getter, are found once, at import (see _threads.py). With them, a call whose
-per-step product is big enough runs on a team of cbptt's own threads (_core/team.h), as many as
-BLAS's thread count, each calling BLAS on one thread; smaller calls run in the calling thread,
-with the per-step products on one BLAS thread and the hoisted GEMMs on BLAS's own threads.
-Without them the loop runs with the library's setting.
+BLAS threads: the recurrent products inside the time loop are small, and waking BLAS's
+threads for each costs more than it saves; a call big enough runs on cbptt's own team of
+threads instead (_core/team.h), each calling BLAS on one thread (docs/DEVELOPMENT.md, "The
+team of threads"; _threads.py finds OpenBLAS's thread-count functions at import).
 """
 import numpy as np
 
@@ -25,6 +20,7 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
+from ._core.arrays cimport data_of, float_buffer, optional_data_of
 from ._core.jobs cimport PHASE_BACKWARD, PHASE_FORWARD, PHASE_WHOLE, Job, run_job
 from ._core.norms cimport squared_norm
 from ._core.paths cimport (CBPTT_RAN_CHUNK_GRADS, CBPTT_RAN_INPUT_BLAS, CBPTT_RAN_INPUT_IDS,
@@ -159,40 +155,13 @@ def core_round_trip_ns(long rounds=20000):
     return None if ns < 0 else ns
 
 
-# ---------------------------------------------------------------------------------------------
-# the panel kernels' availability
-
 def panels_supported():
     """Whether this processor runs the packed-panel products (AVX-512F)."""
     return bool(cbptt_panels_supported())
 
 
-
-
 # ---------------------------------------------------------------------------------------------
-# the Python-facing class
-
-cdef inline void* data_of(object array, object dtype, Py_ssize_t size, str name) except NULL:
-    """Pointer to a C-contiguous array's data after checking its dtype and size."""
-    cdef cnp.ndarray a
-    if not isinstance(array, cnp.ndarray):
-        raise TypeError(f"{name}: expected a NumPy array")
-    a = <cnp.ndarray>array
-    if a.dtype != dtype or not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.size != size:
-        raise ValueError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} array of "
-                         f"{size} elements, got {array.dtype} {array.shape}")
-    if not cnp.PyArray_ISWRITEABLE(a) and name in ("grads", "out", "dh0", "dc0", "h_final",
-                                                   "c_final", "dx"):
-        raise ValueError(f"{name}: must be writeable")
-    return cnp.PyArray_DATA(a)
-
-
-cdef inline void* optional_data_of(object array, object dtype, Py_ssize_t size,
-                                   str name) except? NULL:
-    if array is None:
-        return NULL
-    return data_of(array, dtype, size, name)
-
+# the Python-facing class (its array checks: _core/arrays.pxd)
 
 cdef class Engine:
     """Workspaces and kernels for one model configuration at one (batch, steps) shape.
@@ -494,11 +463,7 @@ cdef class Engine:
 
     @property
     def last_paths(self):
-        """The kernel paths the last call ran, as names (see _core/paths.h): "step_panels" or
-        "step_blas" (the per-step products), "input_panels"/"input_blas" (the input
-        projection), "wgrad_kernel"/"wgrad_blas"/"wgrad_transposed" (weight gradients),
-        "chunk_grads" (GRU's per-chunk weight gradients), "input_ids" (token ids: the first
-        layer's projection a gather, its weight gradient a scatter-add)."""
+        """The kernel paths the last call ran, as names (PATH_NAMES; see _core/paths.h)."""
         return path_names(self.last_path_flags)
 
     def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
@@ -706,17 +671,6 @@ cdef class Engine:
 cdef extern from "_core/vmath.h" nogil:
     int cbptt_all_finite_f32(const float* x, Py_ssize_t n)
     int cbptt_all_finite_f64(const double* x, Py_ssize_t n)
-
-
-cdef bint float_buffer(object array, str caller, void** data, Py_ssize_t* count) except -1:
-    """Data pointer and size of a C-contiguous float32/float64 array; True for float64."""
-    cdef cnp.ndarray a = array
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{caller} needs a C-contiguous float32 or float64 array, got "
-                        f"{a.dtype}")
-    data[0] = cnp.PyArray_DATA(a)
-    count[0] = a.size
-    return a.dtype == np.float64
 
 
 def all_finite(array):

@@ -17,8 +17,9 @@ them bottom-up (docs/DEVELOPMENT.md has the table):
 - ``head.pxd``: the loss and the head's backward.
 - ``gradients.pxd``: the backward's hoisted products (weight gradients, the layer below's input).
 - ``backward.pxd``: BPTT.
-- ``jobs.pxd``: a call as a job the parts of a team run together.
+- ``jobs.pxd``: a call as a job the parts of a team run together (an encoder's in two phases).
 - ``split.pxd``: a call as sub-engines, one per part, on blocks of the batch rows.
+- ``arrays.pxd``: the engine face's checks of the arrays it is handed.
 
 ``_engine.pyx`` holds the Python-facing ``Engine`` on top of them.
 """
