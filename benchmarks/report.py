@@ -83,13 +83,17 @@ class StepTable:
                   for p in self.peers]
         cells += [f"{res[n]['compile_ms'] / 1e3:.2f}" if n in res and "compile_ms" in res[n] else "n/a"
                   for n in self.compiled]
+        return "| " + " | ".join(cells + self.rate_cells(row, res, base)) + " |"
+
+    def rate_cells(self, row, res, base):
+        """The row's last cells: cbptt's GFLOP/s, the GEMM's, their ratio, the timed steps of
+        each contender and the other processes' CPU."""
         gemm = row["gemm"]
-        cells += [f"{base['gflops']:.1f}" if base else "n/a",
-                  f"{gemm['gflops']:.1f}" + ("*" if gemm["rough"] else ""),
-                  f"{base['gflops'] / gemm['gflops']:.0%}" if base else "n/a",
-                  " / ".join(str(res[n]["timed_steps"]) if n in res else "-" for n in self.names),
-                  "?" if row["others_cpu"] is None else f"{row['others_cpu']:.2f}"]
-        return "| " + " | ".join(cells) + " |"
+        return [f"{base['gflops']:.1f}" if base else "n/a",
+                f"{gemm['gflops']:.1f}" + ("*" if gemm["rough"] else ""),
+                f"{base['gflops'] / gemm['gflops']:.0%}" if base else "n/a",
+                " / ".join(str(res[n]["timed_steps"]) if n in res else "-" for n in self.names),
+                "?" if row["others_cpu"] is None else f"{row['others_cpu']:.2f}"]
 
     def about(self, opts, settings, rough):
         """The notes' opening paragraphs: what a row times and how to read its columns. settings:

@@ -47,13 +47,7 @@ class Seq2SeqTable(StepTable):
         cells += [f"{res[n]['compile_ms'] / 1e3:.2f}" if n in res and "compile_ms" in res[n] else "n/a"
                   for n in self.compiled]
         cells += [f"{row['B'] / res[n]['median_ms'] * 1e3:.0f}" if n in res else "n/a" for n in self.names]
-        gemm = row["gemm"]
-        cells += [f"{base['gflops']:.1f}" if base else "n/a",
-                  f"{gemm['gflops']:.1f}" + ("*" if gemm["rough"] else ""),
-                  f"{base['gflops'] / gemm['gflops']:.0%}" if base else "n/a",
-                  " / ".join(str(res[n]["timed_steps"]) if n in res else "-" for n in self.names),
-                  "?" if row["others_cpu"] is None else f"{row['others_cpu']:.2f}"]
-        return "| " + " | ".join(cells) + " |"
+        return "| " + " | ".join(cells + self.rate_cells(row, res, base)) + " |"
 
     def about(self, opts, settings, rough):
         return [
