@@ -20,6 +20,7 @@ inputs; ``head.weight`` is (O, 2H). Each (layer, direction) block is one engine'
 import numpy as np
 
 from ._engine import param_count, param_layout
+from .data import log_softmax
 
 DIRECTIONS = ("", "_reverse")
 
@@ -161,8 +162,7 @@ def head_and_loss(model, top, target, loss, weight, grads):
         dpred = 2 * w[:, None] * diff / terms if terms else np.zeros_like(pred)
     else:
         terms = w.sum()
-        shifted = pred - pred.max(axis=1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        logp = log_softmax(pred)
         rows = np.arange(len(z))
         value = float(-(w * logp[rows, target]).sum() / terms) if terms else 0.0
         dpred = np.exp(logp)

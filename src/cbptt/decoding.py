@@ -17,6 +17,7 @@ hypothesis is live (the others score -inf), so no two hypotheses are the same se
 import numpy as np
 
 from . import _checks
+from .data import log_softmax
 
 
 def generate(s2s, X, src_lengths, start, steps, stop_id, beam, length_penalty):
@@ -96,7 +97,6 @@ class _Stepper:
         self.x = (np.zeros((rows, 1), np.int64) if ids else
                   np.zeros((rows, 1, dec.input_size), dec.dtype))
         self.out = np.empty((rows, 1, dec.output_size), dec.dtype)
-        self.calls = 0
 
     def feed(self, ids):
         """The next step's input: the ids (rows,), as ids or as their embedding rows."""
@@ -111,7 +111,6 @@ class _Stepper:
                             c0=self.c, c_final=self.c_next)
         self.h, self.h_next = self.h_next, self.h
         self.c, self.c_next = self.c_next, self.c
-        self.calls += 1
         return self.out[:, 0]
 
     def follow(self, index):
@@ -151,14 +150,6 @@ def _greedy(stepper, start, steps, stop_id):
             break
         stepper.feed(chosen)
     return ids
-
-
-def log_softmax(logits):
-    """log softmax over the last axis, in float64."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    return z
 
 
 def _beam_search(stepper, batch, k, start, steps, stop_id, length_penalty):

@@ -9,6 +9,7 @@ A model made with ``vocab_size=V`` reads token ids (B, T) in [0, V): each id pic
 import numpy as np
 
 from . import _checks
+from ._engine import squared_norm_of
 
 
 def check_ids(X, vocab_size, name="X"):
@@ -39,3 +40,12 @@ def table_gradient(ids, dx, padding_idx, out):
     if padding_idx is not None:
         out[padding_idx] = 0
     return out
+
+
+def learn_table(model, ids, dx, grads):
+    """The table's gradient of a model with an embedding, from the engine's dx (B, T, E) for
+    the ids (B, T) it read, into its entries of grads (the model's flat layout: they come
+    last). Returns their squared norm (to add to the engine's)."""
+    table = grads[model.engine_size:]
+    table_gradient(ids, dx, model.padding_idx, table.reshape(model.vocab_size, model.input_size))
+    return squared_norm_of(table)

@@ -23,7 +23,6 @@ import threading
 import numpy as np
 
 from . import archive, embedding, memory
-from ._engine import squared_norm_of
 from .losses import check_loss, check_targets
 from .model import RNN
 from .optim import SGD, Adam
@@ -97,8 +96,8 @@ class Seq2Seq(_Trainer):
 
     Shapes: X (B, T, I) floats; Y_in (B, U, J) the decoder's inputs (teacher forcing: usually
     the targets shifted right after a start symbol); X and Y_in may be token ids instead,
-    (B, T) and (B, U) integers, the one-hot inputs without making them; Y_out (B, U, O) floats for mse or (B, U)
-    class ids for cross_entropy; src_lengths, tgt_lengths (B,) integers in [1, T] and [1, U]
+    (B, T) and (B, U) integers, the one-hot inputs without making them; Y_out (B, U, O)
+    floats for mse or (B, U) class ids for cross_entropy; src_lengths, tgt_lengths (B,) integers in [1, T] and [1, U]
     (None: every sequence full). The loss is the mean over the decoder's outputs u <
     tgt_lengths[b]: over O * sum(tgt_lengths) elements (mse) or sum(tgt_lengths) targets
     (cross_entropy). Padding after a sequence's length changes nothing.
@@ -119,7 +118,7 @@ class Seq2Seq(_Trainer):
         self._engines = {}
         self._state_buffers = {}
         self._steps = np.arange(0)
-        self._last_engine = None     # the decoder's of the last call (its loss_terms)
+        self._last_engine = None     # the decoder's of the last call
         self.last_calls = 0          # engine calls of the last step/loss_and_grad/predict
 
     @property
@@ -219,14 +218,11 @@ class Seq2Seq(_Trainer):
         self._last_engine = decoder
         self._last_terms = decoder.loss_terms
         self.last_calls = 3
-        self._sq_norm = encoder.grad_sq_norm + decoder.grad_sq_norm
+        self._last_sq_norm = encoder.grad_sq_norm + decoder.grad_sq_norm
         for model, ids, d_input, grads in ((enc, x_ids, dx, enc_grads),
                                            (dec, y_ids, dy, dec_grads)):
             if ids is not None:     # the half's embedding: dL/dx summed by id
-                table = grads[model.engine_size:]
-                embedding.table_gradient(ids, d_input, model.padding_idx,
-                                         table.reshape(model.vocab_size, model.input_size))
-                self._sq_norm += squared_norm_of(table)
+                self._last_sq_norm += embedding.learn_table(model, ids, d_input, grads)
         return loss
 
     def loss_and_grad(self, X, Y_in, Y_out, src_lengths=None, tgt_lengths=None):
@@ -244,7 +240,7 @@ class Seq2Seq(_Trainer):
         ``on_nonfinite="skip"`` a RuntimeWarning counted in ``skipped_updates``)."""
         with self.model.lock:
             loss = self._run(X, Y_in, Y_out, src_lengths, tgt_lengths)
-            self._apply_update(loss, self._sq_norm, self._last_engine.loss_terms)
+            self._apply_update(loss, self._last_sq_norm, self._last_terms)
         return loss
 
     # -- inference ----------------------------------------------------------------------------

@@ -141,9 +141,7 @@ class _FullBPTT(_Trainer):
                 X, Y, h0, c0, weight, lengths, want_state_grads, return_state, return_flow,
                 ids is not None)
         if ids is not None:     # the embedding's gradient: dL/dx summed by id
-            embedding.table_gradient(ids, dx, m.padding_idx, self._grads[m.engine_size:].reshape(
-                m.vocab_size, m.input_size))
-            self._last_sq_norm += squared_norm_of(self._grads[m.engine_size:])
+            self._last_sq_norm += embedding.learn_table(m, ids, dx, self._grads)
         return loss, state_grads, final, flow
 
     def _run_engine(self, X, Y, h0, c0, weight, lengths, want_state_grads, return_state,

@@ -2,7 +2,6 @@
 import numpy as np
 
 from . import _checks, embedding
-from ._engine import squared_norm_of
 from .losses import check_targets
 from .trainers import _Trainer, check_mask
 
@@ -249,10 +248,7 @@ class Truncated(_Trainer):
                                     dx=dx, **call)
         sq_norm = engine.grad_sq_norm
         if ids is not None:
-            table = self._grads[m.engine_size:]
-            embedding.table_gradient(ids, dx, m.padding_idx,
-                                     table.reshape(m.vocab_size, m.input_size))
-            sq_norm += squared_norm_of(table)
+            sq_norm += embedding.learn_table(m, ids, dx, self._grads)
         self._apply_update(loss, sq_norm, engine.loss_terms, where)
         return loss, engine
 

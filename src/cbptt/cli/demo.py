@@ -41,21 +41,14 @@ def demo_adding(s, seed=0, progress=True, log=print):
     log(f"(a) adding problem: many-to-one LSTM, T={T}, H={s['adding_hidden']}, float32, "
         f"Adam 1e-2, clip 1.0, batch 32, {s['adding_updates']} updates")
     rng = np.random.default_rng(seed)
-    losses, evals = [], []
-    bar = Progress(s["adding_updates"], "adding", progress)
-    start = time.perf_counter()
-    try:
-        for update in range(1, s["adding_updates"] + 1):
-            rows = rng.integers(0, len(X), size=32)
-            losses.append(float(trainer.step(X[rows], y[rows])))
-            bar.update(1, losses[-1])
-            if update % s["adding_eval_every"] == 0:
-                mse = float(np.mean((trainer.predict(X_test) - y_test) ** 2))
-                evals.append((update, mse))
-                bar.write(f"    update {update:5d}  test MSE {mse:.4f}")
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - start
+
+    def step():
+        rows = rng.integers(0, len(X), size=32)
+        return float(trainer.step(X[rows], y[rows]))
+
+    losses, evals, seconds = _updates(
+        s["adding_updates"], "adding", progress, step, s["adding_eval_every"],
+        lambda: float(np.mean((trainer.predict(X_test) - y_test) ** 2)), "test MSE {:.4f}")
     mse = evals[-1][1]
     ratio = guess / mse
     better = (f"{ratio:.0f}x lower" if ratio >= 10 else f"{ratio:.1f}x lower" if ratio > 1
@@ -85,26 +78,20 @@ def demo_chars(s, seed=0, progress=True, log=print):
     model = RNN(V, s["char_hidden"], V, cell="lstm", dtype=np.float32, seed=seed)
     trainer = Truncated(model, k1=k1, k2=k2, loss="cross_entropy",
                         optimizer=Adam(lr=s["char_lr"]), clip_norm=1.0)
-    losses, evals, position = [], [], 0
-    bar = Progress(s["char_updates"], "chars", progress)
-    start = time.perf_counter()
-    try:
-        for update in range(1, s["char_updates"] + 1):
-            if position >= length:
-                trainer.reset_state()
-                position = 0
-            block = streams[:, position:position + k1 + 1]
-            position += block.shape[1] - 1
-            loss = trainer.step(block[:, :-1], block[:, 1:])     # token ids
-            losses.append(data.bits(float(loss)))
-            bar.update(1, losses[-1])
-            if update % s["char_eval_every"] == 0:
-                bpc = data.bits(data.char_loss(model, val_ids))
-                evals.append((update, bpc))
-                bar.write(f"    update {update:5d}  held-out {bpc:.3f} bits/char")
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - start
+    position = 0
+
+    def step():
+        nonlocal position
+        if position >= length:
+            trainer.reset_state()
+            position = 0
+        block = streams[:, position:position + k1 + 1]
+        position += block.shape[1] - 1
+        return data.bits(float(trainer.step(block[:, :-1], block[:, 1:])))    # token ids
+
+    losses, evals, seconds = _updates(
+        s["char_updates"], "chars", progress, step, s["char_eval_every"],
+        lambda: data.bits(data.char_loss(model, val_ids)), "held-out {:.3f} bits/char")
     bpc = evals[-1][1]
     sample = data.sample_chars(model, vocab, "Return the", s["sample"], temperature=0.7,
                                rng=seed)
@@ -135,26 +122,22 @@ def demo_dates(s, seed=0, progress=True, log=print):
                   clip_norm=1.0)
     steps = max(len(y) for _, y in train) + 1
     rng = np.random.default_rng(seed)
-    losses, evals = [], []
-    bar = Progress(s["dates_updates"], "dates", progress)
-    start = time.perf_counter()
-    try:
-        for update in range(1, s["dates_updates"] + 1):
-            chosen = [train[i] for i in rng.integers(0, len(train), size=B)]
-            X, src_lengths = pairs.encode_sources([x for x, _ in chosen], source, dtype,
-                                                  ids=True)
-            Y_in, Y_out, tgt_lengths = pairs.encode_targets([y for _, y in chosen], target,
-                                                            dtype, ids=True)
-            losses.append(float(s2s.step(X, Y_in, Y_out, src_lengths, tgt_lengths)))
-            bar.update(1, losses[-1])
-            if update % s["dates_eval_every"] == 0:
-                outputs = pairs.translate(s2s, [x for x, _ in test], source, target, steps)
-                exact = float(np.mean([out == y for out, (_, y) in zip(outputs, test)]))
-                evals.append((update, exact))
-                bar.write(f"    update {update:5d}  held-out exact match {exact:.1%}")
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - start
+    outputs = []
+
+    def step():
+        chosen = [train[i] for i in rng.integers(0, len(train), size=B)]
+        X, src_lengths = pairs.encode_sources([x for x, _ in chosen], source, dtype, ids=True)
+        Y_in, Y_out, tgt_lengths = pairs.encode_targets([y for _, y in chosen], target, dtype,
+                                                        ids=True)
+        return float(s2s.step(X, Y_in, Y_out, src_lengths, tgt_lengths))
+
+    def evaluate():
+        outputs[:] = pairs.translate(s2s, [x for x, _ in test], source, target, steps)
+        return float(np.mean([out == y for out, (_, y) in zip(outputs, test)]))
+
+    losses, evals, seconds = _updates(s["dates_updates"], "dates", progress, step,
+                                      s["dates_eval_every"], evaluate,
+                                      "held-out exact match {:.1%}")
     exact = evals[-1][1]
     shown = test[:6]
     examples = [(x, out, y) for (x, y), out in zip(shown, outputs)]
@@ -165,6 +148,25 @@ def demo_dates(s, seed=0, progress=True, log=print):
     log(f"    held-out exact match {exact:.1%} of {len(test):,} dates, {s['dates_updates']} "
         f"updates in {seconds:.1f} s")
     return exact, losses, evals, examples, seconds
+
+
+def _updates(count, label, progress, step, eval_every, evaluate, line):
+    """A demo part's training: ``count`` calls of step() (each returns its loss) under a
+    progress bar, and every ``eval_every`` the value of evaluate() written as ``line``
+    (a format of one value). Returns (losses, evaluations [(update, value)], seconds)."""
+    losses, evals = [], []
+    bar = Progress(count, label, progress)
+    start = time.perf_counter()
+    try:
+        for update in range(1, count + 1):
+            losses.append(step())
+            bar.update(1, losses[-1])
+            if update % eval_every == 0:
+                evals.append((update, evaluate()))
+                bar.write(f"    update {update:5d}  " + line.format(evals[-1][1]))
+    finally:
+        bar.close()
+    return losses, evals, time.perf_counter() - start
 
 
 def _indent(text, prefix="    | "):
