@@ -19,7 +19,8 @@ inputs; ``head.weight`` is (O, 2H). Each (layer, direction) block is one engine'
 """
 import numpy as np
 
-from ._engine import dropout_mask, param_count, param_layout
+from ._dropout import dropout_mask
+from ._engine import param_count, param_layout
 from .data import log_softmax
 
 DIRECTIONS = ("", "_reverse")

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _checks, embedding, memory
 from ._arrays import squared_norm_of
-from ._engine import dropout_key
+from ._dropout import dropout_key
 from .losses import check_loss, check_targets
 from .bidirectional import Bidirectional, head_and_loss
 from .model import RNN

@@ -1,12 +1,12 @@
 """Dropout and recurrent dropout through the trainers: each training call draws the masks of
-(seed, dropout_calls) (``_engine.dropout_mask`` gives them, the test hook), so with them the
+(seed, dropout_calls) (``_dropout.dropout_mask`` gives them, the test hook), so with them the
 loss and gradients equal the NumPy reference's; the same seed and calls give bit-identical
 results; rates of 0 are the model without dropout; predictions never drop."""
 import numpy as np
 import pytest
 
 import cbptt
-from cbptt import _engine
+from cbptt import _dropout
 
 import reference
 from helpers import CELLS
@@ -17,11 +17,11 @@ B, T, I, H, O = 4, 5, 3, 6, 2
 def call_masks(trainer, layers, batch=B, steps=T, stream0=0, units=H):
     """The masks the trainer's next call draws, scaled, as reference.forward takes them."""
     m_p, m_q = trainer.model.dropout, trainer.model.recurrent_dropout
-    key = _engine.dropout_key(trainer.seed, trainer.dropout_calls)
-    between = [None] + [_engine.dropout_mask(key, k, m_p, batch, units, steps=steps,
+    key = _dropout.dropout_key(trainer.seed, trainer.dropout_calls)
+    between = [None] + [_dropout.dropout_mask(key, k, m_p, batch, units, steps=steps,
                                              stream0=stream0) if m_p else None
                         for k in range(1, layers)]
-    recurrent = [_engine.dropout_mask(key, k, m_q, batch, units, stream0=stream0) if m_q
+    recurrent = [_dropout.dropout_mask(key, k, m_q, batch, units, stream0=stream0) if m_q
                  else None for k in range(layers)]
     return {"between": between, "recurrent": recurrent}
 
@@ -133,12 +133,12 @@ def test_a_seq2seq_step_draws_the_encoders_and_decoders_masks(cell):
     rng = np.random.default_rng(9)
     Y_in = rng.standard_normal((B, 3, I))
     Y_out = rng.standard_normal((B, 3, O))
-    key = _engine.dropout_key(5, 0)
-    enc_masks = {"between": [None, _engine.dropout_mask(key, 1, 0.3, B, H, steps=T)],
-                 "recurrent": [_engine.dropout_mask(key, k, 0.3, B, H) for k in range(2)]}
-    dec_masks = {"between": [None, _engine.dropout_mask(key, 1, 0.2, B, H, steps=3,
+    key = _dropout.dropout_key(5, 0)
+    enc_masks = {"between": [None, _dropout.dropout_mask(key, 1, 0.3, B, H, steps=T)],
+                 "recurrent": [_dropout.dropout_mask(key, k, 0.3, B, H) for k in range(2)]}
+    dec_masks = {"between": [None, _dropout.dropout_mask(key, 1, 0.2, B, H, steps=3,
                                                         stream0=2)],
-                 "recurrent": [_engine.dropout_mask(key, k, 0.4, B, H, stream0=2)
+                 "recurrent": [_dropout.dropout_mask(key, k, 0.4, B, H, stream0=2)
                                for k in range(2)]}
     head = {"head.weight": np.zeros((1, H)), "head.bias": np.zeros(1)}
     state = reference.forward(enc.state_dict() | head, X, cell=cell, num_layers=2,

@@ -1,5 +1,5 @@
 """Dropout inside the engine (_core/dropout.pxd): the masks a call draws are those
-``_engine.dropout_mask`` returns for its key (the test hook), and with them fixed the loss and
+``_dropout.dropout_mask`` returns for its key (the test hook), and with them fixed the loss and
 every gradient equal the NumPy reference's (tests/reference.py, masks given) and central
 differences, on every path of the forward and backward (one thread, a split, a column
 partition, chunks)."""
@@ -7,20 +7,20 @@ import numpy as np
 import pytest
 
 import cbptt
-from cbptt import _engine
+from cbptt import _dropout, _engine
 
 import reference
 from helpers import CELLS, set_parts
 
 B, T, I, H, O = 5, 6, 3, 4, 2
-KEY = _engine.dropout_key(7, 3)
+KEY = _dropout.dropout_key(7, 3)
 
 
 def masks_of(key, num_layers, p, q, row0=0, dtype=np.float64):
     """The scaled masks of a call keyed `key`, as the reference takes them."""
-    between = [None] + [_engine.dropout_mask(key, k, p, B, H, steps=T, row0=row0, dtype=dtype)
+    between = [None] + [_dropout.dropout_mask(key, k, p, B, H, steps=T, row0=row0, dtype=dtype)
                         if p > 0 else None for k in range(1, num_layers)]
-    recurrent = [_engine.dropout_mask(key, k, q, B, H, row0=row0, dtype=dtype) if q > 0
+    recurrent = [_dropout.dropout_mask(key, k, q, B, H, row0=row0, dtype=dtype) if q > 0
                  else None for k in range(num_layers)]
     return {"between": between, "recurrent": recurrent}
 
@@ -36,23 +36,23 @@ def settings_for(path):
 
 
 def test_a_mask_keeps_each_unit_with_probability_one_minus_p():
-    mask = _engine.dropout_mask(KEY, 1, 0.3, 64, 500, steps=10)
+    mask = _dropout.dropout_mask(KEY, 1, 0.3, 64, 500, steps=10)
     assert mask.shape == (10, 64, 500)
     assert set(np.unique(mask)) == {0.0, 1 / 0.7}
     assert abs((mask == 0).mean() - 0.3) < 0.005
-    recurrent = _engine.dropout_mask(KEY, 1, 0.3, 64, 500)
+    recurrent = _dropout.dropout_mask(KEY, 1, 0.3, 64, 500)
     assert recurrent.shape == (64, 500) and abs((recurrent == 0).mean() - 0.3) < 0.01
     # another key, layer, stream or row offset draws another mask
-    others = [_engine.dropout_mask(_engine.dropout_key(7, 4), 1, 0.3, 64, 500, steps=10),
-              _engine.dropout_mask(KEY, 2, 0.3, 64, 500, steps=10),
-              _engine.dropout_mask(KEY, 1, 0.3, 64, 500, steps=10, stream0=1)]
+    others = [_dropout.dropout_mask(_dropout.dropout_key(7, 4), 1, 0.3, 64, 500, steps=10),
+              _dropout.dropout_mask(KEY, 2, 0.3, 64, 500, steps=10),
+              _dropout.dropout_mask(KEY, 1, 0.3, 64, 500, steps=10, stream0=1)]
     for other in others:
         assert 0.3 < (other != mask).mean() < 0.6
     # rows from row0 are the caller's rows row0 ...
-    shifted = _engine.dropout_mask(KEY, 1, 0.3, 60, 500, steps=10, row0=4)
+    shifted = _dropout.dropout_mask(KEY, 1, 0.3, 60, 500, steps=10, row0=4)
     np.testing.assert_array_equal(shifted, mask[:, 4:])
     assert not (mask[1:] == mask[:-1]).all()          # a new mask each step
-    single = _engine.dropout_mask(KEY, 1, 0.3, 64, 500, steps=10, dtype=np.float32)
+    single = _dropout.dropout_mask(KEY, 1, 0.3, 64, 500, steps=10, dtype=np.float32)
     np.testing.assert_array_equal(single == 0, mask == 0)     # the same units, either dtype
     assert single.max() == np.float32(1 / 0.7)
 
