@@ -199,7 +199,8 @@ class _FullBPTT(_Trainer):
             runner = self._engines[key] = Bidirectional(m, batch, steps, True, X.ndim == 2)
         key = dropout_key(self.seed, self.dropout_calls)
         self.dropout_calls += 1
-        top, h_final, c_final = runner.forward(X, lengths, h0, c0, (key, self.dropout_row0))
+        top, h_final, c_final = runner.forward(X, lengths, h0, c0, (key, self.dropout_row0),
+                                               top_outputs=not self.many_to_one)
         H = m.hidden_size
         if self.many_to_one:        # [the top forward state at the end, the reverse one]
             final = np.concatenate([h_final[-2], h_final[-1]], axis=1)
