@@ -203,7 +203,7 @@ class _Checker:
         """A model's input: floats lead + (I,) or token ids lead; returns the dtype read."""
         if model.vocab_size is not None:
             if array.shape != lead:
-                self.fail(name, lead, meaning + f", token ids of the embedding", array)
+                self.fail(name, lead, meaning + ", token ids of the embedding", array)
             if array.dtype.kind == "f":
                 raise TypeError(f"{self.prefix}{name} must hold token ids, got dtype "
                                 f"{array.dtype}")
