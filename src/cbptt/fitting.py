@@ -127,8 +127,10 @@ class _FitRun:
         self.reader = BatchReader(self.train, self.batch_size)
         self.evaluator = None
         if self.val is not None:
-            size = _checks.check_size(validation_batch_size or self.batch_size,
-                                      "validation_batch_size")
+            if validation_batch_size is None:     # streams: longer blocks, fewer calls
+                validation_batch_size = max(self.batch_size, 512) if streams else \
+                    self.batch_size
+            size = _checks.check_size(validation_batch_size, "validation_batch_size")
             self.evaluator = Evaluator(trainer, kind, self.val, size, self.metrics)
         self.progress = EpochProgress(progress, self.epochs, len(self.reader))
         self.history = History()
@@ -165,7 +167,7 @@ class _FitRun:
                     callback.on_train_begin({})
                 for epoch in range(self.initial_epoch, self.epochs):
                     logs = self._epoch(epoch, everyone, ctrl_c)
-                    if logs is None:
+                    if ctrl_c.requested:        # in a step, or in the epoch's validation
                         self.history.interrupted = True
                         break
                     if any(c.stop_training for c in everyone):
@@ -181,7 +183,7 @@ class _FitRun:
         self.trainer.optimizer.lr = self.schedule.lr_at(position)
 
     def _epoch(self, epoch, everyone, ctrl_c):
-        """Train one epoch; its logs, or None when Ctrl-C ended it."""
+        """Train one epoch; its logs (None when Ctrl-C ended it in a step)."""
         trainer, schedule = self.trainer, self.schedule
         per_step = schedule is not None and schedule.every == "step"
         if schedule is not None and not per_step:
