@@ -155,9 +155,9 @@ class ModelCheckpoint(_Monitoring):
     "model-{epoch:02d}-{val_loss:.3f}.npz". ``save_best_only``: only when ``monitor`` improved.
 
     ``training_state=True`` adds what resuming needs to the same file: the optimiser's state,
-    the schedule's state and the number of epochs done (``restore_checkpoint`` puts them
-    back; a fit then continues with ``initial_epoch=`` what it returns and follows the
-    uninterrupted one bit for bit)."""
+    the schedule's state, the dropout masks' seed and call count and the number of epochs
+    done (``restore_checkpoint`` puts them back; a fit then continues with ``initial_epoch=``
+    what it returns and follows the uninterrupted one bit for bit)."""
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto",
                  training_state=False):
@@ -199,19 +199,21 @@ def _model_entries(trainer):
 
 
 def save_training_state(path, trainer, schedule, epochs_done):
-    """Write the model, the optimiser's state, the schedule's state and ``epochs_done`` to
-    ``path`` (an ``.npz``), atomically."""
+    """Write the model, the optimiser's state, the schedule's state, the dropout masks' seed
+    and call count and ``epochs_done`` to ``path`` (an ``.npz``), atomically."""
     entries = _model_entries(trainer)
     entries.update({OPTIM_PREFIX + k: v for k, v in trainer.optimizer.state_dict().items()})
     entries[FIT_ENTRY] = archive.json_entry({
         "epochs_done": int(epochs_done),
-        "schedule": None if schedule is None else schedule.state_dict()})
+        "schedule": None if schedule is None else schedule.state_dict(),
+        "dropout": [trainer.seed, trainer.dropout_calls]})
     archive.write_archive(path, entries)
 
 
 def restore_checkpoint(path, trainer, schedule=None):
     """Put a ``ModelCheckpoint(training_state=True)`` file back into ``trainer`` (the same
-    model shapes): its weights, its optimiser's state and, when given, ``schedule``'s state.
+    model shapes): its weights, its optimiser's state, the dropout masks' seed and call count
+    (``trainer.seed``, ``trainer.dropout_calls``) and, when given, ``schedule``'s state.
     Returns the number of epochs it had done: pass it to ``fit`` as ``initial_epoch``. Checks
     everything before changing anything; ValueError naming the file otherwise."""
     path = os.fspath(path)
@@ -246,6 +248,7 @@ def restore_checkpoint(path, trainer, schedule=None):
         trainer.optimizer.load_state_dict(optim, params)
         if schedule is not None:
             schedule.load_state_dict(saved_schedule)
+        trainer.seed, trainer.dropout_calls = (int(n) for n in fit.get("dropout", (0, 0)))
     except (ValueError, KeyError, TypeError) as exc:
         params[...] = backup[0]
         trainer.optimizer.load_state_dict(backup[1], params)

@@ -3,7 +3,8 @@ predictions, summed in float64 over batches of one shape.
 
 The loss is the trainer's (mse or cross-entropy, the mean over the outputs the trainer's loss
 is the mean of: masked steps, steps past a sequence's length and a decoder's padding left out)
-and equals ``loss_and_grad``'s on the same data to rounding. Metrics, over the same outputs:
+and equals ``loss_and_grad``'s on the same data to rounding (without dropout: predictions
+never drop units). Metrics, over the same outputs:
 ``"accuracy"`` (cross_entropy: the share of targets whose largest output is the target's),
 ``"mae"`` and ``"rmse"`` (mse: the mean absolute error and the root of the mean squared one,
 over every output element). Truncated streams run from a zero state, carried through the held

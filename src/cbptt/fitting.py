@@ -47,7 +47,8 @@ class FitMixin:
         ``(X, Y, {"mask": M})``), or ``validation_split``: that fraction at the end of the
         data (of the streams' steps for Truncated). After each epoch the logs hold "loss"
         (the mean of the steps' losses weighted by their batch sizes), "val_loss" (the
-        trainer's loss on the validation data, Truncated's streams from a zero state),
+        trainer's loss on the validation data, without dropout as ``predict``; Truncated's
+        streams from a zero state),
         "val_<metric>" (``metrics``: "accuracy" for cross_entropy, "mae" and "rmse" for mse:
         by default the loss's) and "lr".
 

@@ -156,8 +156,9 @@ def test_model_checkpoint_of_a_seq2seq(tmp_path):
 
 # -- resuming from a checkpoint's training state ----------------------------------------------
 def make_many_to_many(seed):
-    model = cbptt.RNN(2, 5, 2, cell="gru", dtype="float64", seed=seed)
-    return cbptt.ManyToMany(model, optimizer=cbptt.Adam(lr=0.02), clip_norm=0.5)
+    model = cbptt.RNN(2, 5, 2, cell="gru", num_layers=2, dtype="float64", seed=seed,
+                      dropout=0.2, recurrent_dropout=0.1)
+    return cbptt.ManyToMany(model, optimizer=cbptt.Adam(lr=0.02), clip_norm=0.5, seed=seed)
 
 
 def make_seq2seq(seed):
