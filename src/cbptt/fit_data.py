@@ -45,7 +45,8 @@ def keywords_of(trainer, kind):
     if kind == "many_to_many":
         return ("mask", "lengths") if trainer.model.bidirectional else ("mask",)
     if kind == "many_to_one":
-        return () if getattr(trainer, "k1", None) else ("lengths",)
+        from .truncated import Truncated
+        return () if isinstance(trainer, Truncated) else ("lengths",)
     if kind == "streams":
         return ("mask",)
     return ("src_lengths", "tgt_lengths")

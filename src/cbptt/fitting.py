@@ -167,7 +167,7 @@ class _FitRun:
                 for callback in everyone:
                     callback.on_train_begin({})
                 for epoch in range(self.initial_epoch, self.epochs):
-                    logs = self._epoch(epoch, everyone, ctrl_c)
+                    logs = self._epoch(epoch, everyone, ctrl_c) or logs    # the last whole
                     if ctrl_c.requested:        # in a step, or in the epoch's validation
                         self.history.interrupted = True
                         break
