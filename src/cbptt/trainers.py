@@ -14,12 +14,14 @@ from ._arrays import squared_norm_of
 from ._dropout import dropout_key
 from .losses import check_loss, check_targets
 from .bidirectional import Bidirectional, head_and_loss
+from .fitting import FitMixin
 from .model import RNN
 from .optim import SGD, Optimizer
 
 
-class _Trainer:
-    """What every trainer shares: the model, loss, optimiser, clipping and the update."""
+class _Trainer(FitMixin):
+    """What every trainer shares: the model, loss, optimiser, clipping, the update and
+    ``fit`` (fitting.py)."""
 
     many_to_one = False
 
