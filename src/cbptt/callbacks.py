@@ -57,13 +57,13 @@ class Callback:
 
 class History(Callback):
     """What ``fit`` returns: ``history`` {name: [one value per epoch]}, ``epoch`` (the epochs'
-    numbers), ``params``, ``interrupted`` (Ctrl-C ended the fit) and ``stopped_early`` (a
-    callback stopped it)."""
+    numbers), ``params``, ``interrupted`` (Ctrl-C ended the fit), ``stopped_early`` (a
+    callback stopped it) and ``reached_max_steps`` (fit's max_steps ended it mid-epoch)."""
 
     def __init__(self):
         super().__init__()
         self.history, self.epoch = {}, []
-        self.interrupted = self.stopped_early = False
+        self.interrupted = self.stopped_early = self.reached_max_steps = False
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)
@@ -83,8 +83,18 @@ def _check_monitor(owner, monitor, params):
                          f"{', '.join(names)}{hint}")
 
 
+def writes_files(trainer):
+    """Whether this process writes a fit's files: not a rank but 0 of a DataParallel."""
+    from .distributed import DataParallel
+    return not isinstance(trainer, DataParallel) or trainer.rank == 0
+
+
 class _Monitoring(Callback):
-    """A callback that watches one logged value for improvements."""
+    """A callback that watches one logged value for improvements. Its state (``best`` and
+    what subclasses add, in ``STATE``) is ``state_dict()``; ``load_state_dict`` puts it back
+    for the next fit (a resumed one), whose ``on_train_begin`` then keeps it."""
+
+    STATE = ("best",)
 
     def __init__(self, monitor, mode, min_delta=0.0):
         super().__init__()
@@ -96,6 +106,26 @@ class _Monitoring(Callback):
         self.monitor, self.mode = monitor, resolve_mode(mode, monitor)
         self.min_delta = float(min_delta)
         self.best = self._worst()
+        self._resumed = False
+
+    def state_dict(self):
+        """The callback's state: plain numbers (JSON-serialisable)."""
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def load_state_dict(self, state):
+        """Restore ``state_dict()`` output; the next fit starts from it."""
+        missing = [name for name in self.STATE if name not in state]
+        if missing:
+            raise ValueError(f"{type(self).__name__} state: missing {', '.join(missing)}")
+        for name in self.STATE:
+            setattr(self, name, state[name])
+        self.best = float(self.best)
+        self._resumed = True
+
+    def _fresh(self):
+        """Whether on_train_begin starts afresh (not after load_state_dict)."""
+        resumed, self._resumed = self._resumed, False
+        return not resumed
 
     def _worst(self):
         return math.inf if self.mode == "min" else -math.inf
@@ -112,7 +142,9 @@ class EarlyStopping(_Monitoring):
     epochs in a row. ``mode`` "min", "max" or "auto" (max for an accuracy). ``restore_best``:
     at the end of training the weights of the best epoch come back (the optimiser's state
     stays as it is). After a fit: ``stopped_epoch`` (None if it ran to the end),
-    ``best``, ``best_epoch``."""
+    ``best``, ``best_epoch``. Its state (``state_dict``) leaves out the best weights."""
+
+    STATE = ("best", "wait", "best_epoch", "stopped_epoch")
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto",
                  restore_best=False):
@@ -128,8 +160,9 @@ class EarlyStopping(_Monitoring):
         super().set_fit(trainer, params)
 
     def on_train_begin(self, logs=None):
-        self.wait, self.stopped_epoch, self.best_epoch = 0, None, None
-        self.best, self.best_weights = self._worst(), None
+        if self._fresh():
+            self.wait, self.stopped_epoch, self.best_epoch = 0, None, None
+            self.best, self.best_weights = self._worst(), None
 
     def on_epoch_end(self, epoch, logs=None):
         value = float(logs[self.monitor])
@@ -157,7 +190,10 @@ class ModelCheckpoint(_Monitoring):
     ``training_state=True`` adds what resuming needs to the same file: the optimiser's state,
     the schedule's state, the dropout masks' seed and call count and the number of epochs
     done (``restore_checkpoint`` puts them back; a fit then continues with ``initial_epoch=``
-    what it returns and follows the uninterrupted one bit for bit)."""
+    what it returns and follows the uninterrupted one bit for bit). Under DataParallel rank 0
+    alone writes."""
+
+    STATE = ("best", "last_path")
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto",
                  training_state=False):
@@ -172,7 +208,8 @@ class ModelCheckpoint(_Monitoring):
         super().set_fit(trainer, params)
 
     def on_train_begin(self, logs=None):
-        self.best = self._worst()
+        if self._fresh():
+            self.best = self._worst()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -184,11 +221,13 @@ class ModelCheckpoint(_Monitoring):
         path = self.path.format(epoch=epoch + 1, **logs)
         if not path.endswith(".npz"):
             path += ".npz"
-        if self.training_state:
-            save_training_state(path, self.trainer, self.params.get("schedule"), epoch + 1)
-        else:
-            saver = self.trainer if hasattr(self.trainer, "save") else self.trainer.model
-            saver.save(path)
+        if writes_files(self.trainer):
+            if self.training_state:
+                save_training_state(path, self.trainer, self.params.get("schedule"),
+                                    epoch + 1)
+            else:
+                saver = self.trainer if hasattr(self.trainer, "save") else self.trainer.model
+                saver.save(path)
         self.last_path = path
 
 
@@ -261,7 +300,7 @@ def restore_checkpoint(path, trainer, schedule=None):
 class CSVLogger(Callback):
     """Append each epoch's logs to a CSV file: a header ("epoch", then the fit's log names)
     and a row an epoch, flushed at once. ``append``: keep an existing file's rows (its header
-    is not written again)."""
+    is not written again). Under DataParallel rank 0 alone writes."""
 
     def __init__(self, path, separator=",", append=False):
         super().__init__()
@@ -270,6 +309,8 @@ class CSVLogger(Callback):
 
     def on_train_begin(self, logs=None):
         self._columns = ["epoch"] + list(self.params.get("logs", ()))
+        if not writes_files(self.trainer):
+            return
         keep = self.append and os.path.isfile(self.path) and os.path.getsize(self.path) > 0
         if not keep:
             with open(self.path, "w", newline="", encoding="utf-8") as f:
@@ -281,6 +322,8 @@ class CSVLogger(Callback):
         return text.getvalue()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not writes_files(self.trainer):
+            return
         logs = logs or {}
         values = [epoch] + [_cell(logs.get(name)) for name in self._columns[1:]]
         with open(self.path, "a", newline="", encoding="utf-8") as f:

@@ -41,6 +41,7 @@ import warnings
 import numpy as np
 
 from ._arrays import all_finite, squared_norm_of
+from .fitting import FitMixin
 from .seq2seq import Seq2Seq
 from .trainers import _FullBPTT, _Trainer
 from .truncated import Truncated, _is_ids, stream_length
@@ -107,7 +108,7 @@ def _describe(trainer):
     return description
 
 
-class DataParallel:
+class DataParallel(FitMixin):
     """Data-parallel training of one trainer's model over the ranks of an MPI communicator.
 
     Parameters
@@ -127,8 +128,9 @@ class DataParallel:
     (Truncated streams advance in lockstep). ``step`` and ``loss_and_grad`` return the global
     loss, the mean over the global batch. ``comm_seconds`` accumulates the time spent in the
     gradient ``Allreduce`` (including waiting for slower ranks) and ``updates`` counts them.
-    Attributes not defined here (``model``, ``predict``, ``state``, ``reset_state``, ...) are
-    the wrapped trainer's, and act on this rank only.
+    ``fit`` is collective too: every rank gives it the whole data and trains on its rows of
+    each batch (``cbptt.fit_ranks``). Attributes not defined here (``model``, ``predict``,
+    ``state``, ``reset_state``, ...) are the wrapped trainer's, and act on this rank only.
     """
 
     check_rtol = 1e-12       # tolerance of the weight checksum (summation order only)

@@ -36,6 +36,32 @@ def check_metrics(metrics, loss):
     return tuple(dict.fromkeys(metrics))
 
 
+class Validation:
+    """Validation of one's own for ``fit(validation=Validation(function, names))``: after each
+    epoch fit calls ``function()``, which returns a dict of the values ``names`` lists (each
+    name starting with "val_", e.g. ``{"val_loss": 0.41, "val_bpc": 0.59}``), and adds them to
+    the epoch's logs (where EarlyStopping, ReduceOnPlateau and the other callbacks see them).
+    Under ``DataParallel`` rank 0 alone calls it, and every rank gets its values."""
+
+    def __init__(self, function, names):
+        if not callable(function):
+            raise TypeError(f"Validation: function must be callable, got "
+                            f"{type(function).__name__}")
+        names = (names,) if isinstance(names, str) else tuple(names)
+        if not names or not all(isinstance(n, str) and n.startswith("val_") for n in names):
+            raise ValueError(f"Validation: names must be log names starting with 'val_', got "
+                             f"{names!r}")
+        self.function, self.names = function, names
+
+    def __call__(self):
+        values = self.function()
+        if not isinstance(values, dict) or set(values) != set(self.names):
+            got = sorted(values) if isinstance(values, dict) else type(values).__name__
+            raise ValueError(f"Validation: the function must return a dict of "
+                             f"{', '.join(self.names)}; got {got}")
+        return {name: float(values[name]) for name in self.names}
+
+
 class Evaluator:
     """``evaluator()`` -> {"val_loss": ..., "val_<metric>": ...} for the data of a fit, read
     ``batch_size`` sequences (stream steps for Truncated) at a time into buffers made once."""

@@ -23,11 +23,19 @@ KIND_NAMES = {"many_to_many": ("X", "Y"), "many_to_one": ("X", "y"),
               "streams": ("X", "Y"), "seq2seq": ("X", "Y_in", "Y_out")}
 
 
+def unwrapped(trainer):
+    """The trainer a ``DataParallel`` wraps (any other trainer: itself)."""
+    from .distributed import DataParallel
+    return trainer.trainer if isinstance(trainer, DataParallel) else trainer
+
+
 def kind_of(trainer):
-    """The kind of data ``trainer.fit`` reads (see the module's docstring)."""
+    """The kind of data ``trainer.fit`` reads (see the module's docstring); a DataParallel
+    reads what the trainer it wraps reads."""
     from .seq2seq import Seq2Seq
     from .trainers import ManyToMany, ManyToOne
     from .truncated import Truncated
+    trainer = unwrapped(trainer)
     if isinstance(trainer, Seq2Seq):
         return "seq2seq"
     if isinstance(trainer, Truncated):
@@ -36,8 +44,8 @@ def kind_of(trainer):
         return "many_to_one"
     if isinstance(trainer, ManyToMany):
         return "many_to_many"
-    raise TypeError(f"fit trains a ManyToMany, ManyToOne, Truncated or Seq2Seq, got "
-                    f"{type(trainer).__name__}")
+    raise TypeError(f"fit trains a ManyToMany, ManyToOne, Truncated or Seq2Seq (or a "
+                    f"DataParallel of one), got {type(trainer).__name__}")
 
 
 def keywords_of(trainer, kind):
@@ -46,7 +54,7 @@ def keywords_of(trainer, kind):
         return ("mask", "lengths") if trainer.model.bidirectional else ("mask",)
     if kind == "many_to_one":
         from .truncated import Truncated
-        return () if isinstance(trainer, Truncated) else ("lengths",)
+        return () if isinstance(unwrapped(trainer), Truncated) else ("lengths",)
     if kind == "streams":
         return ("mask",)
     return ("src_lengths", "tgt_lengths")
@@ -71,6 +79,12 @@ class FitData:
         return FitData([a[index] for a in self.arrays],
                        {k: a[index] for k, a in self.named.items()}, self.dtypes, self.axis,
                        stop - start)
+
+    def streams(self, rows):
+        """The streams ``rows`` (a slice) of streams' data (axis 1), as views: a rank's."""
+        return FitData([a[rows] for a in self.arrays], {k: a[rows] for k, a in
+                                                         self.named.items()},
+                       self.dtypes, self.axis, self.count)
 
     def split(self, fraction):
         """(the first items, the last ``round(count * fraction)``): validation_split."""
@@ -99,6 +113,11 @@ class BatchReader:
     def __len__(self):
         return -(-self.data.count // self.size)
 
+    def batch_counts(self):
+        """The number of items of each batch."""
+        count, size = self.data.count, self.size
+        return [min(size, count - start) for start in range(0, count, size)]
+
     def _make_buffers(self):
         axis, size = self.data.axis, self.size
         buffers = []
@@ -108,19 +127,25 @@ class BatchReader:
             buffers.append(np.empty(shape, dtype))
         return buffers
 
-    def batches(self, order=None):
+    def batches(self, order=None, first=0, part=None):
+        """The batches from number ``first`` on. ``part(n)``: the slice of a batch's n items
+        to read (a rank's rows of a global batch; sequences only), the count yielded still
+        n."""
         data, axis, size = self.data, self.data.axis, self.size
         sources = data._all()
         if (order is not None or self.pad) and self._buffers is None:
             self._buffers = self._make_buffers()
-        for start in range(0, data.count, size):
+        for start in range(first * size, data.count, size):
             stop = min(start + size, data.count)
             n = stop - start
+            if part is not None:
+                rows = part(n)
+                start, stop = start + rows.start, start + rows.stop
             index = (slice(None),) * axis + (slice(start, stop),)
             if order is None and not self.pad:
                 parts = [a[index] for a in sources]
             else:
-                head = (slice(None),) * axis + (slice(0, n),)
+                head = (slice(None),) * axis + (slice(0, stop - start),)
                 parts = []
                 for array, buffer in zip(sources, self._buffers):
                     if order is None:

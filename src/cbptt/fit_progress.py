@@ -1,15 +1,16 @@
-"""What ``fit`` shows while it runs: a bar of each epoch's steps (``tqdm.auto`` when tqdm is
-installed, so a notebook gets its widget; otherwise one line rewritten in place) and a summary
-line at each epoch's end, in Keras' spirit:
+"""What training shows while it runs: a bar of steps (``StepBar``: ``tqdm.auto`` when tqdm is
+installed, so a notebook gets its widget; otherwise one line rewritten in place; into a file or
+a pipe, a plain line every few seconds) and, for ``fit``, a summary line at each epoch's end in
+Keras' spirit (``EpochProgress``):
 
     epoch 3/30 - 1.2 s - loss 0.4121 - val_loss 0.4378 - val_accuracy 0.8600 - lr 0.001
 
-``progress=None`` shows it only when someone watches (stderr is a terminal, or a notebook's
-kernel runs); ``True`` always (the bar only where it can be drawn); ``False`` never.
+``fit(progress=None)`` shows both only when someone watches (stderr is a terminal, or a
+notebook's kernel runs); ``True`` always; ``"bar"`` the bar alone (a caller that writes its own
+epoch lines: the ``cbptt train`` command); ``False`` nothing.
 """
 import sys
 import time
-
 
 def interactive(stream=None):
     """Whether output goes to a person: a terminal, or a Jupyter/IPython kernel."""
@@ -30,64 +31,123 @@ def _tqdm():
     return tqdm
 
 
+class StepBar:
+    """A bar of ``total`` steps (the first ``initial`` done already) with the latest loss and
+    steps/s, to ``stream`` (stderr): tqdm's where someone watches and tqdm is installed,
+    otherwise one line rewritten in place; into a file or a pipe, a plain line every few
+    seconds and at the last step. ``enabled=False`` shows nothing. ``write(text)`` prints a
+    line to stdout without breaking the bar."""
+
+    def __init__(self, total, desc="", enabled=True, initial=0, stream=None):
+        self.total, self.desc, self.enabled = total, desc, enabled
+        self.stream = sys.stderr if stream is None else stream
+        self.count = self.start_count = initial
+        self.loss = None
+        self.start = time.perf_counter()
+        self._width = 0
+        self._bar = None
+        self._live = enabled and interactive(self.stream)      # drawn in place
+        tqdm = _tqdm() if self._live else None
+        if tqdm is not None:
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step",
+                             file=self.stream, dynamic_ncols=True, mininterval=0.25,
+                             leave=False)
+        self._interval = 0.1 if self._live else 5.0
+        self._last = 0.0 if self._live else self.start      # a file: the first after 5 s
+
+    def update(self, n=1, loss=None):
+        self.count += n
+        if loss is not None:
+            self.loss = loss
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            if loss is not None:
+                self._bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+            self._bar.update(n)
+            return
+        now = time.perf_counter()
+        if now - self._last >= self._interval or self.count == self.total:
+            self._last = now
+            self._draw()
+
+    def rate(self):
+        """Steps a second since the bar started."""
+        elapsed = time.perf_counter() - self.start
+        return (self.count - self.start_count) / elapsed if elapsed > 0 else 0.0
+
+    def line(self):
+        """The bar's text: ``DESC  step N/TOTAL  loss L  R steps/s``."""
+        loss = "" if self.loss is None else f"  loss {self.loss:.4f}"
+        total = f"/{self.total}" if self.total else ""
+        return f"{self.desc}  step {self.count}{total}{loss}  {self.rate():.1f} steps/s"
+
+    def _draw(self):
+        text = self.line()
+        if self._live:
+            self.stream.write("\r" + text.ljust(self._width))
+            self._width = len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def clear(self):
+        """Take the bar off the screen (it comes back at the next update)."""
+        if self._bar is not None:
+            self._bar.clear()
+        elif self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+    def write(self, text):
+        """A line to stdout, the bar kept below it."""
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stdout)
+            return
+        self.clear()
+        print(text, flush=True)
+        if self._live and self.count:
+            self._draw()
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self._width:
+            self.clear()
+
+
 class EpochProgress:
-    """The bar and summary lines of a fit of ``epochs`` epochs of ``steps`` steps each."""
+    """The bars and summary lines of a fit of ``epochs`` epochs of ``steps`` steps each;
+    ``progress`` as ``fit`` takes it (see the module's docstring)."""
 
     def __init__(self, progress, epochs, steps):
-        if progress not in (None, True, False):
-            raise ValueError(f"progress must be None (when interactive), True or False, got "
-                             f"{progress!r}")
+        if not (progress is None or isinstance(progress, bool) or
+                (isinstance(progress, str) and progress == "bar")):
+            raise ValueError(f"progress must be None (when interactive), True, False or "
+                             f"'bar', got {progress!r}")
         self.epochs, self.steps = epochs, steps
-        self.enabled = interactive() if progress is None else progress
-        self.draws = self.enabled and interactive()     # a bar where it can be drawn
-        self._tqdm = _tqdm() if self.draws else None
+        watched = interactive()
+        self.summary = watched if progress is None else progress is True
+        self.bars = watched if progress is None else progress in (True, "bar")
         self._bar = None
-        self._width = 0
-        self._last = 0.0
 
-    def epoch_begin(self, epoch):
+    def epoch_begin(self, epoch, done=0):
+        """Epoch ``epoch`` (from 0) starts, ``done`` of its steps made already (resumed)."""
         self._epoch = epoch
         self._started = time.perf_counter()
-        self._count = 0
-        if self._tqdm is not None:
-            self._bar = self._tqdm(total=self.steps, desc=self._desc(), unit="step",
-                                   leave=False, dynamic_ncols=True, mininterval=0.25)
+        self._bar = StepBar(self.steps, self._desc(), self.bars, initial=done)
 
     def _desc(self):
         return f"epoch {self._epoch + 1}/{self.epochs}"
 
     def step(self, loss):
-        self._count += 1
-        if not self.draws:
-            return
-        if self._bar is not None:
-            self._bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
-            self._bar.update(1)
-            return
-        now = time.perf_counter()
-        if now - self._last >= 0.1 or self._count == self.steps:
-            self._last = now
-            rate = self._count / max(now - self._started, 1e-9)
-            self._draw(f"{self._desc()}  step {self._count}/{self.steps}  loss {loss:.4f}  "
-                       f"{rate:.1f} steps/s")
-
-    def _draw(self, text):
-        sys.stderr.write("\r" + text.ljust(self._width))
-        sys.stderr.flush()
-        self._width = len(text)
-
-    def _clear(self):
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        elif self._width:
-            sys.stderr.write("\r" + " " * self._width + "\r")
-            sys.stderr.flush()
-            self._width = 0
+        self._bar.update(1, loss)
 
     def epoch_end(self, logs):
-        self._clear()
-        if not self.enabled:
+        self.close()
+        if not self.summary:
             return
         seconds = time.perf_counter() - self._started
         parts = [f"{self._desc()} - {seconds:.1f} s"]
@@ -97,8 +157,18 @@ class EpochProgress:
 
     def say(self, text):
         """A line to stderr (even when quiet: a reply to the user's Ctrl-C)."""
-        self._clear()
+        if self._bar is not None:
+            self._bar.clear()
         print(text, file=sys.stderr, flush=True)
 
+    def write(self, text):
+        """A line to stdout, the bar kept below it."""
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
     def close(self):
-        self._clear()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

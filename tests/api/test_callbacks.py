@@ -56,13 +56,16 @@ def test_a_callback_sees_the_trainer_and_the_fits_params():
 
     class Look(callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.seen = (self.trainer, dict(self.params))
+            self.seen = (self.trainer, dict(self.params), dict(self.params["position"]))
     look = Look()
     trainer.fit(X, Y, epochs=2, batch_size=6, seed=4, callbacks=look, schedule=schedule,
                 progress=False)
     assert look.seen[0] is trainer
+    position = look.seen[1].pop("position")
     assert look.seen[1] == {"epochs": 2, "steps": 4, "batch_size": 6, "seed": 4,
-                            "logs": ["loss", "lr"], "schedule": schedule}
+                            "logs": ["loss", "lr"], "schedule": schedule, "max_steps": None}
+    assert look.seen[2] == {"epoch": 0, "batch": 0, "loss_sum": 0.0, "size_sum": 0, "step": 0}
+    assert position == {"epoch": 2, "batch": 0, "loss_sum": 0.0, "size_sum": 0, "step": 8}
 
 
 def test_stop_training_in_on_batch_end_ends_the_epoch_there():
