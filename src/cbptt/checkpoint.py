@@ -9,7 +9,8 @@ A run directory holds:
   momentum buffer or Adam's moments), the carried stream state of a ``Truncated`` trainer, and
   a JSON entry with the run's configuration and progress (epoch, step, the NumPy RNG state, ...).
 - ``config.json``: a readable copy of the configuration.
-- ``metrics.csv``: training loss every few steps and validation metrics every epoch.
+- ``metrics.csv``: training loss every few steps and validation metrics every epoch (and the
+  learning rate, in a run with a schedule).
 - ``flow.csv``: the gradient flow ||dL/dh_t|| at the end of every epoch (optional).
 
 A checkpoint is either the old file or the new one, never a half-written one.
@@ -168,17 +169,19 @@ METRIC_FIELDS = ("step", "epoch", "train_loss", "val_loss", "val_metric", "secon
 
 
 class MetricsLog:
-    """Append rows to ``run_dir/metrics.csv`` (and gradient flow to ``flow.csv``).
+    """Append rows to ``run_dir/metrics.csv`` (and gradient flow to ``flow.csv``); ``lr``: with
+    an "lr" column before "seconds".
 
     ``rows()`` counts the data rows written so far; a checkpoint stores it, and
     ``truncate(rows, flow_rows)`` drops what was written after that checkpoint, so a resumed
     run ends with the files an uninterrupted one would have."""
 
-    def __init__(self, run_dir, metric_name="val_metric"):
+    def __init__(self, run_dir, metric_name="val_metric", lr=False):
         self.path = os.path.join(run_dir, METRICS)
         self.flow_path = os.path.join(run_dir, FLOW)
-        self.metric_name = metric_name
-        self.fields = list(METRIC_FIELDS[:4]) + [metric_name, "seconds"]
+        self.metric_name, self.lr = metric_name, bool(lr)
+        self.fields = (list(METRIC_FIELDS[:4]) + [metric_name] + (["lr"] if lr else []) +
+                       ["seconds"])
         self._counts = {self.path: _data_rows(self.path),
                         self.flow_path: _data_rows(self.flow_path)}
 
@@ -206,12 +209,14 @@ class MetricsLog:
             writer.writerow(row)
         self._counts[path] = self._counts.get(path, 0) + 1
 
-    def write(self, step, epoch, train_loss=None, val_loss=None, val_metric=None, seconds=None):
+    def write(self, step, epoch, train_loss=None, val_loss=None, val_metric=None, seconds=None,
+              lr=None):
         def fmt(x):
             return "" if x is None else f"{x:.6g}"
         self._append(self.path, self.fields,
-                     [step, epoch, fmt(train_loss), fmt(val_loss), fmt(val_metric),
-                      "" if seconds is None else f"{seconds:.3f}"])
+                     [step, epoch, fmt(train_loss), fmt(val_loss), fmt(val_metric)] +
+                     ([fmt(lr)] if self.lr else []) +
+                     ["" if seconds is None else f"{seconds:.3f}"])
 
     def write_flow(self, step, epoch, flow):
         flow = np.asarray(flow)

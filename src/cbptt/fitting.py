@@ -274,6 +274,7 @@ class _FitRun:
                 return None
             if stopping:
                 break
+        self.progress.close()           # the bar, before validation and the epoch's lines
         logs = {"loss": position["loss_sum"] / position["size_sum"]}
         if self.evaluator is not None:
             logs.update(self.ranks.from_root(self.evaluator))

@@ -495,9 +495,9 @@ def test_truncated_stream_state_round_trip():
 
 def test_progress_without_tqdm_prints_steps_and_rate(monkeypatch):
     import io
-    monkeypatch.setattr("cbptt.cli.progress._tqdm", lambda: None)
+    monkeypatch.setattr("cbptt.fit_progress._tqdm", lambda: None)
     stream = io.StringIO()
-    bar = cli.Progress(3, "epoch 1/1", stream=stream)
+    bar = cbptt.fit_progress.StepBar(3, "epoch 1/1", stream=stream)
     for loss in (3.0, 2.0, 1.0):
         bar.update(1, loss)
     bar.close()

@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from .. import __version__, data, datasets, dates, pairs
+from ..fit_progress import StepBar
 from ..model import RNN
 from ..optim import Adam
 from ..seq2seq import Seq2Seq
@@ -13,7 +14,6 @@ from ..trainers import ManyToOne
 from ..truncated import Truncated
 from .errors import PLOT_HINT, MissingExtra
 from .plots import plot_demo
-from .progress import Progress
 
 DEMO = {
     False: dict(adding_steps=50, adding_hidden=32, adding_updates=1500, adding_train=20000,
@@ -155,7 +155,7 @@ def _updates(count, label, progress, step, eval_every, evaluate, line):
     progress bar, and every ``eval_every`` the value of evaluate() written as ``line``
     (a format of one value). Returns (losses, evaluations [(update, value)], seconds)."""
     losses, evals = [], []
-    bar = Progress(count, label, progress)
+    bar = StepBar(count, label, progress)
     start = time.perf_counter()
     try:
         for update in range(1, count + 1):

@@ -7,6 +7,7 @@ import os
 from .. import __version__, data
 from ..names import CELLS, DTYPES, OPTIMIZERS
 from .errors import UsageError
+from .fit_options import SCHEDULES, check_resumed_epochs, complete_fit_options
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,9 +44,11 @@ def _float(low, high=None, low_open=False, high_open=True):
 
 
 # Options a resumed run keeps (the value in the run wins; giving another one is an error).
-FIXED_ON_RESUME = ("cell", "hidden", "layers", "embedding", "dtype", "optimizer", "lr", "momentum", "clip",
-                   "batch", "seed", "val", "window", "k1", "k2", "mode", "horizon", "columns",
-                   "target", "format", "dropout", "recurrent_dropout", "bidirectional")
+FIXED_ON_RESUME = ("cell", "hidden", "layers", "embedding", "dtype", "optimizer", "lr",
+                   "momentum", "clip", "batch", "seed", "val", "window", "k1", "k2", "mode",
+                   "horizon", "columns", "target", "format", "dropout", "recurrent_dropout",
+                   "bidirectional", "schedule", "schedule_gamma", "step_size",
+                   "schedule_patience", "warmup", "early_stopping")
 DEFAULTS = dict(cell="lstm", hidden=64, layers=1, dtype="float32", optimizer="adam",
                 momentum=0.0, clip=1.0, epochs=10, batch=32, seed=0, val=0.1, horizon=1,
                 mode="many-to-many", checkpoint_every=500, log_every=10, format="auto",
@@ -145,6 +148,26 @@ def _add_training_options(t):
                    "from the end of the data (default 0.1; 0: none)")
     g.add_argument("--window", type=_int(1), help="steps per training window (default 64 for "
                    "text, 32 for series)")
+    g.add_argument("--schedule", choices=SCHEDULES,
+                   help="the learning rate: cosine anneals it to 0 over the epochs, step by "
+                        "step; step multiplies it by --schedule-gamma every --step-size "
+                        "epochs; plateau multiplies it by --schedule-gamma when the validation "
+                        "loss has not improved for --schedule-patience epochs (default: "
+                        "constant)")
+    g.add_argument("--schedule-gamma", type=_float(0, 1, low_open=True), metavar="G",
+                   help="--schedule step or plateau: the factor of a decay (default 0.1)")
+    g.add_argument("--step-size", type=_int(1), metavar="N",
+                   help="--schedule step: epochs between decays (default a third of --epochs)")
+    g.add_argument("--schedule-patience", type=_int(0), metavar="N",
+                   help="--schedule plateau: epochs without improvement before a decay "
+                        "(default 2)")
+    g.add_argument("--warmup", type=_float(0, low_open=True), metavar="EPOCHS",
+                   help="raise the learning rate linearly from a third of --lr to --lr over "
+                        "the first EPOCHS epochs, step by step, then follow --schedule")
+    g.add_argument("--early-stopping", type=_int(1), metavar="PATIENCE",
+                   help="stop when the validation loss has not improved for PATIENCE epochs; "
+                        "the best epoch's weights are kept in RUN/best.npz (which sample, "
+                        "predict and translate use)")
     g = t.add_argument_group("text (character model)")
     g.add_argument("--k1", type=_int(1), help="truncated BPTT: update every k1 characters of "
                    "--batch parallel streams carrying their state")
@@ -231,6 +254,7 @@ def train_config(args):
         _pairs_options(c, args)
     else:
         _series_options(c, args)
+    complete_fit_options(c)
     return c
 
 
@@ -292,9 +316,12 @@ def resume_config(args, stored):
                              f"({TASK_NAMES[c['task']]})")
         if value != c[name]:
             flag = "--" + name.replace("_", "-")
+            theirs = "none" if c[name] is None else c[name]
             raise UsageError(f"cbptt train: {flag} {value} differs from the run's "
-                             f"{c[name]}; a resumed run keeps its settings (only --epochs, "
+                             f"{theirs}; a resumed run keeps its settings (only --epochs, "
                              f"--checkpoint-every, --log-every and --max-steps may change)")
+    if args.epochs is not None:
+        check_resumed_epochs(c, args.epochs)
     for name in ("epochs", "checkpoint_every", "log_every"):
         if getattr(args, name) is not None:
             c[name] = getattr(args, name)

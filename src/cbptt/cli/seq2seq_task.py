@@ -84,26 +84,15 @@ class Seq2SeqTask(_Task):
     def sequences(self):
         return len(self.train)
 
-    def epoch_batches(self, rng):
-        order = rng.permutation(len(self.train))
-        b = self.config["batch"]
-        return [order[i:i + b] for i in range(0, len(order), b)]
-
-    def start_epoch(self, trainer):
-        pass
-
-    def batch(self, which, dtype, rows=None):
-        """(X, Y_in, Y_out, src_lengths, tgt_lengths) of a batch of training pairs; rows:
-        only these of them (a rank's)."""
-        if rows is not None:
-            which = which[rows]
-        chosen = [self.train[i] for i in which]
-        # token ids: the one-hot inputs, never made (the engine gathers W_ih's columns)
-        X, src_lengths = pairs.encode_sources([s for s, _ in chosen], self.source_vocab, dtype,
+    def fit_data(self):
+        """(arrays, keyword arrays) that ``fit`` trains on: the training pairs as (X, Y_in,
+        Y_out) token ids padded to the longest source and target, and their lengths. Token
+        ids: the one-hot inputs are never made (the engine gathers W_ih's columns)."""
+        X, src_lengths = pairs.encode_sources([s for s, _ in self.train], self.source_vocab,
                                               ids=True)
-        Y_in, Y_out, tgt_lengths = pairs.encode_targets([t for _, t in chosen],
-                                                        self.target_vocab, dtype, ids=True)
-        return X, Y_in, Y_out, src_lengths, tgt_lengths
+        Y_in, Y_out, tgt_lengths = pairs.encode_targets([t for _, t in self.train],
+                                                        self.target_vocab, ids=True)
+        return [X, Y_in, Y_out], {"src_lengths": src_lengths, "tgt_lengths": tgt_lengths}
 
     # -- held-out metrics ---------------------------------------------------------------------
     def translate(self, s2s, sources, beam=1):

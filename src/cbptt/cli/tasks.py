@@ -1,7 +1,7 @@
 """What a run trains on: a character model of a text file (CharTask) or forecasts of a CSV or
-.npy series (ForecastTask): loading and checking the data, the model, the batches of an epoch,
-the trainer, the validation metric and the gradient-flow batch. (An encoder-decoder of
-source<TAB>target lines: seq2seq_task.py.)"""
+.npy series (ForecastTask): loading and checking the data, the model, the arrays ``fit`` reads
+and how it batches them, the trainer, the validation metric and the gradient-flow batch. (An
+encoder-decoder of source<TAB>target lines: seq2seq_task.py.)"""
 import numpy as np
 
 from .. import data
@@ -18,6 +18,10 @@ class _Task:
     loss = "mse"
     truncated = False       # Truncated BPTT on streams (else full BPTT on windows)
     many_to_one = False     # one output per window (else one per step)
+
+    def fit_batch_size(self):
+        """``fit``'s batch_size: windows (or pairs) a step, or stream steps (k1) a step."""
+        return self.config["k1"] if self.truncated else self.config["batch"]
 
     def model_shapes(self, config):
         """(cell, layers, input size, hidden, output size) of each model the run trains."""
@@ -125,28 +129,12 @@ class CharTask(_Task):
         """Training windows per epoch (streams with truncated BPTT)."""
         return len(self.streams) if self.truncated else len(self.windows)
 
-    def epoch_batches(self, rng):
-        """The epoch's batches, in order (drawing the shuffle from rng)."""
-        if self.truncated:
-            length, k1 = self.streams.shape[1] - 1, self.config["k1"]
-            return [slice(s, min(s + k1, length)) for s in range(0, length, k1)]
-        order = rng.permutation(len(self.windows))
-        b = self.config["batch"]
-        return [order[i:i + b] for i in range(0, len(order), b)]
-
-    def start_epoch(self, trainer):
-        if self.truncated:
-            trainer.reset_state()
-
-    def batch(self, which, dtype, rows=None):
-        """Inputs and targets of a batch; rows: only these of its sequences (a rank's)."""
-        if self.truncated:
-            streams = self.streams if rows is None else self.streams[rows]
-            ids = streams[:, which.start:which.stop + 1]
-        else:
-            ids = self.windows[which if rows is None else which[rows]]
-        # token ids: the one-hot inputs, never made (the engine gathers W_ih's columns)
-        return np.ascontiguousarray(ids[:, :-1]), ids[:, 1:]
+    def fit_data(self):
+        """(arrays, keyword arrays) that ``fit`` trains on: the ids of the windows (or of
+        the streams, read k1 steps a step) and of their next characters, as views. Token
+        ids: the one-hot inputs are never made (the engine gathers W_ih's columns)."""
+        ids = self.streams if self.truncated else self.windows
+        return [ids[:, :-1], ids[:, 1:]], {}
 
     def evaluate(self, model):
         """(val loss in nats per character, bits per character)."""
@@ -240,18 +228,10 @@ class ForecastTask(_Task):
     def sequences(self):
         return len(self.X)
 
-    def epoch_batches(self, rng):
-        order = rng.permutation(len(self.X))
-        b = self.config["batch"]
-        return [order[i:i + b] for i in range(0, len(order), b)]
-
-    def start_epoch(self, trainer):
-        pass
-
-    def batch(self, which, dtype, rows=None):
-        if rows is not None:
-            which = which[rows]
-        return self.X[which].astype(dtype), self.Y[which].astype(dtype)
+    def fit_data(self):
+        """(arrays, keyword arrays) that ``fit`` trains on: the standardised windows and
+        their targets (fit reads each batch in the model's dtype)."""
+        return [self.X, self.Y], {}
 
     def predict_windows(self, model, X):
         out = np.concatenate([model.predict(X[i:i + 256].astype(model.dtype))

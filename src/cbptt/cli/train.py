@@ -10,6 +10,7 @@ from ..checkpoint import CheckpointError, has_checkpoint, load_checkpoint, new_r
 from ..data import DataError
 from . import tasks
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from .fit_options import BEST
 from .parser import resume_config, train_config
 from .run import run_memory, train_run
 from .world import World, mpi_world
@@ -79,6 +80,11 @@ def _resumed_run(args, say):
     config = resume_config(args, ckpt.run["config"])
     run_dir = os.path.dirname(ckpt.path) or "."
     progress = ckpt.run["progress"]
+    if progress.get("stopped_early"):
+        say(f"{run_dir}: stopped early after epoch {progress['epoch']} (the val loss had not "
+            f"improved for {config['early_stopping']} epochs); its best weights are in "
+            f"{os.path.join(run_dir, BEST)}")
+        return None
     if progress["epoch"] >= config["epochs"]:
         say(f"{run_dir}: already trained for {config['epochs']} epochs ({progress['step']} "
             f"steps); pass a larger --epochs to train on")
@@ -198,8 +204,11 @@ def _finish(result, config, run_dir, world, say):
         return 0
     next_cmd = {"char": f"cbptt sample {run_dir}", "forecast": f"cbptt predict {run_dir} DATA",
                 "seq2seq": f"cbptt translate {run_dir} TEXT"}[config["task"]]
-    say(f"done: {result.step} steps; checkpoint {os.path.join(run_dir, 'checkpoint.npz')}; "
-        f"next: {next_cmd}, cbptt plot {run_dir}")
+    best = (f", best weights {os.path.join(run_dir, BEST)}" if config.get("early_stopping")
+            else "")
+    how = "stopped early" if result.status == "stopped_early" else "done"
+    say(f"{how}: {result.step} steps; checkpoint {os.path.join(run_dir, 'checkpoint.npz')}"
+        f"{best}; next: {next_cmd}, cbptt plot {run_dir}")
     return 0
 
 
