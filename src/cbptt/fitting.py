@@ -241,8 +241,9 @@ class _FitRun:
         trainer, schedule, position = self.trainer, self.schedule, self.position
         first = position["batch"]
         per_step = schedule is not None and schedule.every == "step"
-        if schedule is not None and not per_step:
-            self._set_lr(epoch)
+        steps = len(self.reader)
+        if schedule is not None:        # a resumed epoch: the rate of its last step
+            self._set_lr(epoch + (first - 1) / steps if per_step and first else epoch)
         for callback in everyone:
             callback.on_epoch_begin(epoch, {})
         if first == 0 and hasattr(self.inner, "reset_state"):    # Truncated: streams again
@@ -251,7 +252,6 @@ class _FitRun:
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch]).permutation(self.train.count)
         self.progress.epoch_begin(epoch, first)
-        steps = len(self.reader)
         batches = self.reader.batches(order, first, self.part)
         for index, (arrays, named, size) in enumerate(batches, first):
             if per_step:

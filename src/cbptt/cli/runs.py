@@ -1,17 +1,29 @@
 """Using a trained run: text from a character model (``cbptt sample``), forecasts of a
-forecasting model (``cbptt predict``) and outputs of an encoder-decoder (``cbptt translate``)."""
+forecasting model (``cbptt predict``) and outputs of an encoder-decoder (``cbptt translate``).
+A run trained with --early-stopping is used with its best epoch's weights (RUN/best.npz)."""
+import os
+
 import numpy as np
 
 from .. import data, pairs
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..data import DataError
+from ..model import load
 from .errors import UsageError
+from .fit_options import BEST
 
 
 def load_run(run_dir, kind=None):
-    """(Checkpoint, config) of a run, checking it is of the ``kind`` a command needs."""
+    """(Checkpoint, config) of a run, checking it is of the ``kind`` a command needs; the
+    checkpoint's model is the best epoch's of a run with --early-stopping (RUN/best.npz)."""
     ckpt = load_checkpoint(run_dir)
     config = ckpt.run.get("config", {})
+    best = os.path.join(os.path.dirname(ckpt.path), BEST)
+    if config.get("early_stopping") and os.path.isfile(best):
+        try:
+            ckpt.model = load(best)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
     if kind is not None and config.get("task") != kind:
         what = {"char": "a character model (trained on text)",
                 "forecast": "a forecasting model (trained on a CSV or .npy series)",
