@@ -15,9 +15,10 @@
     cbptt bench [ARGS...]                         the benchmark suite (from a source checkout)
 
 Everything the command does can be done from Python: the run is
-``train_run(config, run_dir)``, which trains through ``trainer.fit`` (the library's one loop),
-data handling is in ``cbptt.data`` and run folders in ``cbptt.checkpoint``. A user's mistake (missing or malformed data, an unknown option value, a
-run that does not fit in memory) ends with one line on stderr and exit code 2.
+``train_run(config, run_dir)``, which trains through ``trainer.fit`` (the library's one
+loop), data handling is in ``cbptt.data`` and run folders in ``cbptt.checkpoint``. A user's
+mistake (missing or malformed data, an unknown option value, a run that does not fit in
+memory) ends with one line on stderr and exit code 2.
 
 The modules: ``commands`` (``main``: dispatch, exit codes), ``parser`` (options, defaults,
 checks of their values), ``fit_options`` (--schedule, --warmup, --early-stopping), ``train``
