@@ -20,6 +20,7 @@ inputs; ``head.weight`` is (O, 2H). Each (layer, direction) block is one engine'
 import numpy as np
 
 from ._engine import param_count, param_layout
+from .bidirectional_flow import FlowReplay
 from .data import log_softmax
 
 DIRECTIONS = ("", "_reverse")
@@ -70,6 +71,7 @@ class Bidirectional:
                          for _ in DIRECTIONS] for layer in range(model.num_layers)]
         self.training = training
         self.ids = ids
+        self.replay = None      # the flow's one-step engines (bidirectional_flow.py)
 
     def forward(self, X, lengths, h0=None, c0=None):
         """The top layer's outputs (B, T, 2H) and the final states (2L, B, H) (h, c or None);
@@ -102,12 +104,16 @@ class Bidirectional:
         return inputs, h_final, c_final
 
     def backward(self, grads, d_outputs=None, d_final=None, want_state_grads=False,
-                 want_input_grads=False):
+                 want_input_grads=False, flow=None):
         """BPTT through every layer and direction into grads (the model's flat layout) from
         dL/d outputs (B, T, 2H) of the top layer and/or dL/d its final states (B, 2H) ([the
         forward one, the reverse one]); returns (squared norm of grads' recurrent entries,
-        dh0, dc0 (2L, B, H) or None, dL/dX (B, T, I) or None)."""
+        dh0, dc0 (2L, B, H) or None, dL/dX (B, T, I) or None). flow (2L, T) float64, if
+        given, receives the gradient flow (bidirectional_flow.py)."""
         m, B, T, H = self.model, self.batch, self.steps, self.model.hidden_size
+        if flow is not None and self.replay is None:
+            self.replay = FlowReplay(m, B)
+        last_steps = np.full(B, T - 1) if self.lengths is None else self.lengths - 1
         shape = (2 * m.num_layers, B, H)
         dh0 = np.empty(shape, m.dtype) if want_state_grads else None
         dc0 = np.empty(shape, m.dtype) if want_state_grads and m.cell == "lstm" else None
@@ -127,6 +133,11 @@ class Bidirectional:
                 d_last = None
                 if d_final is not None and layer == m.num_layers - 1:
                     d_last = np.ascontiguousarray(d_final[None, :, part])
+                if flow is not None:    # before the engine's BPTT, from its forward states
+                    norms = self.replay.row_norms(
+                        layer, direction, self.inputs[k], engine.states(), d_steps,
+                        None if d_last is None else d_last[0], last_steps)
+                    flow[k] = (norms if direction == 0 else _rows(norms, self.index)).mean(0)
                 dx = np.empty((B, T, size), m.dtype) if need_dx else None
                 block = m.layer_params(layer, direction, grads)
                 engine.backward_from_final(
