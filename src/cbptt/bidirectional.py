@@ -82,6 +82,7 @@ class Bidirectional:
         from its own stream, 2 (2 layer + direction) + 1."""
         m, B = self.model, self.batch
         key, row0 = dropout
+        self.dropout = dropout
         self.masks = [None] * m.num_layers
         self.index = reversal(lengths, B, self.steps)
         self.lengths = lengths
@@ -148,7 +149,7 @@ class Bidirectional:
                 if flow is not None:    # before the engine's BPTT, from its forward states
                     norms = self.replay.row_norms(
                         layer, direction, self.inputs[k], engine.states(), d_steps,
-                        None if d_last is None else d_last[0], last_steps)
+                        None if d_last is None else d_last[0], last_steps, self.dropout)
                     flow[k] = (norms if direction == 0 else _rows(norms, self.index)).mean(0)
                 dx = np.empty((B, T, size), m.dtype) if need_dx else None
                 block = m.layer_params(layer, direction, grads)

@@ -12,9 +12,11 @@ The layer engines record no flow, so it is computed beside their BPTT: each dire
 is run again one step at a time on a one-step engine without a head, from the states its
 forward pass kept (``Engine.states``) and the gradient entering it from above: step t's
 gradient dh_t enters as ``dh_final`` (dc_t as ``dc_final``), and the one-step call's dh0 (dc0)
-is the gradient the state before t receives, the recurrent part of dh_{t-1}. The cells'
-algebra is the engine's own; it costs two small engine calls a step and direction, and runs
-only when the flow is asked for.
+is the gradient the state before t receives, the recurrent part of dh_{t-1}. With recurrent
+dropout the one-step engine is keyed as the direction's engine was (``set_dropout``): its
+mask on h_{t-1} is one per row and unit, the same at every step, so each replayed step
+applies the one the call applied. The cells' algebra is the engine's own; it costs two small
+engine calls a step and direction, and runs only when the flow is asked for.
 """
 import numpy as np
 
@@ -35,17 +37,18 @@ class FlowReplay:
                                                              ids=ids)
         return self.engines[key]
 
-    def row_norms(self, layer, direction, x, states, inject, last, last_steps):
+    def row_norms(self, layer, direction, x, states, inject, last, last_steps, dropout):
         """||dL/dh_t|| (B, T) of one direction of a layer, in the direction's own step order.
 
         x (B, T, size) (or ids (B, T)): the direction's input as its engine read it; states:
         its engine's ``states()`` after the forward pass (h (1, T+1, B, H) with the initial
         state first, c likewise or None); inject (B, T, H) or None: the gradient entering from
         above at every step; last (B, H) or None: the gradient entering at each row's last
-        step last_steps (B,) (many-to-one's final state)."""
+        step last_steps (B,) (many-to-one's final state); dropout: the call's (key, row0)."""
         m, B = self.model, self.batch
         T, H = states[0].shape[1] - 1, m.hidden_size
         engine = self._engine(layer, x.ndim == 2)
+        engine.set_dropout(dropout[0], dropout[1], 2 * layer + direction)
         params = m.layer_params(layer, direction)
         scratch = np.empty_like(params)          # the one-step weight gradients, unused
         h, c = states[0][0], (None if states[1] is None else states[1][0])

@@ -1,13 +1,16 @@
 """return_flow=True for bidirectional models: the (2L, T) mean ||dL/dh_t|| per layer and
 direction against a NumPy twin of the bidirectional model written here from the reference's
 one-step forward and backward (tests/reference.py), in float64 for every cell, 1 and 2
-layers, many-to-many and many-to-one, with lengths and initial states; float32 close to it;
-steps after every sequence's end at zero; the loss and gradients unchanged by asking."""
+layers, many-to-many and many-to-one, with lengths and initial states, and with dropout and
+recurrent dropout (the twin applies the call's masks); float32 close to it; steps after every
+sequence's end at zero; token ids as their one-hot input; the loss and gradients unchanged by
+asking."""
 import numpy as np
 import pytest
 
 import cbptt
 import reference
+from cbptt._dropout import dropout_key, dropout_mask
 
 from helpers import CELLS
 
@@ -24,23 +27,30 @@ def reversed_rows(array, lengths):
     return out
 
 
-def twin_loss_and_flow(model, X, y, lengths, h0, c0, many_to_one):
+def twin_loss_and_flow(model, X, y, lengths, h0, c0, many_to_one, key=0):
     """The loss (cross-entropy, mean over valid targets) and the flow (2L, T) of a
-    bidirectional model, step by step in NumPy."""
+    bidirectional model, step by step in NumPy; dropout with the masks of the call keyed
+    key."""
     state = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
     cell, L = model.cell, model.num_layers
     last = lengths - 1
-    inputs, runs = X, []
+    inputs, runs, between = X, [], [None] * L
     for layer in range(L):
+        if layer > 0 and model.dropout > 0:     # on the outputs below, (B, T, 2H)
+            between[layer] = dropout_mask(key, layer, model.dropout, B, 2 * H,
+                                          steps=T).transpose(1, 0, 2)
+            inputs = inputs * between[layer]
         outputs = []
         for direction, suffix in enumerate(("", "_reverse")):
             k = 2 * layer + direction
             p = {f"{name}_l0": state[f"{name}_l{layer}{suffix}"] for name in KEYS}
             x = inputs if direction == 0 else reversed_rows(inputs, lengths)
             h, c = h0[k], None if c0 is None else c0[k]
+            rmask = None if model.recurrent_dropout == 0 else dropout_mask(
+                key, 0, model.recurrent_dropout, B, H, stream0=k)
             caches, hs = [], []
             for t in range(T):
-                h, c, cache = reference._step(cell, p, 0, x[:, t], h, c)
+                h, c, cache = reference._step(cell, p, 0, x[:, t], h, c, rmask)
                 caches.append(cache)
                 hs.append(h)
             out = np.stack(hs, axis=1)                          # (B, T, H), direction's order
@@ -90,20 +100,20 @@ def twin_loss_and_flow(model, X, y, lengths, h0, c0, many_to_one):
                 norms, dx = reversed_rows(norms, lengths), reversed_rows(dx, lengths)
             flow[k] = norms.mean(axis=0)
             d_in = d_in + dx
-        d_out = d_in
+        d_out = d_in if between[layer] is None else d_in * between[layer]
     return loss, flow
 
 
-def case(cell, layers, many_to_one, dtype=np.float64, seed=0):
+def case(cell, layers, many_to_one, dtype=np.float64, seed=0, **dropout):
     rng = np.random.default_rng(seed)
     model = cbptt.RNN(I, H, O, cell=cell, num_layers=layers, bidirectional=True, seed=seed,
-                      dtype=dtype)
+                      dtype=dtype, **dropout)
     X = rng.standard_normal((B, T, I))
     y = rng.integers(0, O, B if many_to_one else (B, T))
     h0 = rng.standard_normal((2 * layers, B, H)) * 0.5
     c0 = rng.standard_normal((2 * layers, B, H)) * 0.5 if cell == "lstm" else None
     kind = cbptt.ManyToOne if many_to_one else cbptt.ManyToMany
-    return model, kind(model, loss="cross_entropy"), X, y, h0, c0
+    return model, kind(model, loss="cross_entropy", seed=7), X, y, h0, c0
 
 
 @pytest.mark.parametrize("many_to_one", [False, True])
@@ -170,3 +180,18 @@ def test_token_ids_give_the_flow_of_their_one_hot_input(many_to_one):
     flows = [trainer.loss_and_grad(x, y, h0=h0, lengths=LENGTHS, return_flow=True)[-1]
              for x in (ids, one_hot)]
     np.testing.assert_allclose(flows[0], flows[1], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_flow_with_dropout_against_the_twin_with_the_calls_masks(cell, many_to_one):
+    model, trainer, X, y, h0, c0 = case(cell, 2, many_to_one, dropout=0.4,
+                                        recurrent_dropout=0.3)
+    key = dropout_key(7, trainer.dropout_calls)
+    loss, _, flow = trainer.loss_and_grad(X, y, h0=h0, c0=c0, lengths=LENGTHS,
+                                          return_flow=True)
+    want_loss, want_flow = twin_loss_and_flow(model, X, y, LENGTHS, h0, c0, many_to_one, key)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    np.testing.assert_allclose(flow, want_flow, rtol=1e-10, atol=1e-14)
+    _, plain = twin_loss_and_flow(model, X, y, LENGTHS, h0, c0, many_to_one, key + 1)
+    assert not np.allclose(flow, plain)          # the masks matter
