@@ -287,6 +287,7 @@ cdef class Engine:
             sizes["dropped"] = (L - 1) * T * B * H
         if s.recurrent_dropout > 0:
             sizes["h_masked"] = L * T * B * H
+            sizes["rec_mask"] = L * B * H
             sizes["rec"] = B * GH
         if self.training:
             # many-to-many: two chunks' dpred (backward alternates between them)
@@ -320,6 +321,7 @@ cdef class Engine:
         w.rec = self._ptr("rec")
         w.dropped = self._ptr("dropped")
         w.h_masked = self._ptr("h_masked")
+        w.rec_mask = self._ptr("rec_mask")
         w.bias_sum = self._ptr("bias_sum")
         w.w_hh_t = self._ptr("w_hh_t")
         w.panels = self._ptr("panels")

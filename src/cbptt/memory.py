@@ -105,7 +105,7 @@ def step_elements(cell, num_layers, input_size, hidden_size, output_size, batch,
         if dropout > 0:
             total += (L - 1) * T * B * H           # the layers' inputs, masked
         if recurrent_dropout > 0:
-            total += L * T * B * H + B * G * H     # h_{t-1} masked; the backward's product
+            total += L * (T + 1) * B * H + B * G * H   # h_{t-1} masked, the masks; a product
     else:
         total += output_rows * O
     parts = max(1, min(B, (os.cpu_count() or 1) if threads is None else threads))

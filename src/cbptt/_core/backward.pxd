@@ -23,7 +23,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from .cells cimport elman_backward, gru_backward, lstm_backward
-from .dropout cimport drop_between, drop_recurrent
+from .dropout cimport drop_between, masked_rows
 from .forward cimport copy_input_steps
 from .gradients cimport (LayerBack, elman_chunk_grads, gru_chunk_grads, ids_table_out,
                          ids_weight_grads, input_grads, input_weight_grads, pass_down)
@@ -98,7 +98,7 @@ cdef inline void step_exit(const Shape* s, const States* st, const LayerBack* L,
     # barrier: every column of the part's rows is there)
     step_product(columns, part, parts, row0, rows, B, H, GH, <floating*>L.dA + t * B * GH, GH,
                  <floating*>L.w_hh, H, False, panels, 0, rec, H)
-    drop_recurrent(&st.drop, L.layer, rec, dh, row0, rows, H, s.cell == CELL_GRU)
+    masked_rows(rec, <floating*>L.rec_mask, dh, row0, rows, H, s.cell == CELL_GRU)
 
 
 cdef inline void run_steps_back(const Shape* s, const Work* w, const States* st,
@@ -196,7 +196,10 @@ cdef inline void layer_view(const Shape* s, const Plan* p, Work* w, const floati
     layer_slices(s, grads, layer, <floating**>&L.dw_ih, <floating**>&L.dw_hh,
                  <floating**>&L.db_ih, <floating**>&L.db_hh)
     L.hs = hs
-    L.h_prev = hs if s.recurrent_dropout == 0 else <floating*>w.h_masked + layer * T * BH
+    L.h_prev = hs
+    if s.recurrent_dropout > 0:
+        L.h_prev = <floating*>w.h_masked + layer * T * BH
+        L.rec_mask = <floating*>w.rec_mask + layer * BH
     # the layer below's h_1 .. h_T (with dropout, masked); the first layer reads x through
     # w.x_chunk, chunk by chunk
     L.inputs = NULL if layer == 0 else hs - (T + 1) * BH + BH

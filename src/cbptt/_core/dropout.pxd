@@ -3,8 +3,12 @@
 # Contract: every mask entry is a pure function of (the call's key, a stream, a row, a unit),
 # hashed by a counter-based generator (SplitMix64's finaliser), so any number of threads, any
 # split of the batch rows and any order of evaluation draw the same bits, and the backward
-# pass redraws the forward's masks instead of keeping them. A unit is kept with probability
-# 1 - p and then scaled by 1 / (1 - p) ("inverted" dropout, as torch and Keras).
+# pass redraws the forward's masks between layers instead of keeping them (the recurrent
+# masks, (B, H) a layer, are drawn once a call into w.rec_mask). A unit draws 32 bits from its
+# row's key (dropout_rows.h, vectorised) and is kept when they are at least p 2^32
+# (probability 1 - p within 2^-32), then scaled by 1 / (1 - p) ("inverted" dropout, as torch
+# and Keras). The loops have no branch on the draws: a kept unit is multiplied by the scale, a
+# dropped one by 0.
 #
 # Streams: layer k of an engine (plus Drop.stream0, which a bidirectional model's per-layer,
 # per-direction engines set apart) draws
@@ -15,12 +19,12 @@
 # Rows are the caller's: a split's sub-engine adds its first row (Drop.row0).
 
 from cython cimport floating
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 
 
 cdef struct Drop:
     uint64_t key           # the call's key (the trainer's seed and call count, hashed)
-    uint64_t threshold     # p * 2^53: a unit is kept when its draw's top 53 bits are >= this
+    uint64_t threshold     # p * 2^32: a unit is kept when its 32-bit draw is >= this
     uint64_t rec_threshold # likewise for the recurrent mask (q)
     double scale           # 1 / (1 - p)
     double rec_scale       # 1 / (1 - q)
@@ -43,22 +47,23 @@ cdef inline uint64_t row_key(uint64_t key, Py_ssize_t stream, Py_ssize_t step,
     return mix64(base ^ ((<uint64_t>step << 32) + <uint64_t>row))
 
 
-cdef inline bint kept(uint64_t rkey, Py_ssize_t unit, uint64_t threshold) noexcept nogil:
-    """Whether unit `unit` of the row keyed rkey is kept."""
-    return (mix64(rkey + <uint64_t>0x9e3779b97f4a7c15ULL * <uint64_t>(unit + 1)) >> 11) >= \
-        threshold
+cdef extern from "_core/dropout_rows.h" nogil:
+    void cbptt_drop_row_f32(const float* source, float* target, Py_ssize_t n, uint64_t rkey,
+                            uint32_t threshold, float scale, int add)
+    void cbptt_drop_row_f64(const double* source, double* target, Py_ssize_t n,
+                            uint64_t rkey, uint32_t threshold, double scale, int add)
 
 
 cdef inline void drop_row(const floating* source, floating* target, Py_ssize_t n,
                           uint64_t rkey, uint64_t threshold, floating scale,
                           bint add) noexcept nogil:
-    """target[j] (+)= source[j] * scale where unit j is kept, else (+)= 0: a row of
-    n units (source may be target)."""
-    cdef Py_ssize_t j
-    cdef floating value
-    for j in range(n):
-        value = source[j] * scale if kept(rkey, j, threshold) else 0
-        target[j] = target[j] + value if add else value
+    """target[j] (+)= source[j] * (scale where unit j is kept, else 0): a row of n units
+    (source may be target; NULL: target = the scaled mask itself). The loop is in
+    dropout_rows.h."""
+    if floating is float:
+        cbptt_drop_row_f32(source, target, n, rkey, <uint32_t>threshold, scale, add)
+    else:
+        cbptt_drop_row_f64(source, target, n, rkey, <uint32_t>threshold, scale, add)
 
 
 cdef inline void drop_between(const Drop* d, Py_ssize_t layer, const floating* source,
@@ -87,5 +92,32 @@ cdef inline void drop_recurrent(const Drop* d, Py_ssize_t layer, const floating*
 
 
 cdef inline uint64_t threshold_of(double p) noexcept nogil:
-    """p as the threshold of a 53-bit draw (0: every unit kept)."""
-    return <uint64_t>(p * 9007199254740992.0)
+    """p as the threshold of a 32-bit draw (0: every unit kept)."""
+    return <uint64_t>(p * 4294967296.0)
+
+
+cdef inline void recurrent_mask(const Drop* d, Py_ssize_t layer, floating* mask,
+                                Py_ssize_t row0, Py_ssize_t rows,
+                                Py_ssize_t n) noexcept nogil:
+    """Batch rows [row0, row0 + rows) of the layer's recurrent mask (B, n), scaled: 1/(1-q)
+    where a unit is kept, else 0 (what drop_recurrent multiplies by)."""
+    cdef Py_ssize_t b
+    cdef Py_ssize_t stream = 2 * (d.stream0 + layer) + 1
+    for b in range(row0, row0 + rows):
+        drop_row(<const floating*>NULL, mask + b * n, n, row_key(d.key, stream, 0, d.row0 + b),
+                 d.rec_threshold, <floating>d.rec_scale, False)
+
+
+cdef inline void masked_rows(const floating* source, const floating* mask, floating* target,
+                             Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t n,
+                             bint add) noexcept nogil:
+    """Rows [row0, row0 + rows) of (B, n) arrays: target (+)= source * mask."""
+    cdef Py_ssize_t i
+    cdef Py_ssize_t first = row0 * n, last = (row0 + rows) * n
+    if add:
+        for i in range(first, last):
+            target[i] += source[i] * mask[i]
+    else:
+        for i in range(first, last):
+            target[i] = source[i] * mask[i]
+

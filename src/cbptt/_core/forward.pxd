@@ -16,7 +16,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from .cells cimport elman_forward, gru_forward, lstm_forward
-from .dropout cimport Drop, drop_between, drop_recurrent
+from .dropout cimport drop_between, masked_rows, recurrent_mask
 from .paths cimport (cbptt_ran, CBPTT_RAN_INPUT_BLAS, CBPTT_RAN_INPUT_IDS,
                      CBPTT_RAN_INPUT_PANELS, CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS)
 from .plan cimport Plan, by_columns
@@ -115,19 +115,20 @@ cdef inline void run_steps(const Shape* s, floating* hs, floating* gates, floati
                            const floating* w_hh_t, const floating* panels,
                            const floating* bias_sum, const floating* b_ih,
                            const floating* b_hh, bint zero_h0, floating* h_masked,
-                           const Drop* drop, Py_ssize_t layer, bint columns, Py_ssize_t row0,
+                           const floating* rec_mask, bint columns, Py_ssize_t row0,
                            Py_ssize_t rows, int part, int parts) noexcept nogil:
     """The time loop of one layer, for the part's rows (row split: independent sequences, no
     barrier; column partition: a barrier a step): per step h_{t-1} @ W_hh^T, then the cell's
     elementwise step. The cell is chosen here, once; each loop runs one cell. From a zero h_0
     (zero_h0: no h0 given) the first step's product is zero: skipped. With recurrent dropout
-    (h_masked (T, B, H), else NULL) the product reads h_{t-1} masked, which each part writes
-    for its rows after the step that made them (the cell itself reads h_{t-1} unmasked)."""
+    (h_masked (T, B, H), else NULL) the product reads h_{t-1} masked by rec_mask (B, H),
+    which each part writes for its rows after the step that made them (the cell itself reads
+    h_{t-1} unmasked)."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, t
     cdef Py_ssize_t GH = s.gate_count * H, BH = B * H
     cdef floating* h_in = hs if h_masked == NULL else h_masked   # the products' h_{t-1}
     if h_masked != NULL:
-        drop_recurrent(drop, layer, hs, h_masked, row0, rows, H, False)
+        masked_rows(hs, rec_mask, h_masked, row0, rows, H, False)
         if columns:
             barrier(parts)
     cdef const floating* b = w_hh_t if w_hh_t != NULL else w_hh   # the product's B operand
@@ -145,8 +146,8 @@ cdef inline void run_steps(const Shape* s, floating* hs, floating* gates, floati
                         hs + t * BH + row0 * H, hs + (t + 1) * BH + row0 * H,
                         hn + t * BH + row0 * H, rows, H)
             if h_masked != NULL and t + 1 < T:
-                drop_recurrent(drop, layer, hs + (t + 1) * BH, h_masked + (t + 1) * BH, row0,
-                               rows, H, False)
+                masked_rows(hs + (t + 1) * BH, rec_mask, h_masked + (t + 1) * BH, row0, rows, H,
+                            False)
             if columns:
                 barrier(parts)   # h_t complete: every part's product reads all of it
     elif s.cell == CELL_LSTM:
@@ -158,8 +159,8 @@ cdef inline void run_steps(const Shape* s, floating* hs, floating* gates, floati
             lstm_forward(gates + (t * B + row0) * GH, bias_sum, cs + t * BH + row0 * H,
                          cs + (t + 1) * BH + row0 * H, hs + (t + 1) * BH + row0 * H, rows, H)
             if h_masked != NULL and t + 1 < T:
-                drop_recurrent(drop, layer, hs + (t + 1) * BH, h_masked + (t + 1) * BH, row0,
-                               rows, H, False)
+                masked_rows(hs + (t + 1) * BH, rec_mask, h_masked + (t + 1) * BH, row0, rows, H,
+                            False)
             if columns:
                 barrier(parts)
     else:
@@ -169,8 +170,8 @@ cdef inline void run_steps(const Shape* s, floating* hs, floating* gates, floati
                              ldb, trans_b, panels, 1, gates + t * B * GH, GH)
             elman_forward(s.cell == CELL_RELU, gates + (t * B + row0) * H, bias_sum, rows, H)
             if h_masked != NULL and t + 1 < T:
-                drop_recurrent(drop, layer, hs + (t + 1) * BH, h_masked + (t + 1) * BH, row0,
-                               rows, H, False)
+                masked_rows(hs + (t + 1) * BH, rec_mask, h_masked + (t + 1) * BH, row0, rows, H,
+                            False)
             if columns:
                 barrier(parts)
 
@@ -190,6 +191,7 @@ cdef inline void layer_forward(const Shape* s, const Plan* p, Work* w, const flo
     cdef const floating* inputs = hs - (T + 1) * BH + BH     # the layer below's h_1 .. h_T
     cdef floating* dropped = NULL
     cdef floating* h_masked = NULL
+    cdef floating* rec_mask = NULL
     cdef floating* bias_sum = <floating*>w.bias_sum + layer * GH
     cdef floating* cs = NULL
     cdef floating* hn = NULL
@@ -245,7 +247,10 @@ cdef inline void layer_forward(const Shape* s, const Plan* p, Work* w, const flo
         inputs = dropped
         barrier(parts)
     if s.recurrent_dropout > 0:
+        # the layer's recurrent mask of the call, drawn once (each part its rows)
         h_masked = <floating*>w.h_masked + layer * T * BH
+        rec_mask = <floating*>w.rec_mask + layer * BH
+        recurrent_mask(&st.drop, layer, rec_mask, row0, rows, H)
     project_inputs(s, p, w, x, layer, inputs, w_ih, input_panels, gates, columns, row0, rows,
                    part, parts)
     if input_panels != NULL:
@@ -254,8 +259,7 @@ cdef inline void layer_forward(const Shape* s, const Plan* p, Work* w, const flo
         barrier(parts)
     threads = enter_step_loop(p.step_threads_one)
     run_steps(s, hs, gates, cs, hn, <floating*>w.rec, w_hh, w_hh_t, panels, bias_sum, b_ih,
-              b_hh, st.h0 == NULL, h_masked, &st.drop, layer, columns, row0, rows, part,
-              parts)
+              b_hh, st.h0 == NULL, h_masked, rec_mask, columns, row0, rows, part, parts)
     leave_step_loop(threads)
     barrier(parts)   # every row's states complete: the next layer's input, the head's
 

@@ -28,6 +28,7 @@ cdef struct LayerBack:
     void* hs           # (T+1, B, H) the layer's h_0 .. h_T
     void* h_prev       # (T, B, H) the h_{t-1} its per-step products read: hs, or with
                        # recurrent dropout their masked copy (w.h_masked); dW_hh reads them
+    void* rec_mask     # (B, H) recurrent dropout: the layer's mask of the call; else NULL
     void* cs           # (T+1, B, H) LSTM: c_0 .. c_T
     void* gates        # (T, B, G*H) LSTM, GRU: the activations; step t's dA overwrites step t
     void* hn           # (T, B, H) GRU: W_hn h + b_hn; step t's da_n overwrites step t

@@ -53,6 +53,7 @@ cdef struct Work:
     void* dropped      # (L-1, T, B, H) dropout: each layer's input but the first's, masked
     void* h_masked     # (L, T, B, H) recurrent dropout: h_0 .. h_{T-1} masked, as the
                        # per-step products read them (and dW_hh = dA^T @ them)
+    void* rec_mask     # (L, B, H) recurrent dropout: each layer's mask of the call, scaled
     void* bias_sum     # (L, G*H) b_ih + b_hh
     void* w_hh_t       # (H, G*H) W_hh^T of the layer being run forward (a no-transpose B, for
                        # OpenBLAS's small-matrix path); NULL when the per-step product is too
