@@ -143,8 +143,6 @@ def test_what_it_refuses():
         cbptt.Truncated(model, k1=2)
     with pytest.raises(ValueError, match="bidirectional"):
         cbptt.Seq2Seq(cbptt.RNN(I, H, None, bidirectional=True), cbptt.RNN(I, H, O))
-    with pytest.raises(ValueError, match="return_flow"):
-        trainer_of(model, False).loss_and_grad(X, y, return_flow=True)
     with pytest.raises(ValueError, match="h0 must have shape"):
         trainer_of(model, False).loss_and_grad(X, y, h0=np.zeros((1, B, H)))
     with pytest.raises(ValueError, match="lengths is for bidirectional models"):
