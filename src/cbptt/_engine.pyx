@@ -38,12 +38,12 @@ from ._core.team cimport (cbptt_blas_control, cbptt_blas_controlled, cbptt_blas_
                           cbptt_blas_hold, cbptt_blas_release, cbptt_get_threads_fn,
                           cbptt_set_threads_fn, cbptt_team_round_trip_ns, CBPTT_TEAM_MAX)
 
+from ._layout import GATES, param_count, param_layout  # noqa: F401 - re-exported
 from ._settings import _local as _settings_local
 
 cnp.import_array()
 
 CELLS = {"tanh": CELL_TANH, "relu": CELL_RELU, "lstm": CELL_LSTM, "gru": CELL_GRU}
-GATES = {"tanh": 1, "relu": 1, "lstm": 4, "gru": 3}
 LOSSES = {"mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY}
 # Per-step products below this many FLOPs (2 B H G H) run on one BLAS thread.
 STEP_THREADS_FLOPS = _STEP_THREADS_FLOPS
@@ -59,41 +59,6 @@ PATH_NAMES = {CBPTT_RAN_STEP_PANELS: "step_panels", CBPTT_RAN_STEP_BLAS: "step_b
 def path_names(unsigned flags):
     """The names of the kernel paths in a record of flags (see _core/paths.h)."""
     return frozenset(name for flag, name in PATH_NAMES.items() if flags & flag)
-
-
-# ---------------------------------------------------------------------------------------------
-# the parameter layout
-
-def param_layout(str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
-                 Py_ssize_t hidden_size, Py_ssize_t output_size):
-    """[(name, shape, offset)] of every parameter in the flat buffer, in state_dict order
-    (output_size 0: no head, no head.* entries)."""
-    cdef Shape s
-    _fill_shape(&s, cell, num_layers, input_size, hidden_size, output_size, 1, 1)
-    layout = []
-    cdef Py_ssize_t layer, offset, in_size
-    cdef Py_ssize_t gh = s.gate_count * hidden_size
-    for layer in range(num_layers):
-        offset = layer_offset(&s, layer)
-        in_size = input_size if layer == 0 else hidden_size
-        layout.append((f"weight_ih_l{layer}", (gh, in_size), offset))
-        layout.append((f"weight_hh_l{layer}", (gh, hidden_size), offset + gh * in_size))
-        layout.append((f"bias_ih_l{layer}", (gh,), offset + gh * (in_size + hidden_size)))
-        layout.append((f"bias_hh_l{layer}", (gh,), offset + gh * (in_size + hidden_size + 1)))
-    offset = layer_offset(&s, num_layers)
-    if output_size == 0:
-        return layout
-    layout.append(("head.weight", (output_size, hidden_size), offset))
-    layout.append(("head.bias", (output_size,), offset + output_size * hidden_size))
-    return layout
-
-
-def param_count(str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
-                Py_ssize_t hidden_size, Py_ssize_t output_size):
-    """Number of entries in the flat parameter buffer."""
-    cdef Shape s
-    _fill_shape(&s, cell, num_layers, input_size, hidden_size, output_size, 1, 1)
-    return layer_offset(&s, num_layers) + output_size * (hidden_size + 1)
 
 
 cdef int _fill_shape(Shape* s, str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
