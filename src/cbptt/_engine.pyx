@@ -388,8 +388,10 @@ cdef class Engine:
     cdef int _states(self, States* st, h0, c0, dh0, dc0, h_final, c_final, dh_final=None,
                      dc_final=None) except -1:
         cdef Py_ssize_t size = self.shape.num_layers * self.shape.batch * self.shape.hidden_size
-        if self.shape.output_size > 0 and (dh_final is not None or dc_final is not None):
-            raise ValueError("dh_final and dc_final are for engines without a head (encoders)")
+        if self.shape.many_to_one and self.shape.output_size > 0 and (
+                dh_final is not None or dc_final is not None):
+            raise ValueError("dh_final and dc_final are for many-to-many engines and engines "
+                             "without a head (encoders)")
         st.h0 = optional_data_of(h0, self.dtype, size, "h0")
         st.dh0 = optional_data_of(dh0, self.dtype, size, "dh0")
         st.h_final = optional_data_of(h_final, self.dtype, size, "h_final")
@@ -468,7 +470,7 @@ cdef class Engine:
 
     def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
                       c0=None, dc0=None, c_final=None, weight=None, lengths=None, flow=None,
-                      dh_final=None, dc_final=None, dx=None):
+                      dh_final=None, dc_final=None, dx=None, terms=None):
         """Forward, loss and BPTT. Writes grads (and dh0/dc0, h_final/c_final, flow); returns
         the loss. Afterwards ``grad_sq_norm`` holds the squared norm of grads, summed in
         double (NaN or Inf when a gradient is not finite), and ``loss_terms`` the number of
@@ -484,7 +486,9 @@ cdef class Engine:
         An engine without a head (output_size 0, an encoder) has no loss: target and weight
         are None, the call returns 0 and BPTT starts from dh_final (and dc_final), (L, B, H)
         gradients with respect to h_final, c_final: each row's state after its own last step
-        lengths[b] - 1, where it enters every layer.
+        lengths[b] - 1, where it enters every layer. A many-to-many engine takes them too, as
+        the gradient entering after its last step (a segment of a longer sequence, whose
+        loss is the mean over ``terms`` terms rather than this call's own count).
         """
         if not self.training:
             raise RuntimeError("this Engine was built for prediction only")
@@ -514,6 +518,10 @@ cdef class Engine:
         self._job(&job, &st, px, pp, pg, True)
         job.target = pt
         job.weight = pw
+        if terms is not None:         # a segment of a longer sequence: the whole's mean
+            job.fixed_scale = True
+            job.terms = terms
+            job.scale = 0 if terms == 0 else 1.0 / terms
         return self._call(&job, parts, lengths)
 
     cdef double _call(self, Job* job, int parts, lengths) except? -1:
@@ -545,7 +553,7 @@ cdef class Engine:
         engines, grads = self._split(count)
         if lengths is not None:
             lengths = np.asarray(lengths)
-        if whole.training and s.output_size > 0:
+        if whole.training and s.output_size > 0 and not whole.fixed_scale:
             whole.scale = (loss_scale(s, <const double*>whole.weight, &whole.terms)
                            if whole.is_double else
                            loss_scale(s, <const float*>whole.weight, &whole.terms))
