@@ -29,6 +29,7 @@ from . import _settings
 from ._dropout import dropout_mask
 from ._engine import param_count, param_layout
 from ._threads import blas_threads
+from .bidirectional_flow import FlowReplay
 from .data import log_softmax
 
 DIRECTIONS = ("", "_reverse")
@@ -120,6 +121,7 @@ class Bidirectional:
                          for _ in DIRECTIONS] for layer in range(model.num_layers)]
         self.training = training
         self.ids = ids
+        self.replay = None      # the flow's one-step engines (bidirectional_flow.py)
 
     def concurrent(self):
         """Whether this call's two directions run at once (see the banner): decided per call,
@@ -136,6 +138,7 @@ class Bidirectional:
         outputs are not made (many-to-one reads the final states only; returns None)."""
         m, B = self.model, self.batch
         key, row0 = dropout
+        self.dropout = dropout
         self.masks = [None] * m.num_layers
         self.together = self.concurrent()
         self.index = reversal(lengths, B, self.steps)
@@ -183,12 +186,16 @@ class Bidirectional:
         return lambda: engine.predict(x, params, None, lengths=lengths, **state)
 
     def backward(self, grads, d_outputs=None, d_final=None, want_state_grads=False,
-                 want_input_grads=False):
+                 want_input_grads=False, flow=None):
         """BPTT through every layer and direction into grads (the model's flat layout) from
         dL/d outputs (B, T, 2H) of the top layer and/or dL/d its final states (B, 2H) ([the
         forward one, the reverse one]); returns (squared norm of grads' recurrent entries,
-        dh0, dc0 (2L, B, H) or None, dL/dX (B, T, I) or None)."""
+        dh0, dc0 (2L, B, H) or None, dL/dX (B, T, I) or None). flow (2L, T) float64, if
+        given, receives the gradient flow (bidirectional_flow.py)."""
         m, B, T, H = self.model, self.batch, self.steps, self.model.hidden_size
+        if flow is not None and self.replay is None:
+            self.replay = FlowReplay(m, B)
+        last_steps = np.full(B, T - 1) if self.lengths is None else self.lengths - 1
         shape = (2 * m.num_layers, B, H)
         dh0 = np.empty(shape, m.dtype) if want_state_grads else None
         dc0 = np.empty(shape, m.dtype) if want_state_grads and m.cell == "lstm" else None
@@ -209,6 +216,11 @@ class Bidirectional:
                 d_last = None
                 if d_final is not None and layer == m.num_layers - 1:
                     d_last = np.ascontiguousarray(d_final[None, :, part])
+                if flow is not None:    # before the engine's BPTT, from its forward states
+                    norms = self.replay.row_norms(
+                        layer, direction, self.inputs[k], engine.states(), d_steps,
+                        None if d_last is None else d_last[0], last_steps, self.dropout)
+                    flow[k] = (norms if direction == 0 else _rows(norms, self.flat)).mean(0)
                 dx = np.empty((B, T, size), m.dtype) if need_dx else None
                 block = m.layer_params(layer, direction, grads)
                 calls.append(_backward_call(engine, block, d_last, dx, d_steps,

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from . import _checks, embedding, memory
+from . import _checks, bounded, embedding, memory
 from ._arrays import squared_norm_of
 from ._dropout import dropout_key
 from .losses import check_loss, check_targets
@@ -26,11 +26,12 @@ class _Trainer(FitMixin):
     many_to_one = False
 
     def __init__(self, model, loss="mse", optimizer=None, clip_norm=None,
-                 on_nonfinite="raise", seed=None):
+                 on_nonfinite="raise", seed=None, memory_limit=None):
         if not isinstance(model, RNN):
             raise TypeError(f"model must be a cbptt.RNN, got {type(model).__name__}")
         model.require_head(type(self).__name__)
         self._init_update(optimizer, clip_norm, on_nonfinite, seed)
+        self.memory_limit = bounded.check_limit(model, memory_limit, type(self).__name__)
         self.model = model
         self.loss = check_loss(loss)
         memory.require(memory.trainer_bytes(model, self.optimizer),
@@ -150,13 +151,16 @@ class _FullBPTT(_Trainer):
         Y = self._targets(Y, batch, steps)
         h0, c0 = m.check_state(h0, c0, batch)
         weight, lengths = self._extras(batch, steps, mask, lengths)
-        if m.bidirectional:
+        if self.memory_limit is not None:
             if return_flow:
-                raise ValueError("return_flow: the gradient flow is not recorded for "
-                                 "bidirectional models")
-            loss, dx, state_grads, final = self._run_bidirectional(
-                X, Y, h0, c0, weight, lengths, want_state_grads, ids is not None)
-            flow = None
+                raise ValueError("return_flow: the gradient flow is not recorded under a "
+                                 "memory_limit")
+            loss, state_grads, final = self._run_bounded(X, Y, h0, c0, weight, lengths,
+                                                         return_state)
+            return loss, state_grads if want_state_grads else None, final, None
+        if m.bidirectional:
+            loss, dx, state_grads, final, flow = self._run_bidirectional(
+                X, Y, h0, c0, weight, lengths, want_state_grads, ids is not None, return_flow)
         else:
             loss, dx, state_grads, final, flow = self._run_engine(
                 X, Y, h0, c0, weight, lengths, want_state_grads, return_state, return_flow,
@@ -188,9 +192,40 @@ class _FullBPTT(_Trainer):
             state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
         return loss, dx, state_grads, h_final if c_final is None else (h_final, c_final), flow
 
-    def _run_bidirectional(self, X, Y, h0, c0, weight, lengths, want_state_grads, want_dx):
+    def _run_bounded(self, X, Y, h0, c0, weight, lengths, return_state):
+        """A step within memory_limit (bounded.py): (loss, state gradients, final state)."""
+        m = self.model
+        batch, steps = X.shape[:2]
+        key = ("bounded", batch, steps, X.ndim == 2)
+        runner = self._engines.get(key)
+        if runner is None:
+            if len(self._engines) >= 8:
+                self._engines.clear()
+            runner = self._engines[key] = bounded.BoundedBPTT(
+                m, batch, steps, self.memory_limit, self.loss, self.many_to_one, X.ndim == 2)
+        self._last_bounded = runner
+        per_output = m.output_size if self.loss == "mse" else 1
+        if self.many_to_one:
+            rows = np.full(batch, steps - 1) if lengths is None else lengths - 1
+            terms = batch * per_output
+        else:
+            rows = weight
+            terms = (batch * steps if weight is None else float(weight.sum())) * per_output
+        loss, (dh0, dc0), final = runner.run(X, Y, rows, terms, h0, c0,
+                                             self._grads[:m.engine_size], return_state)
+        self._last_sq_norm = squared_norm_of(self._grads)
+        self._last_terms = terms
+        state_grads = {"h0": dh0.copy()} if dc0 is None else {"h0": dh0.copy(),
+                                                               "c0": dc0.copy()}
+        if final is not None:
+            final = final[0] if final[1] is None else final
+        return loss, state_grads, final
+
+    def _run_bidirectional(self, X, Y, h0, c0, weight, lengths, want_state_grads, want_dx,
+                           return_flow=False):
         """A bidirectional model's step (bidirectional.py): the layers' engine calls, the
-        head and the loss. (loss, dL/dX or None, state gradients or None, final state)."""
+        head and the loss. (loss, dL/dX or None, state gradients or None, final state, flow
+        (2L, T) or None)."""
         m = self.model
         batch, steps = X.shape[:2]
         key = ("bidirectional", batch, steps, X.ndim == 2)
@@ -215,15 +250,17 @@ class _FullBPTT(_Trainer):
                 m, top.reshape(-1, 2 * H), target, self.loss,
                 None if weight is None else weight.reshape(-1), self._grads)
             d_outputs, d_final = d_top.reshape(batch, steps, 2 * H).astype(m.dtype), None
+        flow = np.empty((2 * m.num_layers, steps)) if return_flow else None
         sq_norm, dh0, dc0, dx = runner.backward(
             self._grads, d_outputs, None if d_final is None else d_final.astype(m.dtype),
-            want_state_grads, want_dx)
+            want_state_grads, want_dx, flow)
         self._last_sq_norm = sq_norm + head_sq
         self._last_terms = terms
         state_grads = None
         if want_state_grads:
             state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
-        return loss, dx, state_grads, h_final if c_final is None else (h_final, c_final)
+        return (loss, dx, state_grads, h_final if c_final is None else (h_final, c_final),
+                flow)
 
     def _loss_and_grad(self, X, Y, h0, c0, mask, lengths, return_state, return_flow):
         with self.model.lock:
@@ -254,7 +291,9 @@ _LOSS_AND_GRAD_DOC = """Loss and gradients without an update.
         state when h0 is None), and ``"c0"`` for lstm. The final state is h
         (num_layers, B, H), or (h, c) for lstm. The flow is a (num_layers, T) float64 array:
         the mean over the batch of ||dL/dh_t|| for every layer and step, the
-        vanishing/exploding-gradient picture.
+        vanishing/exploding-gradient picture; a bidirectional model's is (2 * num_layers, T),
+        a row a layer and direction in torch's order of the states (h0's), the reverse
+        direction's column t for its state at step t (see bidirectional_flow.py).
         """
 
 _STEP_DOC = """Forward, BPTT, gradient clipping (if clip_norm) and one optimiser update.
