@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import cbptt
-from cbptt import checkpoint, cli, dates, schedules
+from cbptt import archive, checkpoint, cli, dates, schedules
 
 LR = 0.05
 
@@ -217,3 +217,24 @@ def test_a_resumed_run_keeps_its_schedule(files, tmp_path, capsys):
                                                      "run's none")):
         code, _, err = run_main(capsys, "train", "--resume", run, *args)
         assert code == 2 and fragment in err and "\n" not in err.strip(), err
+
+
+def test_a_mid_epoch_checkpoint_of_an_earlier_cbptt_is_refused(files, tmp_path, capsys):
+    """Its batches were drawn another way: resuming it exactly is impossible, so it is one
+    line and exit 2 (at an epoch's end it resumes: the next epochs are fit's)."""
+    run = tmp_path / "run"
+    ok(capsys, *series(files, "--epochs", 2, "--max-steps", 5, "--out", run))
+    entries = archive.read_archive(run / "checkpoint.npz")
+    saved = archive.read_json_entry(entries, checkpoint.RUN_ENTRY)
+    progress = saved["progress"]
+    for key in ("format", "loss_sum", "size_sum"):
+        del progress[key]
+    entries[checkpoint.RUN_ENTRY] = archive.json_entry(saved)
+    archive.write_archive(run / "checkpoint.npz", entries)
+    code, _, err = run_main(capsys, "train", "--resume", run, "--no-progress")
+    assert code == 2 and "saved in the middle of an epoch by an earlier cbptt" in err, err
+    progress["batch_index"], progress["epoch"], progress["step"] = 0, 1, 17
+    entries[checkpoint.RUN_ENTRY] = archive.json_entry(saved)
+    archive.write_archive(run / "checkpoint.npz", entries)
+    assert "resuming" in ok(capsys, "train", "--resume", run, "--no-progress")
+    assert checkpoint.load_checkpoint(run).run["progress"]["step"] == 34
