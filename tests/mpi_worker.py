@@ -44,6 +44,10 @@ def make(kind, cell, seed=0, hidden=H):
         model = cbptt.RNN(I, hidden, O, cell=cell, num_layers=model.num_layers,
                           dtype=np.float64, seed=seed, vocab_size=6, padding_idx=1)
         return cbptt.ManyToMany(model, loss="cross_entropy", optimizer=cbptt.Adam(lr=0.05))
+    if kind == "dropout":       # masks of the global rows: each rank draws its rows' masks
+        model = cbptt.RNN(I, hidden, O, cell=cell, num_layers=2, dtype=np.float64, seed=seed,
+                          dropout=0.3, recurrent_dropout=0.25)
+        return cbptt.ManyToMany(model, loss="mse", optimizer=cbptt.Adam(lr=0.05), seed=11)
     if kind == "seq2seq":
         encoder = cbptt.RNN(I, hidden, None, cell=cell, num_layers=model.num_layers,
                             dtype=np.float64, seed=seed + 1)
@@ -58,7 +62,7 @@ def make(kind, cell, seed=0, hidden=H):
 def batch(kind, rng, B, T):
     """Global data of one call: (X, Y, extras) with extras keyed as step() takes them."""
     X = rng.normal(size=(B, T, I))
-    if kind in ("many_to_many", "truncated"):
+    if kind in ("many_to_many", "truncated", "dropout"):
         Y = rng.normal(size=(B, T, O))
         mask = (rng.random((B, T)) < 0.75).astype(float)
         mask[:, 0] = 1                                  # no fully masked block by accident
@@ -84,7 +88,7 @@ def rel_err(a, b):
 def equivalence():
     out = {}
     for kind in ("many_to_many", "many_to_one", "truncated", "truncated_many_to_one",
-                 "seq2seq", "embedding"):
+                 "seq2seq", "embedding", "dropout"):
         for cell in CELLS:
             for B in (4, 3):                     # even shards, and 3 sequences on 2 ranks
                 name = f"{kind}/{cell}/B={B}"
@@ -116,7 +120,7 @@ def equivalence():
                     worst["fit_stream"] = rel_err(got, want)
                     worst["weights_after_fit_stream"] = rel_err(dp.model.params,
                                                                 reference.model.params)
-                if kind in ("many_to_many", "many_to_one", "seq2seq", "embedding"):
+                if kind in ("many_to_many", "many_to_one", "seq2seq", "embedding", "dropout"):
                     X, Y, extras = batch(kind, rng, B, T)
                     local = {k: v[part] for k, v in extras.items()}
                     want_flow = {"return_flow": True} if kind in ("many_to_many",

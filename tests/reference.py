@@ -66,20 +66,22 @@ def _layer(params, l):
 
 
 # ----------------------------------------------------------------------------------------------- one time step
-def _step(cell, params, l, x, h_prev, c_prev):
+def _step(cell, params, l, x, h_prev, c_prev, rmask=None):
     """Forward one step of layer l.
 
-    x (B, In), h_prev (B, H), c_prev (B, H) for lstm else None.
+    x (B, In), h_prev (B, H), c_prev (B, H) for lstm else None; rmask (B, H) or None: the
+    recurrent dropout mask (scaled) on h_prev where it enters the recurrent product only.
     Returns h (B, H), c (B, H) or None, and the cache the backward step needs.
     """
     W_ih, W_hh, b_ih, b_hh = _layer(params, l)
     H = h_prev.shape[1]
+    h_in = h_prev if rmask is None else h_prev * rmask
     gi = x @ W_ih.T + b_ih          # (B, G*H) input side
-    gh = h_prev @ W_hh.T + b_hh     # (B, G*H) recurrent side
+    gh = h_in @ W_hh.T + b_hh       # (B, G*H) recurrent side
     if cell in ("tanh", "relu"):
         a = gi + gh
         h = np.tanh(a) if cell == "tanh" else np.maximum(a, 0)
-        return h, None, dict(x=x, h_prev=h_prev, a=a, h=h)
+        return h, None, dict(x=x, h_prev=h_prev, h_in=h_in, rmask=rmask, a=a, h=h)
     if cell == "lstm":
         zz = gi + gh
         i = sigmoid(zz[:, 0 * H:1 * H])
@@ -88,14 +90,15 @@ def _step(cell, params, l, x, h_prev, c_prev):
         o = sigmoid(zz[:, 3 * H:4 * H])
         c = f * c_prev + i * g
         h = o * np.tanh(c)
-        return h, c, dict(x=x, h_prev=h_prev, c_prev=c_prev, i=i, f=f, g=g, o=o, c=c)
+        return h, c, dict(x=x, h_prev=h_prev, h_in=h_in, rmask=rmask, c_prev=c_prev, i=i, f=f,
+                          g=g, o=o, c=c)
     # gru
     r = sigmoid(gi[:, 0 * H:1 * H] + gh[:, 0 * H:1 * H])
     z = sigmoid(gi[:, 1 * H:2 * H] + gh[:, 1 * H:2 * H])
     hn = gh[:, 2 * H:3 * H]                       # W_hn h + b_hn, kept apart: it is multiplied by r
     n = np.tanh(gi[:, 2 * H:3 * H] + r * hn)
     h = (1 - z) * n + z * h_prev
-    return h, None, dict(x=x, h_prev=h_prev, r=r, z=z, n=n, hn=hn)
+    return h, None, dict(x=x, h_prev=h_prev, h_in=h_in, rmask=rmask, r=r, z=z, n=n, hn=hn)
 
 
 def _step_backward(cell, params, l, cache, dh, dc, grads):
@@ -140,18 +143,23 @@ def _step_backward(cell, params, l, cache, dh, dc, grads):
         da_h = np.concatenate([dar, daz, dhn], axis=1)  # recurrent-side pre-activation grads
     grads[f"weight_ih_l{l}"] += da_i.T @ cache["x"]
     grads[f"bias_ih_l{l}"] += da_i.sum(axis=0)
-    grads[f"weight_hh_l{l}"] += da_h.T @ cache["h_prev"]
+    grads[f"weight_hh_l{l}"] += da_h.T @ cache["h_in"]
     grads[f"bias_hh_l{l}"] += da_h.sum(axis=0)
     dx = da_i @ W_ih
-    dh_prev = dh_prev + da_h @ W_hh
+    through_product = da_h @ W_hh
+    if cache["rmask"] is not None:
+        through_product = through_product * cache["rmask"]
+    dh_prev = dh_prev + through_product
     return dx, dh_prev, dc_prev
 
 
 # ----------------------------------------------------------------------------------------------- forward
-def forward(params, X, *, cell, num_layers, h0=None, c0=None):
+def forward(params, X, *, cell, num_layers, h0=None, c0=None, masks=None):
     """Forward pass over the whole sequence.
 
     X (B, T, I) batch-first; h0, c0 (num_layers, B, H) or None for zeros (c0 only for lstm).
+    masks: dropout, scaled masks (or None): {"between": [None, (T, B, H) for each layer above
+    the first], "recurrent": [(B, H) or None for each layer]}.
     Returns a dict with
         'y'      (B, T, O)  head outputs at every step,
         'h_last' (num_layers, B, H)  state after step T-1 of every layer,
@@ -171,12 +179,15 @@ def forward(params, X, *, cell, num_layers, h0=None, c0=None):
 
     inputs = [X[:, t] for t in range(T)]     # this layer's x_t, each (B, In)
     caches, h_last, c_last = [], [], []
+    between, recurrent = _masks(masks, num_layers)
     for l in range(num_layers):
         h = h0[l]
         c = c0[l] if cell == "lstm" else None
+        if between[l] is not None:
+            inputs = [x_t * between[l][t] for t, x_t in enumerate(inputs)]
         outputs, layer_caches = [], []
         for t in range(T):
-            h, c, cache = _step(cell, params, l, inputs[t], h, c)
+            h, c, cache = _step(cell, params, l, inputs[t], h, c, recurrent[l])
             outputs.append(h)
             layer_caches.append(cache)
         caches.append(layer_caches)
@@ -190,6 +201,14 @@ def forward(params, X, *, cell, num_layers, h0=None, c0=None):
     if cell == "lstm":
         out["c_last"] = np.stack(c_last)
     return out
+
+
+def _masks(masks, num_layers):
+    """(between, recurrent): a list each, one entry a layer (None: no mask)."""
+    masks = masks or {}
+    between = list(masks.get("between") or [None] * num_layers)
+    recurrent = list(masks.get("recurrent") or [None] * num_layers)
+    return between, recurrent
 
 
 # ----------------------------------------------------------------------------------------------- loss
@@ -248,14 +267,16 @@ def _output_loss(y, Y, *, mode, loss, loss_start=0, lengths=None):
     return float(value), dy
 
 
-def loss_value(params, X, Y, *, cell, num_layers, mode, loss, h0=None, c0=None, loss_start=0, lengths=None):
+def loss_value(params, X, Y, *, cell, num_layers, mode, loss, h0=None, c0=None, loss_start=0, lengths=None,
+               masks=None):
     """The loss of loss_and_grad alone (forward pass only): the cheap f() for finite differences."""
-    y = forward(params, X, cell=cell, num_layers=num_layers, h0=h0, c0=c0)["y"]
+    y = forward(params, X, cell=cell, num_layers=num_layers, h0=h0, c0=c0, masks=masks)["y"]
     return _output_loss(y, Y, mode=mode, loss=loss, loss_start=loss_start, lengths=lengths)[0]
 
 
 # ----------------------------------------------------------------------------------------------- BPTT
-def loss_and_grad(params, X, Y, *, cell, num_layers, mode, loss, h0=None, c0=None, loss_start=0, lengths=None):
+def loss_and_grad(params, X, Y, *, cell, num_layers, mode, loss, h0=None, c0=None, loss_start=0, lengths=None,
+                  masks=None):
     """Loss and its exact gradient by full backpropagation through time.
 
     mode 'many_to_many': the loss covers the outputs y_t of steps t >= loss_start;
@@ -265,7 +286,8 @@ def loss_and_grad(params, X, Y, *, cell, num_layers, mode, loss, h0=None, c0=Non
     Returns (loss: float, grads) where grads has the keys of params plus 'h0' (num_layers, B, H) and, for lstm,
     'c0' (num_layers, B, H): gradients w.r.t. the initial state (the zeros state if h0/c0 is None).
     """
-    fw = forward(params, X, cell=cell, num_layers=num_layers, h0=h0, c0=c0)
+    fw = forward(params, X, cell=cell, num_layers=num_layers, h0=h0, c0=c0, masks=masks)
+    between, _ = _masks(masks, num_layers)
     y = fw["y"]
     B, T, O = y.shape
     value, dy = _output_loss(y, Y, mode=mode, loss=loss, loss_start=loss_start, lengths=lengths)
@@ -296,6 +318,8 @@ def loss_and_grad(params, X, Y, *, cell, num_layers, mode, loss, h0=None, c0=Non
         grads["h0"][l] = dh_next
         if cell == "lstm":
             grads["c0"][l] = dc_next
+        if between[l] is not None:           # this layer read the one below through its mask
+            dX = [dx_t * between[l][t] for t, dx_t in enumerate(dX)]
         dH = dX                              # the layer below receives the gradient w.r.t. its outputs
     return value, grads
 

@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from ._engine import all_finite
+from ._arrays import all_finite
 from .names import DTYPES
 
 FLOAT_DTYPES = tuple(np.dtype(name) for name in DTYPES)
@@ -19,6 +19,14 @@ def check_dtype(dtype):
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
     return dt
+
+
+def check_rate(value, name):
+    """A dropout rate: a real number in [0, 1), as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
 def check_size(value, name, minimum=1):

@@ -17,12 +17,12 @@ team of threads"; _threads.py finds OpenBLAS's thread-count functions at import)
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 
-from ._core.arrays cimport data_of, float_buffer, optional_data_of
+from ._core.arrays cimport data_of, optional_data_of
+from ._core.dropout cimport Drop, threshold_of
 from ._core.jobs cimport PHASE_BACKWARD, PHASE_FORWARD, PHASE_WHOLE, Job, run_job
-from ._core.norms cimport squared_norm
 from ._core.paths cimport (CBPTT_RAN_CHUNK_GRADS, CBPTT_RAN_INPUT_BLAS, CBPTT_RAN_INPUT_IDS,
                            CBPTT_RAN_INPUT_PANELS, CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS,
                            CBPTT_RAN_WGRAD_BLAS, CBPTT_RAN_WGRAD_KERNEL,
@@ -115,6 +115,7 @@ cdef int _fill_shape(Shape* s, str cell, Py_ssize_t num_layers, Py_ssize_t input
     s.ids = False
     s.loss = LOSS_MSE
     s.loss_start = 0
+    s.dropout = s.recurrent_dropout = 0
     return 0
 
 
@@ -187,16 +188,20 @@ cdef class Engine:
     cdef int last_split            # sub-engines of the last call (0: it ran on this engine's)
     cdef Py_ssize_t n_params
     cdef tuple encoded             # (x, params, parts, lengths) of an encode awaiting its backward
+    cdef Drop drop                 # the next calls' dropout key, rows and streams (set_dropout)
 
     def __init__(self, str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
                  Py_ssize_t hidden_size, Py_ssize_t output_size, Py_ssize_t batch,
                  Py_ssize_t steps, dtype, bint many_to_one=False, str loss="mse",
                  Py_ssize_t loss_start=0, bint training=True, *, Py_ssize_t chunk_steps=0,
-                 bint ids=False):
+                 bint ids=False, double dropout=0, double recurrent_dropout=0):
         """chunk_steps: steps per chunk of the backward pass (0: the plan's, see
         cbptt.settings; a split's sub-engines take their parent's, so that their chunk
         buffers hold the parent's rows between them). ids: x is token ids, (B, T) int64 in
-        [0, input_size), the one-hot input without making it."""
+        [0, input_size), the one-hot input without making it. dropout, recurrent_dropout
+        (training engines): p of the mask on each layer's input above the first, q of the
+        one on h_{t-1} entering the per-step products; see set_dropout and
+        _core/dropout.pxd."""
         _fill_shape(&self.shape, cell, num_layers, input_size, hidden_size, output_size,
                     batch, steps)
         if loss not in LOSSES:
@@ -213,10 +218,17 @@ cdef class Engine:
         self.shape.ids = ids
         self.shape.loss = LOSSES[loss]
         self.shape.loss_start = 0 if many_to_one else loss_start
+        for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0 <= rate < 1 or (rate > 0 and not training):
+                raise ValueError(f"{name} must be in [0, 1) (0 for prediction), got {rate}")
+        self.shape.dropout = dropout
+        self.shape.recurrent_dropout = recurrent_dropout
+        self.set_dropout(0)
         self.training = training
         self.n_params = param_count(cell, num_layers, input_size, hidden_size, output_size)
         self.config = (cell, num_layers, input_size, hidden_size, output_size, steps,
-                       self.dtype, many_to_one, loss, loss_start, ids)
+                       self.dtype, many_to_one, loss, loss_start, ids, dropout,
+                       recurrent_dropout)
         self.fixed_chunk_steps = chunk_steps
         self.buffers = {"last_step": np.full(batch, steps - 1, dtype=np.int64)}
         self.layout = None             # nothing laid out yet: _plan lays the buffers out
@@ -271,6 +283,12 @@ cdef class Engine:
             sizes["cs"] = L * (T + 1) * B * H
         if s.cell == CELL_GRU:
             sizes.update({"hn": L * T * B * H, "rec": B * GH})
+        if s.dropout > 0 and L > 1:
+            sizes["dropped"] = (L - 1) * T * B * H
+        if s.recurrent_dropout > 0:
+            sizes["h_masked"] = L * T * B * H
+            sizes["rec_mask"] = L * B * H
+            sizes["rec"] = B * GH
         if self.training:
             # many-to-many: two chunks' dpred (backward alternates between them)
             sizes.update({"dpred": pred_rows * O * (1 if s.many_to_one else 2),
@@ -301,6 +319,9 @@ cdef class Engine:
         w.cs = self._ptr("cs")
         w.hn = self._ptr("hn")
         w.rec = self._ptr("rec")
+        w.dropped = self._ptr("dropped")
+        w.h_masked = self._ptr("h_masked")
+        w.rec_mask = self._ptr("rec_mask")
         w.bias_sum = self._ptr("bias_sum")
         w.w_hh_t = self._ptr("w_hh_t")
         w.panels = self._ptr("panels")
@@ -363,7 +384,7 @@ cdef class Engine:
         cdef Engine sub
         if count not in self.splits:
             (cell, num_layers, input_size, hidden_size, output_size, steps, dtype, many_to_one,
-             loss, loss_start, ids) = self.config
+             loss, loss_start, ids, dropout, recurrent_dropout) = self.config
             engines = []
             row0 = 0
             for part in range(count):
@@ -371,7 +392,8 @@ cdef class Engine:
                 sub = Engine(cell, num_layers, input_size, hidden_size, output_size, rows,
                              steps, dtype, many_to_one=many_to_one, loss=loss,
                              loss_start=loss_start, training=self.training,
-                             chunk_steps=self.plan.chunk_steps, ids=ids)
+                             chunk_steps=self.plan.chunk_steps, ids=ids, dropout=dropout,
+                             recurrent_dropout=recurrent_dropout)
                 sub._allocate()
                 engines.append((row0, rows, sub))
                 row0 += rows
@@ -411,6 +433,7 @@ cdef class Engine:
         st.layer_stride = self.shape.batch * self.shape.hidden_size
         st.flow = NULL
         st.dx = st.dh_steps = NULL
+        st.drop = self.drop
         if self.shape.cell == CELL_LSTM:
             st.c0 = optional_data_of(c0, self.dtype, size, "c0")
             st.dc0 = optional_data_of(dc0, self.dtype, size, "dc0")
@@ -419,6 +442,18 @@ cdef class Engine:
         elif c0 is not None or dc0 is not None or c_final is not None or dc_final is not None:
             raise ValueError("c0, dc0, c_final and dc_final are for the lstm cell only")
         return 0
+
+    def set_dropout(self, uint64_t key, Py_ssize_t row0=0, Py_ssize_t stream0=0):
+        """The dropout masks of the calls that follow (an engine with dropout): those of key
+        (a trainer's seed and call count, hashed), for batch rows numbered from row0 (a
+        process's block of a larger batch) and layers from stream0 (see dropout.pxd)."""
+        self.drop.key = key
+        self.drop.row0 = row0
+        self.drop.stream0 = stream0
+        self.drop.threshold = threshold_of(self.shape.dropout)
+        self.drop.rec_threshold = threshold_of(self.shape.recurrent_dropout)
+        self.drop.scale = 1 / (1 - self.shape.dropout)
+        self.drop.rec_scale = 1 / (1 - self.shape.recurrent_dropout)
 
     cdef int _set_lengths(self, lengths) except -1:
         """Many-to-one: each row's output is read at step lengths[b] - 1 (None: the last)."""
@@ -663,38 +698,3 @@ cdef class Engine:
         h = self.buffers["hs"].reshape(shape)
         c = self.buffers["cs"].reshape(shape) if "cs" in self.buffers else None
         return h, c
-
-
-# ---------------------------------------------------------------------------------------------
-# array checks for the trainers
-
-cdef extern from "_core/vmath.h" nogil:
-    int cbptt_all_finite_f32(const float* x, Py_ssize_t n)
-    int cbptt_all_finite_f64(const double* x, Py_ssize_t n)
-
-
-def all_finite(array):
-    """Whether a C-contiguous float32/float64 array holds no NaN or Inf (no temporaries)."""
-    cdef void* data
-    cdef Py_ssize_t count
-    cdef bint result, is_double = float_buffer(array, "all_finite", &data, &count)
-    with nogil:
-        if is_double:
-            result = cbptt_all_finite_f64(<double*>data, count)
-        else:
-            result = cbptt_all_finite_f32(<float*>data, count)
-    return result
-
-
-def squared_norm_of(array):
-    """Sum of squares of a C-contiguous float32/float64 array, accumulated in double."""
-    cdef void* data
-    cdef Py_ssize_t count
-    cdef double result
-    cdef bint is_double = float_buffer(array, "squared_norm_of", &data, &count)
-    with nogil:
-        if is_double:
-            result = squared_norm(<double*>data, count)
-        else:
-            result = squared_norm(<float*>data, count)
-    return result

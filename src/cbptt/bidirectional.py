@@ -19,6 +19,7 @@ inputs; ``head.weight`` is (O, 2H). Each (layer, direction) block is one engine'
 """
 import numpy as np
 
+from ._dropout import dropout_mask
 from ._engine import param_count, param_layout
 from .data import log_softmax
 
@@ -71,10 +72,15 @@ class Bidirectional:
         self.training = training
         self.ids = ids
 
-    def forward(self, X, lengths, h0=None, c0=None):
+    def forward(self, X, lengths, h0=None, c0=None, dropout=(0, 0)):
         """The top layer's outputs (B, T, 2H) and the final states (2L, B, H) (h, c or None);
-        keeps what ``backward`` needs."""
+        keeps what ``backward`` needs. dropout: (key, row0) of the call's masks (training,
+        see _core/dropout.pxd): a layer above the first reads the (B, T, 2H) outputs below
+        through the mask of stream 2 layer; each direction's engine draws its recurrent mask
+        from its own stream, 2 (2 layer + direction) + 1."""
         m, B = self.model, self.batch
+        key, row0 = dropout
+        self.masks = [None] * m.num_layers
         self.index = reversal(lengths, B, self.steps)
         self.lengths = lengths
         shape = (2 * m.num_layers, B, m.hidden_size)
@@ -83,6 +89,11 @@ class Bidirectional:
         inputs = X
         self.inputs = []
         for layer, pair in enumerate(self.engines):
+            if layer > 0 and self.training and m.dropout > 0:
+                self.masks[layer] = np.ascontiguousarray(dropout_mask(
+                    key, layer, m.dropout, B, 2 * m.hidden_size, steps=self.steps, row0=row0,
+                    dtype=m.dtype).transpose(1, 0, 2))
+                inputs = inputs * self.masks[layer]
             outputs = []
             for direction, engine in enumerate(pair):
                 k = 2 * layer + direction
@@ -92,6 +103,7 @@ class Bidirectional:
                              c_final=None if c_final is None else c_final[k:k + 1])
                 params = m.layer_params(layer, direction)
                 if self.training:
+                    engine.set_dropout(key, row0, k)
                     engine.encode(x, params, state["h_final"], state["c_final"], lengths,
                                   state["h0"], state["c0"])
                 else:
@@ -136,6 +148,8 @@ class Bidirectional:
                 sq_norm += engine.grad_sq_norm
                 if dx is not None:
                     d_inputs += dx if direction == 0 else _rows(dx, self.index)
+            if self.masks[layer] is not None:     # the layer read its input masked
+                d_inputs *= self.masks[layer]
             d_outputs, d_final = d_inputs, None
         return sq_norm, dh0, dc0, d_inputs
 

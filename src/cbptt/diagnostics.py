@@ -24,17 +24,23 @@ def gradcheck(trainer, X, Y, eps=1e-6, **kwargs):
     source = trainer.model
     model = RNN(**dict(source.config(), dtype=np.float64))
     model.load_state_dict(source.state_dict())
-    checker = type(trainer)(model, loss=trainer.loss)
-    _, grads = checker.loss_and_grad(X, Y, **kwargs)
+    # with dropout, every call draws the masks of the trainer's next call
+    checker = type(trainer)(model, loss=trainer.loss, seed=trainer.seed)
+
+    def loss_and_grad():
+        checker.dropout_calls = trainer.dropout_calls
+        return checker.loss_and_grad(X, Y, **kwargs)
+
+    _, grads = loss_and_grad()
     errors = {}
     for name, view in model.named_parameters():
         numeric = np.empty(view.shape)
         for index in np.ndindex(view.shape):
             original = view[index]
             view[index] = original + eps
-            plus = checker.loss_and_grad(X, Y, **kwargs)[0]
+            plus = loss_and_grad()[0]
             view[index] = original - eps
-            minus = checker.loss_and_grad(X, Y, **kwargs)[0]
+            minus = loss_and_grad()[0]
             view[index] = original
             numeric[index] = (plus - minus) / (2 * eps)
         if name == "embedding.weight" and model.padding_idx is not None:

@@ -40,10 +40,10 @@ import warnings
 
 import numpy as np
 
-from ._engine import all_finite, squared_norm_of
+from ._arrays import all_finite, squared_norm_of
 from .seq2seq import Seq2Seq
 from .trainers import _FullBPTT, _Trainer
-from .truncated import Truncated, stream_length
+from .truncated import Truncated, _is_ids, stream_length
 
 __all__ = ["DataParallel", "shard"]
 
@@ -339,6 +339,19 @@ class DataParallel:
         finally:
             self._signature = 0.0
 
+    def _number_rows(self, batch):
+        """Collective, for a model with dropout: the trainer's dropout_row0 = the global index
+        of this rank's first sequence (an Exscan of the ranks' batch sizes), so that every
+        sequence draws the masks it would draw in one process on the whole batch."""
+        models = [self.trainer.model] if not isinstance(self.trainer, Seq2Seq) else [
+            self.trainer.encoder, self.trainer.decoder]
+        if not any(m.dropout or m.recurrent_dropout for m in models):
+            return
+        mine = np.array([batch], dtype=np.int64)
+        before = np.zeros(1, dtype=np.int64)
+        self.comm.Exscan(mine, before, op=self._MPI.SUM)
+        self.trainer.dropout_row0 = int(before[0]) if self.rank > 0 else 0
+
     def _global_loss(self):
         return self._acc_loss / self._acc_terms if self._acc_terms else 0.0
 
@@ -360,6 +373,7 @@ class DataParallel:
             return _signature(_STEP, rounds)
 
         def call():
+            self._number_rows(np.shape(X)[0])
             result = trainer.step(X, Y, *args, **kwargs)
             if isinstance(result, tuple):
                 return (self._global_loss(),) + result[1:]
@@ -383,6 +397,7 @@ class DataParallel:
             return _signature(_LOSS_AND_GRAD_FLOW if flow_wanted else _LOSS_AND_GRAD, 1)
 
         def call():
+            self._number_rows(np.shape(X)[0])
             result = trainer.loss_and_grad(X, Y, *args, **kwargs)
             local_loss, local_grads = result[0], result[1]
             local_terms = trainer._last_terms
@@ -425,6 +440,9 @@ class DataParallel:
             return self._global_loss()
 
         def call():
+            if targets is not None:        # arrays: (B, L, ...) streams, or one stream
+                one = np.ndim(source) == (1 if _is_ids(source) else 2)
+                self._number_rows(1 if one else np.shape(source)[0])
             trainer.step = global_step      # fit_stream's chunks report the global loss
             try:
                 return trainer.fit_stream(source, targets, mask=mask, chunk_steps=chunk_steps)

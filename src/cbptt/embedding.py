@@ -9,7 +9,7 @@ A model made with ``vocab_size=V`` reads token ids (B, T) in [0, V): each id pic
 import numpy as np
 
 from . import _checks
-from ._engine import squared_norm_of
+from ._arrays import squared_norm_of
 
 
 def check_ids(X, vocab_size, name="X"):

@@ -76,13 +76,15 @@ def trainer_bytes(model, optimizer):
 
 
 def step_elements(cell, num_layers, input_size, hidden_size, output_size, batch, steps,
-                  training=True, many_to_one=False, threads=None):
+                  training=True, many_to_one=False, threads=None, dropout=0.0,
+                  recurrent_dropout=0.0):
     """Elements of the workspace of one (batch, steps) call: the buffers ``Engine`` allocates
     (see Engine._layout in _engine.pyx), with its default chunks of the backward pass
     (cbptt.settings' chunk_rows, chunk_min_steps) taken at their largest. A call split over ``threads`` threads
     (default: the processor count; at most one per sequence) runs on one sub-engine per
     thread, which between them hold the same tensors plus, each, a copy of W_hh and, for
-    training, a gradient buffer (all but the first)."""
+    training, a gradient buffer (all but the first). Dropout (training) keeps each layer's
+    masked input but the first's, recurrent dropout each layer's masked h_{t-1}."""
     L, I, H, O, B, T = num_layers, input_size, hidden_size, output_size, batch, steps
     G = GATES[cell]
     chunk = min(T, max(8, -(-256 // B), -(-T // 8)))     # steps per chunk, at most
@@ -100,6 +102,10 @@ def step_elements(cell, num_layers, input_size, hidden_size, output_size, batch,
         total += pred_rows * O * (2 if many_to_one else 3) + 3 * B * H + T * B
         total += (L > 1) * T * B * H               # the gradient injected into lower layers
         total += chunk * B * H                     # a chunk's gradient
+        if dropout > 0:
+            total += (L - 1) * T * B * H           # the layers' inputs, masked
+        if recurrent_dropout > 0:
+            total += L * (T + 1) * B * H + B * G * H   # h_{t-1} masked, the masks; a product
     else:
         total += output_rows * O
     parts = max(1, min(B, (os.cpu_count() or 1) if threads is None else threads))
@@ -115,4 +121,5 @@ def step_bytes(model, batch, steps, training=True, many_to_one=False, threads=No
     """Bytes of the workspace of one (batch, steps) call of a model (``step_elements``)."""
     return model.dtype.itemsize * step_elements(
         model.cell, model.num_layers, model.input_size, model.hidden_size,
-        model.output_size or 0, batch, steps, training, many_to_one, threads)
+        model.output_size or 0, batch, steps, training, many_to_one, threads,
+        model.dropout, model.recurrent_dropout)

@@ -40,6 +40,16 @@ class RNN:
         table ``embedding.weight`` (V, input_size), trained with the rest, as
         ``torch.nn.Embedding(V, input_size, padding_idx)`` (see embedding.py). Its entry comes
         last in ``params``: the other parameters are those of the model without it.
+    bidirectional : bool
+        Each layer runs forward and backward in time, as torch's ``bidirectional=True``.
+    dropout, recurrent_dropout : float in [0, 1)
+        Training only (trainers' ``step`` and ``loss_and_grad``; never ``predict`` or
+        ``generate``), inverted (kept units scaled by 1/(1-p)). ``dropout=p``: as torch, on
+        every layer's outputs but the top one's (the next layer's input), one mask entry per
+        row, step and unit. ``recurrent_dropout=q``: one mask per sequence, layer and call on
+        h_{t-1} where it enters the recurrent product (Gal and Ghahramani 2016; Keras's
+        ``recurrent_dropout``; GRU's update ``z h_{t-1}`` reads it unmasked). The masks are drawn
+        inside the engine from the trainer's ``seed`` and call count (``_core/dropout.pxd``).
 
     Raises ``cbptt.memory.InsufficientMemory`` (a MemoryError naming the bytes needed and
     available) before allocating when the parameters cannot fit in memory; so do trainers
@@ -54,7 +64,7 @@ class RNN:
 
     def __init__(self, input_size, hidden_size, output_size, cell="tanh", num_layers=1,
                  dtype=np.float64, seed=None, vocab_size=None, padding_idx=None,
-                 bidirectional=False):
+                 bidirectional=False, dropout=0.0, recurrent_dropout=0.0):
         self.input_size = _checks.check_size(input_size, "input_size")
         self.hidden_size = _checks.check_size(hidden_size, "hidden_size")
         # None: no head, an encoder only (see has_head)
@@ -75,6 +85,8 @@ class RNN:
                              f"vocab_size, got {padding_idx!r}")
         self.padding_idx = None if padding_idx is None else int(padding_idx)
         self.bidirectional = bool(bidirectional)
+        self.dropout = _checks.check_rate(dropout, "dropout")
+        self.recurrent_dropout = _checks.check_rate(recurrent_dropout, "recurrent_dropout")
         # the (h, c) states' first axis: a layer's, or a layer's two directions' (torch's)
         self.state_layers = self.num_layers * (2 if self.bidirectional else 1)
         if self.bidirectional:      # torch's layout, one engine block a layer and direction
@@ -135,6 +147,10 @@ class RNN:
             config.update(vocab_size=self.vocab_size, padding_idx=self.padding_idx)
         if self.bidirectional:
             config.update(bidirectional=True)
+        if self.dropout:
+            config.update(dropout=self.dropout)
+        if self.recurrent_dropout:
+            config.update(recurrent_dropout=self.recurrent_dropout)
         return config
 
     def __repr__(self):
@@ -179,10 +195,12 @@ class RNN:
         (either direction): its forward and backward phases (see bidirectional.py)."""
         size = self.input_size if layer == 0 else 2 * self.hidden_size
         memory.require(self.dtype.itemsize * memory.step_elements(
-            self.cell, 1, size, self.hidden_size, 0, batch, steps, training, True),
+            self.cell, 1, size, self.hidden_size, 0, batch, steps, training, True,
+            recurrent_dropout=self.recurrent_dropout),
             f"the workspace of layer {layer} of {self!r} on {batch} sequences of {steps} steps")
         return Engine(self.cell, 1, size, self.hidden_size, 0, batch, steps, self.dtype,
-                      many_to_one=True, training=training, ids=ids)
+                      many_to_one=True, training=training, ids=ids,
+                      recurrent_dropout=self.recurrent_dropout if training else 0)
 
     @property
     def engine_params(self):
@@ -244,8 +262,8 @@ class RNN:
     # -- PyTorch exchange (torch is imported only here) ----------------------------------------
     @classmethod
     def from_torch(cls, rnn_module, head_module, dtype=None, embedding=None):
-        """A model with the weights of ``torch.nn.RNN``/``LSTM``/``GRU`` (batch_first, one
-        direction, biases, no projections or dropout) and the ``torch.nn.Linear`` head (None:
+        """A model with the weights of ``torch.nn.RNN``/``LSTM``/``GRU`` (batch_first, biases,
+        no projections; its dropout too) and the ``torch.nn.Linear`` head (None:
         a model without a head), and of a ``torch.nn.Embedding`` below it if given. dtype
         defaults to the torch module's (float32 or float64)."""
         import torch
@@ -265,7 +283,6 @@ class RNN:
             ("bias=False", not rnn_module.bias),
             ("batch_first=False", not rnn_module.batch_first),
             ("proj_size", getattr(rnn_module, "proj_size", 0)),
-            ("dropout", rnn_module.dropout),
             ("head without bias", head_module is not None and head_module.bias is None))
             if bad]
         if unsupported:
@@ -294,27 +311,27 @@ class RNN:
                     num_layers=rnn_module.num_layers, dtype=dtype,
                     vocab_size=None if embedding is None else embedding.num_embeddings,
                     padding_idx=None if embedding is None else embedding.padding_idx,
-                    bidirectional=rnn_module.bidirectional)
+                    bidirectional=rnn_module.bidirectional, dropout=rnn_module.dropout)
         model.load_state_dict(state)
         return model
 
     def to_torch(self):
         """(rnn_module, head_module): ``torch.nn.RNN``/``LSTM``/``GRU(batch_first=True)`` and
         ``torch.nn.Linear`` (None for a model without a head) in this model's dtype, holding
-        copies of its weights; a model with an embedding adds a third, its
+        copies of its weights (and its dropout: torch has no recurrent dropout, whose model
+        is exported without it); a model with an embedding adds a third, its
         ``torch.nn.Embedding``."""
         import torch
 
         size = (self.input_size, self.hidden_size)
+        options = dict(num_layers=self.num_layers, batch_first=True,
+                       bidirectional=self.bidirectional, dropout=self.dropout)
         if self.cell == "lstm":
-            rnn = torch.nn.LSTM(*size, num_layers=self.num_layers, batch_first=True,
-                                bidirectional=self.bidirectional)
+            rnn = torch.nn.LSTM(*size, **options)
         elif self.cell == "gru":
-            rnn = torch.nn.GRU(*size, num_layers=self.num_layers, batch_first=True,
-                               bidirectional=self.bidirectional)
+            rnn = torch.nn.GRU(*size, **options)
         else:
-            rnn = torch.nn.RNN(*size, num_layers=self.num_layers, nonlinearity=self.cell,
-                               batch_first=True, bidirectional=self.bidirectional)
+            rnn = torch.nn.RNN(*size, nonlinearity=self.cell, **options)
         torch_dtype = torch.float64 if self.dtype == np.float64 else torch.float32
         rnn = rnn.to(torch_dtype)
         state = self.state_dict()
@@ -369,7 +386,8 @@ class RNN:
         return Engine(self.cell, self.num_layers, self.input_size, self.hidden_size,
                       self.output_size or 0, batch, steps, self.dtype,
                       many_to_one=many_to_one, loss=loss, loss_start=loss_start,
-                      training=training, ids=ids)
+                      training=training, ids=ids, dropout=self.dropout if training else 0,
+                      recurrent_dropout=self.recurrent_dropout if training else 0)
 
     # -- inference ----------------------------------------------------------------------------
     def check_state(self, h0, c0, batch):

@@ -104,10 +104,10 @@ class Seq2Seq(_Trainer):
     """
 
     def __init__(self, encoder, decoder, loss="mse", optimizer=None, clip_norm=None,
-                 on_nonfinite="raise"):
+                 on_nonfinite="raise", seed=None):
         _check_halves(encoder, decoder)
         self.loss = check_loss(loss)
-        self._init_update(optimizer, clip_norm, on_nonfinite)
+        self._init_update(optimizer, clip_norm, on_nonfinite, seed)
         memory.require(memory.trainer_bytes(encoder, self.optimizer) +
                        memory.trainer_bytes(decoder, self.optimizer),
                        f"a Seq2Seq of {encoder!r} and {decoder!r} (its gradients and the "
@@ -211,6 +211,9 @@ class Seq2Seq(_Trainer):
         dec_grads = self._grads[self.model.split:]
         dx = None if x_ids is None else np.empty_like(X)
         dy = None if y_ids is None else np.empty_like(Y_in)
+        # one key for the call: the decoder's layers draw from the streams after the encoder's
+        key = self._next_dropout(encoder)
+        decoder.set_dropout(key, self.dropout_row0, enc.num_layers)
         encoder.encode(X, enc.engine_params, h, c, lengths=src_lengths)
         loss = decoder.loss_and_grad(Y_in, Y_out, dec.engine_params, dec_grads[:dec.engine_size],
                                      h0=h, dh0=dh, c0=c, dc0=dc, weight=weight, dx=dy)

@@ -10,7 +10,8 @@ import warnings
 import numpy as np
 
 from . import _checks, embedding, memory
-from ._engine import squared_norm_of
+from ._arrays import squared_norm_of
+from ._dropout import dropout_key
 from .losses import check_loss, check_targets
 from .bidirectional import Bidirectional, head_and_loss
 from .model import RNN
@@ -23,11 +24,11 @@ class _Trainer:
     many_to_one = False
 
     def __init__(self, model, loss="mse", optimizer=None, clip_norm=None,
-                 on_nonfinite="raise"):
+                 on_nonfinite="raise", seed=None):
         if not isinstance(model, RNN):
             raise TypeError(f"model must be a cbptt.RNN, got {type(model).__name__}")
         model.require_head(type(self).__name__)
-        self._init_update(optimizer, clip_norm, on_nonfinite)
+        self._init_update(optimizer, clip_norm, on_nonfinite, seed)
         self.model = model
         self.loss = check_loss(loss)
         memory.require(memory.trainer_bytes(model, self.optimizer),
@@ -36,8 +37,9 @@ class _Trainer:
         self._engines = {}
         self._grads = np.zeros_like(model.params)
 
-    def _init_update(self, optimizer, clip_norm, on_nonfinite):
-        """The optimiser, clipping and non-finite policy of ``_update``, checked."""
+    def _init_update(self, optimizer, clip_norm, on_nonfinite, seed=None):
+        """The optimiser, clipping and non-finite policy of ``_update``, checked, and the
+        dropout masks' seed (None: 0)."""
         if optimizer is None:
             optimizer = SGD(lr=0.01)
         if not isinstance(optimizer, Optimizer):
@@ -54,6 +56,23 @@ class _Trainer:
         self.gradient_reducer = None
         self.optimizer = optimizer
         self.clip_norm = None if clip_norm is None else float(clip_norm)
+        if seed is not None and (isinstance(seed, bool) or
+                                 not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        # A training call's dropout masks are those of (seed, dropout_calls): the same seed
+        # and calls give bit-identical results; dropout_row0 numbers the batch's rows (a
+        # DataParallel rank's block of the global batch).
+        self.seed = 0 if seed is None else int(seed)
+        self.dropout_calls = 0
+        self.dropout_row0 = 0
+
+    def _next_dropout(self, engine, stream0=0):
+        """Key `engine`'s next call's dropout masks with this trainer's next call: (seed,
+        dropout_calls), counted. Returns the key (for the other engines of one call)."""
+        key = dropout_key(self.seed, self.dropout_calls)
+        self.dropout_calls += 1
+        engine.set_dropout(key, self.dropout_row0, stream0)
+        return key
 
     def _engine_for(self, batch, steps, loss_start=0, many_to_one=None, ids=False):
         """The workspace for this shape (ids: of token ids), made on first use and kept.
@@ -155,6 +174,7 @@ class _FullBPTT(_Trainer):
         flow = np.empty((m.num_layers, steps)) if return_flow else None
         engine = self._engine_for(batch, steps, ids=X.ndim == 2)
         self._last_engine = engine
+        self._next_dropout(engine)
         dx = np.empty_like(X) if want_dx else None
         loss = engine.loss_and_grad(
             X, Y, m.engine_params, self._grads[:m.engine_size], h0, dh0, h_final, c0, dc0,
@@ -177,7 +197,9 @@ class _FullBPTT(_Trainer):
             if len(self._engines) >= 8:
                 self._engines.clear()
             runner = self._engines[key] = Bidirectional(m, batch, steps, True, X.ndim == 2)
-        top, h_final, c_final = runner.forward(X, lengths, h0, c0)
+        key = dropout_key(self.seed, self.dropout_calls)
+        self.dropout_calls += 1
+        top, h_final, c_final = runner.forward(X, lengths, h0, c0, (key, self.dropout_row0))
         H = m.hidden_size
         if self.many_to_one:        # [the top forward state at the end, the reverse one]
             final = np.concatenate([h_final[-2], h_final[-1]], axis=1)

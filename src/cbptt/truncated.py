@@ -40,9 +40,9 @@ class Truncated(_Trainer):
     """
 
     def __init__(self, model, k1, k2=None, loss="mse", optimizer=None, clip_norm=None,
-                 many_to_one=False, on_nonfinite="raise"):
+                 many_to_one=False, on_nonfinite="raise", seed=None):
         super().__init__(model, loss=loss, optimizer=optimizer, clip_norm=clip_norm,
-                         on_nonfinite=on_nonfinite)
+                         on_nonfinite=on_nonfinite, seed=seed)
         if model.bidirectional:
             raise ValueError("model: Truncated does not train a bidirectional model: its "
                              "reverse direction reads the stream's future, which a stream "
@@ -243,6 +243,7 @@ class Truncated(_Trainer):
         if m.vocab_size is not None:
             ids, Xw = Xw, m.engine_inputs(Xw)[0]
         engine = self._engine_for(batch, steps, loss_start=past, ids=Xw.ndim == 2)
+        self._next_dropout(engine)
         dx = None if ids is None else np.empty_like(Xw)
         loss = engine.loss_and_grad(Xw, Yw, m.engine_params, self._grads[:m.engine_size],
                                     dx=dx, **call)

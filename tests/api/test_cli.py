@@ -160,6 +160,13 @@ RESUME_SETUPS = {
     "csv-many-to-one-sgd": ["series.csv", "--columns", "a,b", "--target", "a", "--window", 12,
                             "--mode", "many-to-one", "--optimizer", "sgd", "--momentum", 0.9,
                             "--batch", 16],
+    # the masks of a resumed run go on from its call count: the same run, bit for bit
+    "text-truncated-dropout": ["text.txt", "--k1", 8, "--k2", 16, "--batch", 4, "--layers", 2,
+                               "--dropout", 0.2, "--recurrent-dropout", 0.1],
+    "csv-bidirectional-dropout": ["series.csv", "--columns", "a,b", "--target", "a",
+                                  "--window", 12, "--mode", "many-to-one", "--bidirectional",
+                                  "--layers", 2, "--dropout", 0.3, "--recurrent-dropout", 0.2,
+                                  "--optimizer", "sgd", "--momentum", 0.9, "--batch", 16],
 }
 
 
@@ -319,6 +326,9 @@ BAD = {
     "bad number": (["train", "{data}/text.txt", "--lr", "-1"], ["--lr", "-1"]),
     "series option on text": (["train", "{data}/text.txt", "--horizon", "2"],
                               ["--horizon is for time series"]),
+    "bidirectional text": (["train", "{data}/text.txt", "--bidirectional"],
+                           ["--bidirectional is for series with --mode many-to-one"]),
+    "dropout of 1": (["train", "{data}/text.txt", "--dropout", "1"], ["--dropout", "[0, 1)"]),
     "no such run": (["sample", "nowhere"], ["nowhere: no such run folder"]),
     "unknown command": (["frobnicate"], ["invalid choice: 'frobnicate'"]),
 }

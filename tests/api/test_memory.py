@@ -149,8 +149,11 @@ def test_truncated_refuses_a_window_too_large(available):
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("many_to_one", [False, True])
 @pytest.mark.parametrize("B, T, H", [(3, 40, 16), (32, 20, 128)])    # the second may split
-def test_the_step_estimate_bounds_the_engines_workspace(cell, layers, many_to_one, B, T, H):
-    model = cbptt.RNN(3, H, 2, cell=cell, num_layers=layers, seed=0)
+@pytest.mark.parametrize("rates", [(0, 0), (0.2, 0.3)])               # dropout's buffers
+def test_the_step_estimate_bounds_the_engines_workspace(cell, layers, many_to_one, B, T, H,
+                                                        rates):
+    model = cbptt.RNN(3, H, 2, cell=cell, num_layers=layers, seed=0, dropout=rates[0],
+                      recurrent_dropout=rates[1])
     trainer = (cbptt.ManyToOne if many_to_one else cbptt.ManyToMany)(model)
     Y = np.zeros((B, 2)) if many_to_one else np.zeros((B, T, 2))
     trainer.step(np.zeros((B, T, 3)), Y)

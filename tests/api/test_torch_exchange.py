@@ -53,8 +53,9 @@ def test_from_torch_refuses_what_cbptt_does_not_compute():
     rnn = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True)
     with pytest.raises(ValueError, match="hidden_size x 2, bidirectional"):
         cbptt.RNN.from_torch(rnn, torch.nn.Linear(4, 2))
-    with pytest.raises(ValueError, match="dropout"):
-        cbptt.RNN.from_torch(torch.nn.GRU(3, 4, 2, batch_first=True, dropout=0.5), None)
+    # dropout is computed now: carried over (tests/api/test_dropout.py)
+    assert cbptt.RNN.from_torch(torch.nn.GRU(3, 4, 2, batch_first=True, dropout=0.5),
+                                None).dropout == 0.5
     with pytest.raises(ValueError, match="batch_first"):
         cbptt.RNN.from_torch(torch.nn.GRU(3, 4), torch.nn.Linear(4, 2))
     with pytest.raises(TypeError, match="rnn_module"):

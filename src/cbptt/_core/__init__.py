@@ -7,6 +7,7 @@ them bottom-up (docs/DEVELOPMENT.md has the table):
   backward), ``losses.pxd`` (value and gradient), ``panels.h`` (AVX-512 products on packed
   weights), ``team.h`` and ``blas_threads.h`` (cbptt's threads, BLAS's thread count),
   ``paths.h`` (what ran).
+- ``dropout.pxd``: dropout masks, drawn from a counter-based hash where they are used.
 - ``shape.pxd``: the problem (sizes, cell, loss), the flat parameter layout, the workspaces.
 - ``team.pxd``: the team of threads and BLAS's thread count, and how parts split work.
 - ``paths.pxd``: the record of which kernel path each product took.

@@ -14,13 +14,16 @@
 # written over it, whose weight-gradient GEMMs run per chunk (accumulating). LSTM and GRU
 # write theirs over the layer's gates, and run their weight-gradient GEMMs over all steps at
 # the end (GRU per chunk where its dA is large: plan.gru_chunk_grads). Inside a chunk the
-# only product per step is dh_{t-1} = dA_t @ W_hh.
+# only product per step is dh_{t-1} = dA_t @ W_hh. Dropout: the layers' masks are redrawn
+# (dropout.pxd): the gradient passed down to a layer below is masked as its states were on
+# the way up, the recurrent one as h_{t-1} was.
 
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from .cells cimport elman_backward, gru_backward, lstm_backward
+from .dropout cimport drop_between, masked_rows
 from .forward cimport copy_input_steps
 from .gradients cimport (LayerBack, elman_chunk_grads, gru_chunk_grads, ids_table_out,
                          ids_weight_grads, input_grads, input_weight_grads, pass_down)
@@ -29,8 +32,8 @@ from .norms cimport mean_row_norm
 from .paths cimport cbptt_ran, CBPTT_RAN_CHUNK_GRADS, CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS
 from .plan cimport Plan, by_columns
 from .products cimport pack_panels, step_product, weight_grad, part_column_sums
-from .shape cimport (CELL_GRU, CELL_LSTM, CELL_RELU, Shape, States, Work, has_head, is_elman,
-                     layer_input_size, layer_slices)
+from .shape cimport (CELL_GRU, CELL_LSTM, CELL_RELU, Shape, States, Work, drops_between,
+                     has_head, is_elman, layer_input_size, layer_slices)
 from .team cimport barrier, enter_step_loop, leave_step_loop, part_range
 
 
@@ -75,18 +78,27 @@ cdef inline floating* step_entry(const Shape* s, const Work* w, const States* st
 
 
 cdef inline void step_exit(const Shape* s, const States* st, const LayerBack* L, Py_ssize_t t,
-                           floating* dh, const floating* panels, bint columns,
-                           Py_ssize_t row0, Py_ssize_t rows, int part,
+                           floating* dh, floating* rec, const floating* panels,
+                           bint columns, Py_ssize_t row0, Py_ssize_t rows, int part,
                            int parts) noexcept nogil:
     """After step t's cell: dh_{t-1} = dA_t @ W_hh (GRU: += onto dh z), unless t is the first
-    step and the initial state's gradient is not asked for."""
+    step and the initial state's gradient is not asked for. With recurrent dropout the
+    product goes through rec (B, H) and its mask (h_{t-1} reached the product masked)."""
     cdef Py_ssize_t B = s.batch, H = s.hidden_size, GH = s.gate_count * H
     if t == 0 and st.dh0 == NULL:
         return
     if columns:
         barrier(parts)   # dA_t complete: every part's product reads all of it
+    if rec == NULL:
+        step_product(columns, part, parts, row0, rows, B, H, GH, <floating*>L.dA + t * B * GH,
+                     GH, <floating*>L.w_hh, H, False, panels, 1 if s.cell == CELL_GRU else 0,
+                     dh, H)
+        return
+    # rec = dA_t @ W_hh; dh (+)= rec masked (step_product's column partition ends with a
+    # barrier: every column of the part's rows is there)
     step_product(columns, part, parts, row0, rows, B, H, GH, <floating*>L.dA + t * B * GH, GH,
-                 <floating*>L.w_hh, H, False, panels, 1 if s.cell == CELL_GRU else 0, dh, H)
+                 <floating*>L.w_hh, H, False, panels, 0, rec, H)
+    masked_rows(rec, <floating*>L.rec_mask, dh, row0, rows, H, s.cell == CELL_GRU)
 
 
 cdef inline void run_steps_back(const Shape* s, const Work* w, const States* st,
@@ -105,6 +117,7 @@ cdef inline void run_steps_back(const Shape* s, const Work* w, const States* st,
     cdef floating* hn = <floating*>L.hn
     cdef floating* dA = <floating*>L.dA
     cdef floating* da_n = <floating*>L.da_n
+    cdef floating* rec = <floating*>w.rec if s.recurrent_dropout > 0 else NULL
     cdef floating* inject_t
     if s.cell == CELL_GRU:
         for t in range(last - 1, first - 1, -1):
@@ -113,34 +126,34 @@ cdef inline void run_steps_back(const Shape* s, const Work* w, const States* st,
             gru_backward(gates + (t * B + row0) * GH, hn + t * BH + row0 * H,
                          hs + t * BH + row0 * H, dh + row0 * H, inject_t,
                          dA + (t * B + row0) * GH, da_n + t * BH + row0 * H, rows, H)
-            step_exit(s, st, L, t, dh, panels, columns, row0, rows, part, parts)
+            step_exit(s, st, L, t, dh, rec, panels, columns, row0, rows, part, parts)
     elif s.cell == CELL_LSTM:
         for t in range(last - 1, first - 1, -1):
             inject_t = step_entry(s, w, st, L, t, dh, row0, rows)
             lstm_backward(gates + (t * B + row0) * GH, cs + t * BH + row0 * H,
                           cs + (t + 1) * BH + row0 * H, dh + row0 * H, inject_t,
                           dc + row0 * H, dA + (t * B + row0) * GH, rows, H)
-            step_exit(s, st, L, t, dh, panels, columns, row0, rows, part, parts)
+            step_exit(s, st, L, t, dh, rec, panels, columns, row0, rows, part, parts)
     else:
         for t in range(last - 1, first - 1, -1):
             inject_t = step_entry(s, w, st, L, t, dh, row0, rows)
             elman_backward(s.cell == CELL_RELU, hs + (t + 1) * BH + row0 * H, dh + row0 * H,
                            inject_t, dA + (t * B + row0) * H, rows * H)
-            step_exit(s, st, L, t, dh, panels, columns, row0, rows, part, parts)
+            step_exit(s, st, L, t, dh, rec, panels, columns, row0, rows, part, parts)
 
 
 cdef inline void gated_layer_grads(const Shape* s, const Plan* p, Work* w, const floating* x,
                                    const LayerBack* L, floating* panels, int part,
                                    int parts) noexcept nogil:
     """LSTM and GRU, after the layer's step loop (unless L.chunk_grads summed them per chunk):
-    dW_hh = dA^T @ h_{0..T-1}, db_hh = column sums of dA (GRU: db_in those of da_n), dW_ih =
+    dW_hh = dA^T @ h_{0..T-1} (as the products read them), db_hh = column sums of dA (GRU: db_in those of da_n), dW_ih =
     dA^T @ inputs (the first layer: chunk by chunk of x, through w.x_chunk)."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, BH = B * H
     cdef Py_ssize_t GH = s.gate_count * H, in_size = L.in_size, first, last
     cdef floating* dA = <floating*>L.dA
     cdef floating* da_n = <floating*>L.da_n
     cdef floating* ones = <floating*>w.ones
-    weight_grad(&p.wgrad, part, parts, GH, H, T * B, dA, GH, <floating*>L.hs, H, 0,
+    weight_grad(&p.wgrad, part, parts, GH, H, T * B, dA, GH, <floating*>L.h_prev, H, 0,
                 <floating*>L.dw_hh, H, ones, <floating*>L.db_hh)
     if s.cell == CELL_GRU:
         part_column_sums(part, parts, T * B, H, da_n, H, ones, 0, <floating*>L.db_ih + 2 * H)
@@ -183,8 +196,15 @@ cdef inline void layer_view(const Shape* s, const Plan* p, Work* w, const floati
     layer_slices(s, grads, layer, <floating**>&L.dw_ih, <floating**>&L.dw_hh,
                  <floating**>&L.db_ih, <floating**>&L.db_hh)
     L.hs = hs
-    # the layer below's h_1 .. h_T; the first layer reads x through w.x_chunk, chunk by chunk
+    L.h_prev = hs
+    if s.recurrent_dropout > 0:
+        L.h_prev = <floating*>w.h_masked + layer * T * BH
+        L.rec_mask = <floating*>w.rec_mask + layer * BH
+    # the layer below's h_1 .. h_T (with dropout, masked); the first layer reads x through
+    # w.x_chunk, chunk by chunk
     L.inputs = NULL if layer == 0 else hs - (T + 1) * BH + BH
+    if layer > 0 and drops_between(s):
+        L.inputs = <floating*>w.dropped + (layer - 1) * T * BH
     if s.cell == CELL_LSTM:
         L.cs = <floating*>w.cs + layer * (T + 1) * BH
     if not is_elman(s):
@@ -216,7 +236,7 @@ cdef inline double layer_backward(const Shape* s, const Plan* p, Work* w, const 
     """One layer back through every step, chunk by chunk (see the banner); returns the part's
     share of the head's loss (many-to-many, top layer; else 0)."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, BH = B * H
-    cdef Py_ssize_t GH = s.gate_count * H, O = s.output_size, first, last, step0, steps
+    cdef Py_ssize_t GH = s.gate_count * H, O = s.output_size, first, last, step0, steps, t
     cdef floating* chunk = <floating*>w.chunk
     cdef floating* panels = <floating*>w.panels
     cdef floating* dpred = NULL
@@ -231,6 +251,12 @@ cdef inline double layer_backward(const Shape* s, const Plan* p, Work* w, const 
     if s.cell == CELL_LSTM:
         memset(<floating*>w.dc + row0 * H, 0, rows * H * sizeof(floating))
     memset(<floating*>w.dh + row0 * H, 0, rows * H * sizeof(floating))
+    if layer < s.num_layers - 1 and drops_between(s):
+        # the layer above read h_t through its mask: so does the gradient it passed down
+        # (each part its own rows, the only ones its steps read)
+        for t in range(T):
+            drop_between(&st.drop, layer + 1, <floating*>w.inject, <floating*>w.inject, B,
+                         t * B + row0, rows, H)
     if panels != NULL:
         # every part is past the previous layer's (or the forward's) use of the panels
         pack_panels(part, parts, <floating*>L.w_hh, H, False, GH, H, panels)

@@ -7,18 +7,23 @@
 # shape.pxd (s.ids: x is token ids (B, T) int64, passed as floating* and read as ids). Per
 # layer the only products inside the time loop are h_{t-1} @ W_hh^T; the input projection of
 # all steps runs before it, as one product (or a few chunks of steps; token ids: a gather).
+# Dropout (training engines whose shape has it, dropout.pxd): a layer above the first reads the
+# layer below's states masked, from w.dropped; recurrent dropout masks h_{t-1} into w.h_masked
+# for the per-step product.
 
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from .cells cimport elman_forward, gru_forward, lstm_forward
+from .dropout cimport drop_between, masked_rows, recurrent_mask
 from .paths cimport (cbptt_ran, CBPTT_RAN_INPUT_BLAS, CBPTT_RAN_INPUT_IDS,
                      CBPTT_RAN_INPUT_PANELS, CBPTT_RAN_STEP_BLAS, CBPTT_RAN_STEP_PANELS)
 from .plan cimport Plan, by_columns
 from .products cimport input_projection, pack_panels, panel_gemm, part_gemm, step_product
-from .shape cimport (CELL_GRU, CELL_LSTM, CELL_RELU, Shape, States, Work, is_elman,
-                     layer_input_size, layer_offset, layer_slices, output_steps, top_states)
+from .shape cimport (CELL_GRU, CELL_LSTM, CELL_RELU, Shape, States, Work, drops_between,
+                     is_elman, layer_input_size, layer_offset, layer_slices, output_steps,
+                     top_states)
 from .team cimport barrier, enter_step_loop, leave_step_loop, part_range
 
 
@@ -109,14 +114,23 @@ cdef inline void run_steps(const Shape* s, floating* hs, floating* gates, floati
                            floating* hn, floating* rec, const floating* w_hh,
                            const floating* w_hh_t, const floating* panels,
                            const floating* bias_sum, const floating* b_ih,
-                           const floating* b_hh, bint zero_h0, bint columns, Py_ssize_t row0,
+                           const floating* b_hh, bint zero_h0, floating* h_masked,
+                           const floating* rec_mask, bint columns, Py_ssize_t row0,
                            Py_ssize_t rows, int part, int parts) noexcept nogil:
     """The time loop of one layer, for the part's rows (row split: independent sequences, no
     barrier; column partition: a barrier a step): per step h_{t-1} @ W_hh^T, then the cell's
     elementwise step. The cell is chosen here, once; each loop runs one cell. From a zero h_0
-    (zero_h0: no h0 given) the first step's product is zero: skipped."""
+    (zero_h0: no h0 given) the first step's product is zero: skipped. With recurrent dropout
+    (h_masked (T, B, H), else NULL) the product reads h_{t-1} masked by rec_mask (B, H),
+    which each part writes for its rows after the step that made them (the cell itself reads
+    h_{t-1} unmasked)."""
     cdef Py_ssize_t B = s.batch, T = s.steps, H = s.hidden_size, t
     cdef Py_ssize_t GH = s.gate_count * H, BH = B * H
+    cdef floating* h_in = hs if h_masked == NULL else h_masked   # the products' h_{t-1}
+    if h_masked != NULL:
+        masked_rows(hs, rec_mask, h_masked, row0, rows, H, False)
+        if columns:
+            barrier(parts)
     cdef const floating* b = w_hh_t if w_hh_t != NULL else w_hh   # the product's B operand
     cdef Py_ssize_t ldb = GH if w_hh_t != NULL else H
     cdef bint trans_b = w_hh_t == NULL
@@ -126,29 +140,38 @@ cdef inline void run_steps(const Shape* s, floating* hs, floating* gates, floati
             if t == 0 and zero_h0:
                 memset(rec + row0 * GH, 0, rows * GH * sizeof(floating))
             else:
-                step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H, b,
+                step_product(columns, part, parts, row0, rows, B, GH, H, h_in + t * BH, H, b,
                              ldb, trans_b, panels, 0, rec, GH)
             gru_forward(gates + (t * B + row0) * GH, rec + row0 * GH, b_ih, b_hh,
                         hs + t * BH + row0 * H, hs + (t + 1) * BH + row0 * H,
                         hn + t * BH + row0 * H, rows, H)
+            if h_masked != NULL and t + 1 < T:
+                masked_rows(hs + (t + 1) * BH, rec_mask, h_masked + (t + 1) * BH, row0, rows, H,
+                            False)
             if columns:
                 barrier(parts)   # h_t complete: every part's product reads all of it
     elif s.cell == CELL_LSTM:
         for t in range(T):
             # gates_t += h_{t-1} @ W_hh^T
             if not (t == 0 and zero_h0):
-                step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H, b,
+                step_product(columns, part, parts, row0, rows, B, GH, H, h_in + t * BH, H, b,
                              ldb, trans_b, panels, 1, gates + t * B * GH, GH)
             lstm_forward(gates + (t * B + row0) * GH, bias_sum, cs + t * BH + row0 * H,
                          cs + (t + 1) * BH + row0 * H, hs + (t + 1) * BH + row0 * H, rows, H)
+            if h_masked != NULL and t + 1 < T:
+                masked_rows(hs + (t + 1) * BH, rec_mask, h_masked + (t + 1) * BH, row0, rows, H,
+                            False)
             if columns:
                 barrier(parts)
     else:
         for t in range(T):
             if not (t == 0 and zero_h0):
-                step_product(columns, part, parts, row0, rows, B, GH, H, hs + t * BH, H, b,
+                step_product(columns, part, parts, row0, rows, B, GH, H, h_in + t * BH, H, b,
                              ldb, trans_b, panels, 1, gates + t * B * GH, GH)
             elman_forward(s.cell == CELL_RELU, gates + (t * B + row0) * H, bias_sum, rows, H)
+            if h_masked != NULL and t + 1 < T:
+                masked_rows(hs + (t + 1) * BH, rec_mask, h_masked + (t + 1) * BH, row0, rows, H,
+                            False)
             if columns:
                 barrier(parts)
 
@@ -166,6 +189,9 @@ cdef inline void layer_forward(const Shape* s, const Plan* p, Work* w, const flo
     cdef floating* panels = <floating*>w.panels
     cdef floating* hs = <floating*>w.hs + layer * (T + 1) * BH
     cdef const floating* inputs = hs - (T + 1) * BH + BH     # the layer below's h_1 .. h_T
+    cdef floating* dropped = NULL
+    cdef floating* h_masked = NULL
+    cdef floating* rec_mask = NULL
     cdef floating* bias_sum = <floating*>w.bias_sum + layer * GH
     cdef floating* cs = NULL
     cdef floating* hn = NULL
@@ -213,6 +239,18 @@ cdef inline void layer_forward(const Shape* s, const Plan* p, Work* w, const flo
     elif panels != NULL:
         pack_panels(part, parts, w_hh, H, True, H, GH, panels)
     barrier(parts)   # the layer below complete before the projection; panels packed
+    if layer > 0 and drops_between(s):
+        # the input the layer reads (and its dW_ih): the layer below's h_t, masked
+        dropped = <floating*>w.dropped + (layer - 1) * T * BH
+        part_range(T * B, part, parts, 1, &first, &count)
+        drop_between(&st.drop, layer, inputs, dropped, B, first, count, H)
+        inputs = dropped
+        barrier(parts)
+    if s.recurrent_dropout > 0:
+        # the layer's recurrent mask of the call, drawn once (each part its rows)
+        h_masked = <floating*>w.h_masked + layer * T * BH
+        rec_mask = <floating*>w.rec_mask + layer * BH
+        recurrent_mask(&st.drop, layer, rec_mask, row0, rows, H)
     project_inputs(s, p, w, x, layer, inputs, w_ih, input_panels, gates, columns, row0, rows,
                    part, parts)
     if input_panels != NULL:
@@ -221,7 +259,7 @@ cdef inline void layer_forward(const Shape* s, const Plan* p, Work* w, const flo
         barrier(parts)
     threads = enter_step_loop(p.step_threads_one)
     run_steps(s, hs, gates, cs, hn, <floating*>w.rec, w_hh, w_hh_t, panels, bias_sum, b_ih,
-              b_hh, st.h0 == NULL, columns, row0, rows, part, parts)
+              b_hh, st.h0 == NULL, h_masked, rec_mask, columns, row0, rows, part, parts)
     leave_step_loop(threads)
     barrier(parts)   # every row's states complete: the next layer's input, the head's
 

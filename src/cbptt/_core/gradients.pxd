@@ -26,10 +26,14 @@ cdef struct LayerBack:
     Py_ssize_t layer
     Py_ssize_t in_size
     void* hs           # (T+1, B, H) the layer's h_0 .. h_T
+    void* h_prev       # (T, B, H) the h_{t-1} its per-step products read: hs, or with
+                       # recurrent dropout their masked copy (w.h_masked); dW_hh reads them
+    void* rec_mask     # (B, H) recurrent dropout: the layer's mask of the call; else NULL
     void* cs           # (T+1, B, H) LSTM: c_0 .. c_T
     void* gates        # (T, B, G*H) LSTM, GRU: the activations; step t's dA overwrites step t
     void* hn           # (T, B, H) GRU: W_hn h + b_hn; step t's da_n overwrites step t
-    void* inputs       # (T, B, in) the layer below's h_1 .. h_T; NULL for the first layer
+    void* inputs       # (T, B, in) the layer below's h_1 .. h_T (with dropout: masked, as
+                       # the layer read them); NULL for the first layer
     void* w_ih
     void* w_hh
     void* dw_ih
@@ -160,7 +164,7 @@ cdef inline void gru_chunk_grads(const Shape* s, const Plan* p, const LayerBack*
     cdef const floating* inputs = <const floating*>L.inputs if L.layer > 0 else x_steps
     # dW_hh += dA^T @ h_{t-1} ; db_hh += column sums of dA
     weight_grad(&p.wgrad, part, parts, GH, H, n_rows, dA + first * B * GH, GH,
-                <floating*>L.hs + first * BH, H, beta, <floating*>L.dw_hh, H, ones,
+                <floating*>L.h_prev + first * BH, H, beta, <floating*>L.dw_hh, H, ones,
                 <floating*>L.db_hh)
     # db_in += column sums of da_n
     part_column_sums(part, parts, n_rows, H, da_n + first * BH, H, ones, beta,
@@ -189,7 +193,7 @@ cdef inline void elman_chunk_grads(const Shape* s, const Plan* p, const LayerBac
     cdef floating beta = 0 if last == s.steps else 1
     cdef const floating* dA = <const floating*>L.dA
     weight_grad(&p.wgrad, part, parts, GH, H, n_rows, dA + first * BH, GH,
-                <floating*>L.hs + first * BH, H, beta, <floating*>L.dw_hh, H, ones,
+                <floating*>L.h_prev + first * BH, H, beta, <floating*>L.dw_hh, H, ones,
                 <floating*>L.db_hh)
     if L.ids != NULL:
         ids_weight_grads(s, dA + first * BH, <const floating*>NULL, L.ids, first, last,

@@ -9,6 +9,8 @@
 from cython cimport floating
 from libc.stdint cimport int64_t
 
+from .dropout cimport Drop
+
 cdef enum:
     CELL_TANH = 0
     CELL_RELU = 1
@@ -31,6 +33,10 @@ cdef struct Shape:
                               # input, never made (the first layer's projection a gather)
     int loss
     Py_ssize_t loss_start     # many-to-many: first step that has an output and a loss
+    double dropout            # training: p of the dropout on each layer's input but the
+                              # first's (the layer below's h_t), as torch's; 0: none
+    double recurrent_dropout  # training: q of the mask on h_{t-1} entering each layer's
+                              # per-step product (one per row and call); 0: none
 
 
 cdef struct Work:
@@ -42,7 +48,12 @@ cdef struct Work:
     void* gates        # (L, T, B, G*H) gate activations (LSTM: i, f, g, o; GRU: r, z, n)
     void* cs           # (L, T+1, B, H) LSTM: c_0 .. c_T
     void* hn           # (L, T, B, H) GRU: W_hn h_{t-1} + b_hn
-    void* rec          # (B, G*H) GRU: h_{t-1} @ W_hh^T of the current step
+    void* rec          # (B, G*H) GRU: h_{t-1} @ W_hh^T of the current step; with recurrent
+                       # dropout, the backward's dA_t @ W_hh before its mask too
+    void* dropped      # (L-1, T, B, H) dropout: each layer's input but the first's, masked
+    void* h_masked     # (L, T, B, H) recurrent dropout: h_0 .. h_{T-1} masked, as the
+                       # per-step products read them (and dW_hh = dA^T @ them)
+    void* rec_mask     # (L, B, H) recurrent dropout: each layer's mask of the call, scaled
     void* bias_sum     # (L, G*H) b_ih + b_hh
     void* w_hh_t       # (H, G*H) W_hh^T of the layer being run forward (a no-transpose B, for
                        # OpenBLAS's small-matrix path); NULL when the per-step product is too
@@ -81,12 +92,19 @@ cdef struct States:
                               # caller's B*H for a split's sub-engine (its rows of each layer)
     double* flow       # (L, T): mean over the batch of ||dL/dh_t|| per layer and step, or NULL
     void* dx           # (B, T, I) dL/dx, batch-first (float inputs only), or NULL
+    Drop drop          # the call's dropout key and rates (dropout.pxd); unused when the
+                       # shape has no dropout
 
 
 cdef inline bint has_head(const Shape* s) noexcept nogil:
     """Whether the engine has a linear head, outputs and a loss. One without (O = 0) is an
     encoder: many-to-one, its gradient entering only through States.dh_final/dc_final."""
     return s.output_size > 0
+
+
+cdef inline bint drops_between(const Shape* s) noexcept nogil:
+    """Whether layers above the first read their input through a dropout mask."""
+    return s.dropout > 0 and s.num_layers > 1
 
 
 cdef inline bint is_elman(const Shape* s) noexcept nogil:

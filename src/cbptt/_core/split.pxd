@@ -101,6 +101,7 @@ cdef inline void rows_of_call(Job* job, const Job* whole, States* block, Py_ssiz
     cdef Py_ssize_t itemsize = sizeof(double) if whole.is_double else sizeof(float)
     cdef Py_ssize_t steps_out = output_steps(s)
     block_states(whole.st, block, row0 * s.hidden_size * itemsize)
+    block.drop.row0 = whole.st.drop.row0 + row0     # its rows' masks are the caller's
     block.dx = moved(whole.st.dx, row0 * s.steps * s.input_size * itemsize)
     block.dh_steps = moved(whole.st.dh_steps, row0 * s.steps * s.hidden_size * itemsize)
     job.st = block

@@ -45,10 +45,11 @@ def _float(low, high=None, low_open=False, high_open=True):
 # Options a resumed run keeps (the value in the run wins; giving another one is an error).
 FIXED_ON_RESUME = ("cell", "hidden", "layers", "embedding", "dtype", "optimizer", "lr", "momentum", "clip",
                    "batch", "seed", "val", "window", "k1", "k2", "mode", "horizon", "columns",
-                   "target", "format")
+                   "target", "format", "dropout", "recurrent_dropout", "bidirectional")
 DEFAULTS = dict(cell="lstm", hidden=64, layers=1, dtype="float32", optimizer="adam",
                 momentum=0.0, clip=1.0, epochs=10, batch=32, seed=0, val=0.1, horizon=1,
-                mode="many-to-many", checkpoint_every=500, log_every=10, format="auto")
+                mode="many-to-many", checkpoint_every=500, log_every=10, format="auto",
+                dropout=0.0, recurrent_dropout=0.0, bidirectional=False)
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 DEFAULT_WINDOW = {"char": 64, "forecast": 32}
 TASK_NAMES = {"char": "a character model", "forecast": "a forecasting model",
@@ -117,6 +118,16 @@ def _add_training_options(t):
     g.add_argument("--embedding", type=_int(1), metavar="E",
                    help="text: read the characters through an embedding table of E columns "
                         "(as torch.nn.Embedding) rather than as their one-hot rows")
+    g.add_argument("--bidirectional", action="store_true", default=None,
+                   help="series, --mode many-to-one: each layer reads the window both ways "
+                        "(the other tasks are causal: a reverse direction would read the "
+                        "answer)")
+    g.add_argument("--dropout", type=_float(0, 1), metavar="P",
+                   help="dropout on each layer's outputs but the top one's, in training "
+                        "(as torch's; default 0)")
+    g.add_argument("--recurrent-dropout", type=_float(0, 1), metavar="Q",
+                   help="dropout on h(t-1) entering each layer's recurrent product, one mask "
+                        "per sequence (Keras's; default 0)")
     g.add_argument("--dtype", choices=DTYPES, help="default float32")
     g.add_argument("--seed", type=_int(0), help="initialisation and shuffling (default 0)")
     g = t.add_argument_group("training")
@@ -209,6 +220,11 @@ def train_config(args):
         c["lr"] = DEFAULT_LR[c["optimizer"]]
     if c["momentum"] and c["optimizer"] != "sgd":
         raise UsageError("cbptt train: --momentum is for --optimizer sgd")
+    if c["bidirectional"] and not (task == "forecast" and c["mode"] == "many-to-one"):
+        raise UsageError("cbptt train: --bidirectional is for series with --mode many-to-one "
+                         "(one target read after the window): next-character models, "
+                         "forecasts at every step and seq2seq decoders are causal, and a "
+                         "reverse direction would read the answer")
     if task == "char":
         _text_options(c, args)
     elif task == "seq2seq":

@@ -152,6 +152,7 @@ class _Run:
         if isinstance(self.trainer, Truncated) and resume.stream:
             restore_stream(self.trainer, self.world.local_stream(resume.stream))
         state = dict(resume.run["progress"])
+        self.trainer.dropout_calls = state.get("dropout_calls", 0)   # the masks go on
         self.world.on_root(self.metrics.truncate, state["metrics_rows"], state["flow_rows"])
         return state
 
@@ -163,6 +164,7 @@ class _Run:
         def write():
             state = self.state
             state["metrics_rows"], state["flow_rows"] = self.metrics.rows()
+            state["dropout_calls"] = self.trainer.dropout_calls
             save_checkpoint(self.run_dir, self.model, self.optimizer,
                             {"config": self.config, "progress": state}, self.trainer,
                             stream=stream)

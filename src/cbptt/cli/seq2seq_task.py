@@ -65,13 +65,16 @@ class Seq2SeqTask(_Task):
     def make_model(self, config, dtype):
         """The encoder (no head) and the decoder, seeded with seed and seed + 1."""
         c = config
-        kw = dict(cell=c["cell"], num_layers=c["layers"], dtype=dtype)
+        kw = dict(cell=c["cell"], num_layers=c["layers"], dtype=dtype,
+                  dropout=c.get("dropout") or 0.0,
+                  recurrent_dropout=c.get("recurrent_dropout") or 0.0)
         return (RNN(self.input_size, c["hidden"], None, seed=c["seed"], **kw),
                 RNN(self.output_size, c["hidden"], self.output_size, seed=c["seed"] + 1,
                     **kw))
 
     def make_trainer(self, model, optimizer, clip):
-        return Seq2Seq(*model, loss=self.loss, optimizer=optimizer, clip_norm=clip)
+        return Seq2Seq(*model, loss=self.loss, optimizer=optimizer, clip_norm=clip,
+                       seed=self.config["seed"])
 
     def trained_model(self, model, trainer):
         return trainer          # a checkpoint holds the Seq2Seq (both halves)

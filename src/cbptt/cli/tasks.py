@@ -34,7 +34,7 @@ class _Task:
         """The model of a new run (seeded with config["seed"])."""
         c = config
         return RNN(self.input_size, c["hidden"], self.output_size, cell=c["cell"],
-                   num_layers=c["layers"], dtype=dtype, seed=c["seed"])
+                   num_layers=c["layers"], dtype=dtype, seed=c["seed"], **model_options(c))
 
     def trained_model(self, model, trainer):
         """What a checkpoint holds and the metrics score: the model."""
@@ -45,9 +45,10 @@ class _Task:
         return ManyToMany(model, loss=self.loss)
 
     def gradient_flow(self, model):
-        """The gradient flow (num_layers, T) of ``flow_batch``, or None without one."""
+        """The gradient flow (num_layers, T) of ``flow_batch``, or None without one (or for
+        a bidirectional model, whose flow is not recorded)."""
         batch = self.flow_batch(model.dtype)
-        if batch is None:
+        if batch is None or model.bidirectional:
             return None
         return self.flow_trainer(model).loss_and_grad(*batch, return_flow=True)[-1]
 
@@ -108,8 +109,9 @@ class CharTask(_Task):
         c = self.config
         if self.truncated:
             return Truncated(model, k1=c["k1"], k2=c["k2"], loss=self.loss,
-                             optimizer=optimizer, clip_norm=clip)
-        return ManyToMany(model, loss=self.loss, optimizer=optimizer, clip_norm=clip)
+                             optimizer=optimizer, clip_norm=clip, seed=c["seed"])
+        return ManyToMany(model, loss=self.loss, optimizer=optimizer, clip_norm=clip,
+                          seed=c["seed"])
 
     def step_shape(self, ranks=1):
         """(sequences, steps) of the largest step on one of ``ranks`` processes."""
@@ -167,7 +169,8 @@ class CharTask(_Task):
             return super().make_model(config, dtype)
         c = config
         return RNN(c["embedding"], c["hidden"], self.size, cell=c["cell"],
-                   num_layers=c["layers"], dtype=dtype, seed=c["seed"], vocab_size=self.size)
+                   num_layers=c["layers"], dtype=dtype, seed=c["seed"], vocab_size=self.size,
+                   **model_options(c))
 
 
 class ForecastTask(_Task):
@@ -224,7 +227,8 @@ class ForecastTask(_Task):
 
     def make_trainer(self, model, optimizer, clip):
         cls = ManyToOne if self.many_to_one else ManyToMany
-        return cls(model, loss=self.loss, optimizer=optimizer, clip_norm=clip)
+        return cls(model, loss=self.loss, optimizer=optimizer, clip_norm=clip,
+                   seed=self.config["seed"])
 
     def flow_trainer(self, model):
         return (ManyToOne if self.many_to_one else ManyToMany)(model, loss=self.loss)
@@ -266,6 +270,14 @@ class ForecastTask(_Task):
         if self.Xv is None:
             return None
         return self.Xv[:16].astype(dtype), self.Yv[:16].astype(dtype)
+
+
+def model_options(config):
+    """The RNN's options of a run beyond its sizes: dropout, recurrent dropout, directions
+    (a run made before they existed has none of them)."""
+    return dict(dropout=config.get("dropout") or 0.0,
+                recurrent_dropout=config.get("recurrent_dropout") or 0.0,
+                bidirectional=bool(config.get("bidirectional")))
 
 
 def _columns(c, names):
