@@ -21,6 +21,7 @@ from ._engine import Engine, _use_local_thread_control, local_thread_control, pa
     param_layout
 from ._settings import get_settings, set_settings, settings
 from ._threads import find_thread_control
+from . import callbacks, schedules
 from .diagnostics import gradcheck
 from .distributed import DataParallel
 from .losses import LOSSES
@@ -35,6 +36,6 @@ __version__ = "0.1.0"
 __all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "Seq2Seq", "gradcheck", "SGD", "Adam",
            "Optimizer", "LOSSES", "Engine", "param_layout", "param_count",
            "local_thread_control", "DataParallel", "settings", "get_settings", "set_settings",
-           "show_config"]
+           "show_config", "callbacks", "schedules"]
 
 _use_local_thread_control(*find_thread_control())

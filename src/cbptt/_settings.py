@@ -47,6 +47,12 @@ class Settings(NamedTuple):
     # runs on (fewer take the sub-engines in turn)
     split: bool = True
     split_threads: int = 0
+    # a bidirectional layer's two directions at once, one engine call each on a thread of its
+    # own, where BLAS has two threads or more and a direction's call qualifies for the team
+    concurrent_directions: bool = True
+    # every BLAS call of an engine call on one thread even when the call runs alone (set in
+    # the threads that run engine calls at once, as the directions do)
+    one_blas_thread: bool = False
     # per-step products on W_hh packed into panels (AVX-512) where B * H * G*H > panels_min_mnk
     panels: bool = True
     panels_min_mnk: float = 0

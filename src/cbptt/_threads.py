@@ -29,6 +29,14 @@ def _scipy_blas_libraries():
     return [path for pattern in patterns for path in sorted(glob.glob(pattern))]
 
 
+_getter = None     # openblas_get_num_threads, once found
+
+
+def blas_threads():
+    """SciPy's OpenBLAS thread count now (1 where it cannot be read)."""
+    return 1 if _getter is None else max(1, int(_getter()))
+
+
 def find_thread_control():
     """Addresses of openblas_set_num_threads_local and openblas_get_num_threads in SciPy's
     BLAS, or (0, 0) when it has no such setter (CBPTT_NO_THREAD_CONTROL=1: always)."""
@@ -45,6 +53,9 @@ def find_thread_control():
             continue
         getter = next((getattr(library, name) for name in _GETTERS if hasattr(library, name)),
                       None)
+        global _getter
+        _getter = None if getter is None else ctypes.CFUNCTYPE(ctypes.c_int)(
+            ctypes.cast(getter, ctypes.c_void_p).value)
         return (ctypes.cast(setter, ctypes.c_void_p).value or 0,
                 0 if getter is None else ctypes.cast(getter, ctypes.c_void_p).value or 0)
     return 0, 0

@@ -14,12 +14,14 @@ from ._arrays import squared_norm_of
 from ._dropout import dropout_key
 from .losses import check_loss, check_targets
 from .bidirectional import Bidirectional, head_and_loss
+from .fitting import FitMixin
 from .model import RNN
 from .optim import SGD, Optimizer
 
 
-class _Trainer:
-    """What every trainer shares: the model, loss, optimiser, clipping and the update."""
+class _Trainer(FitMixin):
+    """What every trainer shares: the model, loss, optimiser, clipping, the update and
+    ``fit`` (fitting.py)."""
 
     many_to_one = False
 
@@ -149,12 +151,8 @@ class _FullBPTT(_Trainer):
         h0, c0 = m.check_state(h0, c0, batch)
         weight, lengths = self._extras(batch, steps, mask, lengths)
         if m.bidirectional:
-            if return_flow:
-                raise ValueError("return_flow: the gradient flow is not recorded for "
-                                 "bidirectional models")
-            loss, dx, state_grads, final = self._run_bidirectional(
-                X, Y, h0, c0, weight, lengths, want_state_grads, ids is not None)
-            flow = None
+            loss, dx, state_grads, final, flow = self._run_bidirectional(
+                X, Y, h0, c0, weight, lengths, want_state_grads, ids is not None, return_flow)
         else:
             loss, dx, state_grads, final, flow = self._run_engine(
                 X, Y, h0, c0, weight, lengths, want_state_grads, return_state, return_flow,
@@ -186,9 +184,11 @@ class _FullBPTT(_Trainer):
             state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
         return loss, dx, state_grads, h_final if c_final is None else (h_final, c_final), flow
 
-    def _run_bidirectional(self, X, Y, h0, c0, weight, lengths, want_state_grads, want_dx):
+    def _run_bidirectional(self, X, Y, h0, c0, weight, lengths, want_state_grads, want_dx,
+                           return_flow=False):
         """A bidirectional model's step (bidirectional.py): the layers' engine calls, the
-        head and the loss. (loss, dL/dX or None, state gradients or None, final state)."""
+        head and the loss. (loss, dL/dX or None, state gradients or None, final state, flow
+        (2L, T) or None)."""
         m = self.model
         batch, steps = X.shape[:2]
         key = ("bidirectional", batch, steps, X.ndim == 2)
@@ -199,7 +199,8 @@ class _FullBPTT(_Trainer):
             runner = self._engines[key] = Bidirectional(m, batch, steps, True, X.ndim == 2)
         key = dropout_key(self.seed, self.dropout_calls)
         self.dropout_calls += 1
-        top, h_final, c_final = runner.forward(X, lengths, h0, c0, (key, self.dropout_row0))
+        top, h_final, c_final = runner.forward(X, lengths, h0, c0, (key, self.dropout_row0),
+                                               top_outputs=not self.many_to_one)
         H = m.hidden_size
         if self.many_to_one:        # [the top forward state at the end, the reverse one]
             final = np.concatenate([h_final[-2], h_final[-1]], axis=1)
@@ -212,15 +213,17 @@ class _FullBPTT(_Trainer):
                 m, top.reshape(-1, 2 * H), target, self.loss,
                 None if weight is None else weight.reshape(-1), self._grads)
             d_outputs, d_final = d_top.reshape(batch, steps, 2 * H).astype(m.dtype), None
+        flow = np.empty((2 * m.num_layers, steps)) if return_flow else None
         sq_norm, dh0, dc0, dx = runner.backward(
             self._grads, d_outputs, None if d_final is None else d_final.astype(m.dtype),
-            want_state_grads, want_dx)
+            want_state_grads, want_dx, flow)
         self._last_sq_norm = sq_norm + head_sq
         self._last_terms = terms
         state_grads = None
         if want_state_grads:
             state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
-        return loss, dx, state_grads, h_final if c_final is None else (h_final, c_final)
+        return (loss, dx, state_grads, h_final if c_final is None else (h_final, c_final),
+                flow)
 
     def _loss_and_grad(self, X, Y, h0, c0, mask, lengths, return_state, return_flow):
         with self.model.lock:
@@ -251,7 +254,9 @@ _LOSS_AND_GRAD_DOC = """Loss and gradients without an update.
         state when h0 is None), and ``"c0"`` for lstm. The final state is h
         (num_layers, B, H), or (h, c) for lstm. The flow is a (num_layers, T) float64 array:
         the mean over the batch of ||dL/dh_t|| for every layer and step, the
-        vanishing/exploding-gradient picture.
+        vanishing/exploding-gradient picture; a bidirectional model's is (2 * num_layers, T),
+        a row a layer and direction in torch's order of the states (h0's), the reverse
+        direction's column t for its state at step t (see bidirectional_flow.py).
         """
 
 _STEP_DOC = """Forward, BPTT, gradient clipping (if clip_norm) and one optimiser update.

@@ -143,11 +143,40 @@ def test_what_it_refuses():
         cbptt.Truncated(model, k1=2)
     with pytest.raises(ValueError, match="bidirectional"):
         cbptt.Seq2Seq(cbptt.RNN(I, H, None, bidirectional=True), cbptt.RNN(I, H, O))
-    with pytest.raises(ValueError, match="return_flow"):
-        trainer_of(model, False).loss_and_grad(X, y, return_flow=True)
     with pytest.raises(ValueError, match="h0 must have shape"):
         trainer_of(model, False).loss_and_grad(X, y, h0=np.zeros((1, B, H)))
     with pytest.raises(ValueError, match="lengths is for bidirectional models"):
         cbptt.RNN(I, H, O).predict(X, lengths=LENGTHS)
     with pytest.raises(ValueError, match="lengths is for ManyToOne and bidirectional"):
         trainer_of(cbptt.RNN(I, H, O), False).step(X, y, lengths=LENGTHS)
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_two_directions_at_once_give_what_they_give_one_after_the_other(cell, many_to_one):
+    """With BLAS on two threads and calls that qualify for the team, a layer's directions run
+    at once, one thread each (Bidirectional.together); each call then runs alone with BLAS on
+    one thread, so the results are those of the directions run in turn at one thread."""
+    from cbptt._threads import blas_threads
+    if blas_threads() < 2:
+        pytest.skip("BLAS runs one thread here: the directions never run at once")
+    rng = np.random.default_rng(4)
+    B, T, I, H, O = 6, 9, 3, 5, 2
+    X = rng.standard_normal((B, T, I))
+    Y = rng.standard_normal((B, O) if many_to_one else (B, T, O))
+    lengths = np.array([9, 3, 7, 1, 9, 5])
+    results = []
+    for knobs in (dict(team_min_flops=0, team_min_call_flops=0, team_min_batch=2),
+                  dict(team=1, concurrent_directions=False)):
+        with cbptt.settings(**knobs):
+            model = cbptt.RNN(I, H, O, cell=cell, num_layers=2, bidirectional=True, seed=3,
+                              dropout=0.3, recurrent_dropout=0.2)
+            trainer = (cbptt.ManyToOne if many_to_one else cbptt.ManyToMany)(
+                model, optimizer=cbptt.Adam(lr=0.01), seed=2)
+            losses = [trainer.step(X, Y, lengths=lengths) for _ in range(3)]
+            runner = trainer._engines[("bidirectional", B, T, False)]
+            results.append((losses, model.params.copy(), runner.together))
+    (together_losses, together_params, together), (alone_losses, alone_params, alone) = results
+    assert together and not alone
+    assert together_losses == alone_losses
+    np.testing.assert_array_equal(together_params, alone_params)

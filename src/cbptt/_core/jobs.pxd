@@ -151,9 +151,10 @@ cdef inline void job_task(void* context, int part, int parts) noexcept nogil:
 
 cdef inline int run_job(Job* job, int parts) noexcept nogil:
     """Run the job on `parts` threads (the caller and parts - 1 helpers) or alone if the team
-    is busy; returns the number of parts that ran. BLAS runs one thread per part meanwhile."""
+    is busy; returns the number of parts that ran. BLAS runs one thread per part meanwhile
+    (and on one thread for a call alone under plan.one_blas_thread)."""
     cdef int i
-    if parts > 1:
+    if parts > 1 or job.p.one_blas_thread:
         cbptt_blas_hold()
         parts = cbptt_team_run(parts, job_task, job)
         cbptt_blas_release()

@@ -28,6 +28,7 @@ cdef struct Plan:
     bint columns              # on a team: each step's products split by columns, not rows
     bint split                # on a team at a row split: one sub-engine per part
     int split_threads         # a split runs on at most this many threads (0: one a part)
+    bint one_blas_thread      # a call alone holds BLAS at one thread too (concurrent callers)
 
 
 cdef inline int fill_plan(Plan* p, const Shape* s, object settings, Py_ssize_t itemsize,
@@ -79,6 +80,7 @@ cdef inline int fill_plan(Plan* p, const Shape* s, object settings, Py_ssize_t i
     p.columns = step_flops >= settings.team_column_flops
     p.split = settings.split
     p.split_threads = settings.split_threads
+    p.one_blas_thread = settings.one_blas_thread
     return 0
 
 

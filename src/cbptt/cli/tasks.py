@@ -46,7 +46,7 @@ class _Task:
 
     def gradient_flow(self, model):
         """The gradient flow (num_layers, T) of ``flow_batch``, or None without one (or for
-        a bidirectional model, whose flow is not recorded)."""
+        a bidirectional model: flow.csv's rows are layers, its flow's a layer's directions)."""
         batch = self.flow_batch(model.dtype)
         if batch is None or model.bidirectional:
             return None
