@@ -43,12 +43,17 @@ class ClassifyCbptt(Contender):
         return {k: v for k, v in grads.items() if k not in ("h0", "c0")}
 
     def row_info(self):
-        """The most threads any of cbptt's engines ran its last call on (Engine.last_parts); a
-        bidirectional trainer keeps one runner of a one-layer engine per layer and direction."""
-        engines = []
+        """The most threads cbptt's last call ran on: an engine's team (Engine.last_parts), or, for a
+        bidirectional trainer's runner (a one-layer engine per layer and direction), 2 when it ran a
+        layer's two directions at once, one thread each (bidirectional.py)."""
+        used = []
         for value in self.trainer._engines.values():
-            engines += [e for layer in value.engines for e in layer] if hasattr(value, "engines") else [value]
-        return {"threads_used": max(engine.last_parts for engine in engines)}
+            if hasattr(value, "engines"):
+                used += [2 if getattr(value, "together", False) else 1]
+                used += [e.last_parts for layer in value.engines for e in layer]
+            else:
+                used.append(value.last_parts)
+        return {"threads_used": max(used)}
 
 
 class ClassifyOneHot(ClassifyCbptt):
