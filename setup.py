@@ -25,7 +25,7 @@ DEBUG = os.environ.get("CBPTT_CYTHON_DEBUG", "0") not in ("", "0")
 DEBUG_INFO = DEBUG or os.environ.get("CBPTT_DEBUG_INFO", "0") not in ("", "0")
 PORTABLE = os.environ.get("CBPTT_PORTABLE", "0") not in ("", "0")
 # _isa: the instruction set in use; _kernels: the cell and loss kernels, for tests
-MODULES = ["_isa", "_blas", "_engine", "_arrays", "_dropout", "_kernels"]
+MODULES = ["_isa", "_blas", "_layout", "_engine", "_arrays", "_dropout", "_kernels"]
 # what the modules are built from besides their .pyx: the BLAS layer and the engine's layers
 # (src/cbptt/_core: the C kernels and the inline .pxd layers over them)
 DEPENDS = ["src/cbptt/_blas.pxd"] + sorted(glob.glob("src/cbptt/_core/*.pxd") +

@@ -22,6 +22,7 @@ from ._engine import Engine, _use_local_thread_control, local_thread_control, pa
 from ._settings import get_settings, set_settings, settings
 from ._threads import find_thread_control
 from . import callbacks, schedules
+from .bounded import plan_memory
 from .diagnostics import gradcheck
 from .distributed import DataParallel
 from .losses import LOSSES

@@ -38,12 +38,12 @@ from ._core.team cimport (cbptt_blas_control, cbptt_blas_controlled, cbptt_blas_
                           cbptt_blas_hold, cbptt_blas_release, cbptt_get_threads_fn,
                           cbptt_set_threads_fn, cbptt_team_round_trip_ns, CBPTT_TEAM_MAX)
 
+from ._layout import GATES, param_count, param_layout  # noqa: F401 - re-exported
 from ._settings import _local as _settings_local
 
 cnp.import_array()
 
 CELLS = {"tanh": CELL_TANH, "relu": CELL_RELU, "lstm": CELL_LSTM, "gru": CELL_GRU}
-GATES = {"tanh": 1, "relu": 1, "lstm": 4, "gru": 3}
 LOSSES = {"mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY}
 # Per-step products below this many FLOPs (2 B H G H) run on one BLAS thread.
 STEP_THREADS_FLOPS = _STEP_THREADS_FLOPS
@@ -59,41 +59,6 @@ PATH_NAMES = {CBPTT_RAN_STEP_PANELS: "step_panels", CBPTT_RAN_STEP_BLAS: "step_b
 def path_names(unsigned flags):
     """The names of the kernel paths in a record of flags (see _core/paths.h)."""
     return frozenset(name for flag, name in PATH_NAMES.items() if flags & flag)
-
-
-# ---------------------------------------------------------------------------------------------
-# the parameter layout
-
-def param_layout(str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
-                 Py_ssize_t hidden_size, Py_ssize_t output_size):
-    """[(name, shape, offset)] of every parameter in the flat buffer, in state_dict order
-    (output_size 0: no head, no head.* entries)."""
-    cdef Shape s
-    _fill_shape(&s, cell, num_layers, input_size, hidden_size, output_size, 1, 1)
-    layout = []
-    cdef Py_ssize_t layer, offset, in_size
-    cdef Py_ssize_t gh = s.gate_count * hidden_size
-    for layer in range(num_layers):
-        offset = layer_offset(&s, layer)
-        in_size = input_size if layer == 0 else hidden_size
-        layout.append((f"weight_ih_l{layer}", (gh, in_size), offset))
-        layout.append((f"weight_hh_l{layer}", (gh, hidden_size), offset + gh * in_size))
-        layout.append((f"bias_ih_l{layer}", (gh,), offset + gh * (in_size + hidden_size)))
-        layout.append((f"bias_hh_l{layer}", (gh,), offset + gh * (in_size + hidden_size + 1)))
-    offset = layer_offset(&s, num_layers)
-    if output_size == 0:
-        return layout
-    layout.append(("head.weight", (output_size, hidden_size), offset))
-    layout.append(("head.bias", (output_size,), offset + output_size * hidden_size))
-    return layout
-
-
-def param_count(str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
-                Py_ssize_t hidden_size, Py_ssize_t output_size):
-    """Number of entries in the flat parameter buffer."""
-    cdef Shape s
-    _fill_shape(&s, cell, num_layers, input_size, hidden_size, output_size, 1, 1)
-    return layer_offset(&s, num_layers) + output_size * (hidden_size + 1)
 
 
 cdef int _fill_shape(Shape* s, str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
@@ -423,8 +388,10 @@ cdef class Engine:
     cdef int _states(self, States* st, h0, c0, dh0, dc0, h_final, c_final, dh_final=None,
                      dc_final=None) except -1:
         cdef Py_ssize_t size = self.shape.num_layers * self.shape.batch * self.shape.hidden_size
-        if self.shape.output_size > 0 and (dh_final is not None or dc_final is not None):
-            raise ValueError("dh_final and dc_final are for engines without a head (encoders)")
+        if self.shape.many_to_one and self.shape.output_size > 0 and (
+                dh_final is not None or dc_final is not None):
+            raise ValueError("dh_final and dc_final are for many-to-many engines and engines "
+                             "without a head (encoders)")
         st.h0 = optional_data_of(h0, self.dtype, size, "h0")
         st.dh0 = optional_data_of(dh0, self.dtype, size, "dh0")
         st.h_final = optional_data_of(h_final, self.dtype, size, "h_final")
@@ -503,7 +470,7 @@ cdef class Engine:
 
     def loss_and_grad(self, x, target, params, grads, h0=None, dh0=None, h_final=None,
                       c0=None, dc0=None, c_final=None, weight=None, lengths=None, flow=None,
-                      dh_final=None, dc_final=None, dx=None):
+                      dh_final=None, dc_final=None, dx=None, terms=None):
         """Forward, loss and BPTT. Writes grads (and dh0/dc0, h_final/c_final, flow); returns
         the loss. Afterwards ``grad_sq_norm`` holds the squared norm of grads, summed in
         double (NaN or Inf when a gradient is not finite), and ``loss_terms`` the number of
@@ -519,7 +486,9 @@ cdef class Engine:
         An engine without a head (output_size 0, an encoder) has no loss: target and weight
         are None, the call returns 0 and BPTT starts from dh_final (and dc_final), (L, B, H)
         gradients with respect to h_final, c_final: each row's state after its own last step
-        lengths[b] - 1, where it enters every layer.
+        lengths[b] - 1, where it enters every layer. A many-to-many engine takes them too, as
+        the gradient entering after its last step (a segment of a longer sequence, whose
+        loss is the mean over ``terms`` terms rather than this call's own count).
         """
         if not self.training:
             raise RuntimeError("this Engine was built for prediction only")
@@ -549,6 +518,10 @@ cdef class Engine:
         self._job(&job, &st, px, pp, pg, True)
         job.target = pt
         job.weight = pw
+        if terms is not None:         # a segment of a longer sequence: the whole's mean
+            job.fixed_scale = True
+            job.terms = terms
+            job.scale = 0 if terms == 0 else 1.0 / terms
         return self._call(&job, parts, lengths)
 
     cdef double _call(self, Job* job, int parts, lengths) except? -1:
@@ -580,7 +553,7 @@ cdef class Engine:
         engines, grads = self._split(count)
         if lengths is not None:
             lengths = np.asarray(lengths)
-        if whole.training and s.output_size > 0:
+        if whole.training and s.output_size > 0 and not whole.fixed_scale:
             whole.scale = (loss_scale(s, <const double*>whole.weight, &whole.terms)
                            if whole.is_double else
                            loss_scale(s, <const float*>whole.weight, &whole.terms))

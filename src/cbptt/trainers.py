@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from . import _checks, embedding, memory
+from . import _checks, bounded, embedding, memory
 from ._arrays import squared_norm_of
 from ._dropout import dropout_key
 from .losses import check_loss, check_targets
@@ -26,11 +26,12 @@ class _Trainer(FitMixin):
     many_to_one = False
 
     def __init__(self, model, loss="mse", optimizer=None, clip_norm=None,
-                 on_nonfinite="raise", seed=None):
+                 on_nonfinite="raise", seed=None, memory_limit=None):
         if not isinstance(model, RNN):
             raise TypeError(f"model must be a cbptt.RNN, got {type(model).__name__}")
         model.require_head(type(self).__name__)
         self._init_update(optimizer, clip_norm, on_nonfinite, seed)
+        self.memory_limit = bounded.check_limit(model, memory_limit, type(self).__name__)
         self.model = model
         self.loss = check_loss(loss)
         memory.require(memory.trainer_bytes(model, self.optimizer),
@@ -150,6 +151,13 @@ class _FullBPTT(_Trainer):
         Y = self._targets(Y, batch, steps)
         h0, c0 = m.check_state(h0, c0, batch)
         weight, lengths = self._extras(batch, steps, mask, lengths)
+        if self.memory_limit is not None:
+            if return_flow:
+                raise ValueError("return_flow: the gradient flow is not recorded under a "
+                                 "memory_limit")
+            loss, state_grads, final = self._run_bounded(X, Y, h0, c0, weight, lengths,
+                                                         return_state)
+            return loss, state_grads if want_state_grads else None, final, None
         if m.bidirectional:
             loss, dx, state_grads, final, flow = self._run_bidirectional(
                 X, Y, h0, c0, weight, lengths, want_state_grads, ids is not None, return_flow)
@@ -183,6 +191,35 @@ class _FullBPTT(_Trainer):
         if want_state_grads:
             state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
         return loss, dx, state_grads, h_final if c_final is None else (h_final, c_final), flow
+
+    def _run_bounded(self, X, Y, h0, c0, weight, lengths, return_state):
+        """A step within memory_limit (bounded.py): (loss, state gradients, final state)."""
+        m = self.model
+        batch, steps = X.shape[:2]
+        key = ("bounded", batch, steps, X.ndim == 2)
+        runner = self._engines.get(key)
+        if runner is None:
+            if len(self._engines) >= 8:
+                self._engines.clear()
+            runner = self._engines[key] = bounded.BoundedBPTT(
+                m, batch, steps, self.memory_limit, self.loss, self.many_to_one, X.ndim == 2)
+        self._last_bounded = runner
+        per_output = m.output_size if self.loss == "mse" else 1
+        if self.many_to_one:
+            rows = np.full(batch, steps - 1) if lengths is None else lengths - 1
+            terms = batch * per_output
+        else:
+            rows = weight
+            terms = (batch * steps if weight is None else float(weight.sum())) * per_output
+        loss, (dh0, dc0), final = runner.run(X, Y, rows, terms, h0, c0,
+                                             self._grads[:m.engine_size], return_state)
+        self._last_sq_norm = squared_norm_of(self._grads)
+        self._last_terms = terms
+        state_grads = {"h0": dh0.copy()} if dc0 is None else {"h0": dh0.copy(),
+                                                               "c0": dc0.copy()}
+        if final is not None:
+            final = final[0] if final[1] is None else final
+        return loss, state_grads, final
 
     def _run_bidirectional(self, X, Y, h0, c0, weight, lengths, want_state_grads, want_dx,
                            return_flow=False):

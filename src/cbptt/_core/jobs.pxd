@@ -64,6 +64,8 @@ cdef struct Job:
     double loss
     double terms
     double scale         # what the summed loss is multiplied by (see loss_scale)
+    bint fixed_scale     # scale and terms given by the caller (a segment of a longer
+                         # sequence: the loss is the whole's mean)
     bint given_scale     # a split's sub-job: scale and terms are the caller's (its whole
                          # batch's), and the squared norm is taken after the sum (split_task)
     double sq_norm_parts[CBPTT_TEAM_MAX]   # each part's share of the gradient's squared norm
@@ -89,7 +91,7 @@ cdef inline void train_step(Job* job, const floating* kind, int part,
     if part == 0 and not has_head(s):
         job.loss = 0      # an encoder: its gradient enters through st.dh_final, no loss
     elif part == 0:
-        if not job.given_scale:
+        if not job.given_scale and not job.fixed_scale:
             job.scale = loss_scale(s, weight, &job.terms)
         if s.many_to_one:
             job.loss = output_loss(s, <floating*>job.w.pred, job.target, weight, job.scale, 0, 1,

@@ -1,0 +1,347 @@
+"""Exact full-sequence BPTT within a memory budget: keep a few states, recompute the rest.
+
+A step of ManyToMany or ManyToOne with ``memory_limit`` cuts the sequence into units of
+``leaf_steps`` steps (the last one padded with steps of weight 0 after the sequence's end,
+which add nothing). One training engine of one unit's length runs a *leaf*: forward over the
+unit from a state, its loss (at the whole sequence's scale), and BPTT from the gradient that
+the units after it pass back (``Engine.loss_and_grad(h0=..., dh_final=..., terms=...)``),
+returning the gradient at the unit's start. A prediction engine of the same length runs
+forward sweeps, whose final states are the checkpoints.
+
+The schedule is Gruslys et al.'s (2016, "Memory-Efficient Backpropagation Through Time",
+BPTT-HSM) dynamic programme over units, with k free checkpoint slots: to run BPTT over n
+units from a stored state, either n = 1 (a leaf), or with k = 0 walk forward from the stored
+state to each unit's start in turn, last unit first (quadratic), or pick y, sweep forward y
+units, store that state in a slot, run the last n - y units with k - 1 slots, then the first
+y with k. Its cost counts forward steps (a backward step as ``BACKWARD_COST`` of them); the
+plan takes the leaf length and slot count that the budget allows with the least cost.
+
+The budget covers what the step adds: the two engines' workspaces (``memory.step_bytes``),
+the checkpoints, the carried states and gradients, one unit's copy of the inputs, targets
+and weights, and a gradient buffer for a leaf's gradients. The model, the inputs, the targets
+and the trainer's gradient buffer are the caller's and are not counted. Results equal the
+unbounded step's to rounding (the weight gradients are summed unit by unit rather than in one
+product over all steps), and are the same for any limit that gives the same plan.
+"""
+import dataclasses
+import re
+
+import numpy as np
+
+from . import memory
+from ._engine import Engine, param_count
+
+BACKWARD_COST = 2.0        # a backward step costs about two forward steps (its products)
+CALL_COST = 4.0            # an engine call's fixed cost, in forward steps (favours long leaves)
+MAX_UNITS = 256            # units a plan considers (the programme is O(units^2 slots))
+_UNITS = {"": 1, "b": 1, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "kb": 10 ** 3,
+          "mb": 10 ** 6, "gb": 10 ** 9}
+
+
+def parse_limit(limit, name="memory_limit"):
+    """Bytes of a limit given as a number of bytes or a string "64MiB", "1.5 GiB", "200kB"."""
+    if isinstance(limit, (int, np.integer)) and not isinstance(limit, bool) and limit > 0:
+        return int(limit)
+    if isinstance(limit, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgKMG]?i?[bB]?)\s*", limit)
+        if match and match.group(2).lower() in _UNITS:
+            value = float(match.group(1)) * _UNITS[match.group(2).lower()]
+            if value >= 1:
+                return int(value)
+    raise ValueError(f"{name} must be a positive number of bytes or a string such as "
+                     f"'64MiB', got {limit!r}")
+
+
+@dataclasses.dataclass
+class MemoryPlan:
+    """What a memory-bounded step will do (``plan_memory``): ``leaf_steps`` steps a unit,
+    ``units`` of them, at most ``checkpoints`` states stored at once, ``forward_steps``
+    forward steps computed in all (the leaves' own included) against the sequence's
+    ``steps``: ``recompute_factor`` = forward_steps / steps (1: no recomputation).
+    ``peak_bytes`` bounds what the step adds; ``unbounded_bytes`` is what the store-everything
+    step would add; ``minimum_bytes`` the least limit any plan fits in."""
+    limit: int
+    steps: int
+    leaf_steps: int
+    units: int
+    checkpoints: int
+    forward_steps: int
+    peak_bytes: int
+    unbounded_bytes: int
+    minimum_bytes: int
+    splits: dict = dataclasses.field(repr=False, default_factory=dict)
+
+    @property
+    def recompute_factor(self):
+        return self.forward_steps / self.steps
+
+    @property
+    def expected_time_factor(self):
+        """The step's cost against the unbounded step's, by the plan's cost model."""
+        return (self.forward_steps + BACKWARD_COST * self.steps) / ((1 + BACKWARD_COST) *
+                                                                     self.steps)
+
+
+def _state_bytes(model, batch):
+    return model.num_layers * batch * model.hidden_size * model.dtype.itemsize * (
+        2 if model.cell == "lstm" else 1)
+
+
+def check_limit(model, limit, trainer):
+    """A trainer's memory_limit in bytes (None: none), for a model it can bound."""
+    if limit is None:
+        return None
+    limit = parse_limit(limit)
+    refused = [what for what, bad in (
+        ("bidirectional", model.bidirectional), ("an embedding", model.vocab_size is not None),
+        ("dropout", model.dropout or model.recurrent_dropout)) if bad]
+    if refused:
+        raise ValueError(f"memory_limit: {trainer} does not bound the memory of a model with "
+                         f"{' or '.join(refused)} yet; use memory_limit=None")
+    return limit
+
+
+def fixed_bytes(model, batch, leaf, ids=False):
+    """Bytes of a plan with leaves of `leaf` steps, besides its checkpoints: the two engines,
+    a leaf's inputs, targets, weights and gradients, and six states (two for a forward
+    sweep, the walk's, the carried gradient and its next value, a zero initial state)."""
+    itemsize = model.dtype.itemsize
+    train = memory.step_bytes(model, batch, leaf, training=True)
+    sweep = itemsize * memory.step_elements(model.cell, model.num_layers, model.input_size,
+                                            model.hidden_size, 0, batch, leaf, False, True)
+    inputs = batch * leaf * (8 if ids else model.input_size * itemsize)
+    targets = batch * leaf * max(8, model.output_size * itemsize) + batch * leaf * itemsize
+    return (train + sweep + inputs + targets + model.params.nbytes +
+            6 * _state_bytes(model, batch))
+
+
+def _costs(units, slots, leaf, choices=False):
+    """The programme over n <= units units with k <= slots free slots: (cost of all `units`
+    with k slots for each k, (slots + 1,)), and with ``choices`` the table choice[n, k] of the
+    best split's y (0: a leaf or the walk), int16 where it fits. It keeps two columns of the
+    cost (k - 1 and k), so what it holds is the choice table at most."""
+    f, b = leaf + CALL_COST, BACKWARD_COST * leaf + CALL_COST   # a unit forward, a leaf's rest
+    n = np.arange(units + 1)
+    walk = n * (f + b) + f * n * (n - 1) / 2                      # the quadratic walk
+    walk[0] = 0
+    previous = walk.copy()
+    totals = np.empty(slots + 1)
+    totals[0] = walk[units]
+    choice = (np.zeros((units + 1, slots + 1), np.int16 if units < 2 ** 15 else np.int32)
+              if choices else None)
+    for k in range(1, slots + 1):
+        current = walk.copy()
+        for m in range(2, units + 1):
+            y = n[1:m]
+            total = y * f + previous[m - y] + current[1:m]
+            best = int(np.argmin(total))
+            if total[best] < walk[m]:
+                current[m] = total[best]
+                if choices:
+                    choice[m, k] = best + 1
+        totals[k] = current[units]
+        previous = current
+    return totals, choice
+
+
+def _simulate(units, slots, choice, leaf, steps):
+    """(forward steps, most checkpoints held at once) of the schedule, as the executor runs
+    it: the last unit holds steps - (units - 1) leaf steps of the sequence."""
+    last = steps - (units - 1) * leaf
+    forward, peak = 0, 0
+
+    def unit_steps(first, count):       # sequence steps in units [first, first + count)
+        return count * leaf - (leaf - last if first + count == units else 0)
+
+    def run(first, count, k, held):
+        nonlocal forward, peak
+        peak = max(peak, held)
+        if count == 1:
+            forward += unit_steps(first, 1)
+            return
+        y = int(choice[count, k])
+        if y == 0:                      # walk forward to each unit's start, last first
+            for j in range(count - 1, -1, -1):
+                forward += j * leaf + unit_steps(first + j, 1)
+            return
+        forward += y * leaf
+        run(first + y, count - y, k - 1, held + 1)
+        run(first, y, k, held)
+
+    run(0, units, slots, 0)
+    return forward, peak
+
+
+def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
+    """The plan of a memory-bounded step of ``model`` on ``batch`` sequences of ``steps``
+    steps within ``limit`` (bytes, or "64MiB"), without running it: a MemoryPlan. trainer:
+    "many-to-many" or "many-to-one" (the same plan). ValueError naming the minimum when
+    limit is below it."""
+    if trainer not in ("many-to-many", "many-to-one"):
+        raise ValueError(f"trainer must be 'many-to-many' or 'many-to-one', got {trainer!r}")
+    limit = parse_limit(limit)
+    state = _state_bytes(model, batch)
+    minimum = fixed_bytes(model, batch, 1, ids) + 2 * (steps + 1)   # and the walk's column
+    unbounded = memory.step_bytes(model, batch, steps, training=True,
+                                  many_to_one=trainer == "many-to-one")
+    if limit < minimum:
+        raise ValueError(
+            f"memory_limit: {memory.describe_bytes(limit)} is below the minimum of "
+            f"{memory.describe_bytes(minimum)} ({minimum:,} bytes) for {batch} sequences of "
+            f"{model!r}: one step's activations, the workspaces and a state per layer")
+    smallest = max(1, -(-steps // MAX_UNITS))
+    candidates = sorted({min(steps, smallest * 2 ** i) for i in range(40)
+                         if smallest * 2 ** (i - 1) < steps} | {steps})
+    best = None
+    for leaf in reversed(candidates):          # at equal cost the longer leaf (fewer calls)
+        units = -(-steps // leaf)
+        spare = limit - fixed_bytes(model, batch, leaf, ids) - 2 * (units + 1)
+        if spare < 0:
+            continue
+        # a slot holds a state, and its column of the choice table (2 bytes a unit)
+        slots = int(min(units - 1, spare // (state + 2 * (units + 1))))
+        cost = _costs(units, slots, leaf)[0][slots]
+        if best is None or cost < best[0]:
+            best = (cost, leaf, units, slots)
+    if best is None:        # only leaves shorter than the candidates fit: one step, the walk
+        best = (0, 1, steps, 0)
+    _, leaf, units, slots = best
+    choice = _costs(units, slots, leaf, choices=True)[1]
+    forward, held = _simulate(units, slots, choice, leaf, steps)
+    return MemoryPlan(limit=limit, steps=steps, leaf_steps=leaf, units=units,
+                      checkpoints=held, forward_steps=forward,
+                      peak_bytes=fixed_bytes(model, batch, leaf, ids) + held * state +
+                      choice.nbytes, unbounded_bytes=unbounded, minimum_bytes=minimum,
+                      splits={"choice": choice, "slots": slots})
+
+
+class BoundedBPTT:
+    """The memory-bounded step of one trainer at one (batch, steps) shape: its plan, its two
+    engines and buffers, made once and reused. ``run`` executes the plan; afterwards
+    ``last_forward_steps``, ``last_checkpoints`` and ``last_bytes`` (the engines' workspaces,
+    the buffers and the most checkpoints held at once) say what it did."""
+
+    def __init__(self, model, batch, steps, limit, loss, many_to_one, ids):
+        self.model, self.batch, self.steps = model, batch, steps
+        self.loss, self.many_to_one, self.ids = loss, many_to_one, ids
+        self.plan = plan_memory(model, batch, steps, limit,
+                                "many-to-one" if many_to_one else "many-to-many", ids)
+        leaf, dtype = self.plan.leaf_steps, model.dtype
+        self.train = model.make_engine(batch, leaf, loss=loss, ids=ids)
+        self.sweep = Engine(model.cell, model.num_layers, model.input_size, model.hidden_size,
+                            0, batch, leaf, dtype, many_to_one=True, training=False, ids=ids)
+        self.x = (np.zeros((batch, leaf), np.int64) if ids else
+                  np.zeros((batch, leaf, model.input_size), dtype))
+        self.y = (np.zeros((batch, leaf), np.int64) if loss == "cross_entropy" else
+                  np.zeros((batch, leaf, model.output_size), dtype))
+        self.w = np.zeros((batch, leaf), dtype)
+        self.unit_grads = np.zeros(model.engine_size, dtype)
+        self.sweep_size = param_count(model.cell, model.num_layers, model.input_size,
+                                      model.hidden_size, 0)
+        self.lstm = model.cell == "lstm"
+        self.states = [self._state() for _ in range(6)]     # see fixed_bytes
+        self.slot_pool = [self._state() for _ in range(self.plan.checkpoints)]
+        self.slots = 0          # checkpoints held
+
+    def _state(self):
+        shape = (self.model.num_layers, self.batch, self.model.hidden_size)
+        return (np.zeros(shape, self.model.dtype),
+                np.zeros(shape, self.model.dtype) if self.lstm else None)
+
+    def run(self, X, Y, weight, terms, h0, c0, grads, want_final):
+        """BPTT of the whole sequence by the plan: grads (the engine's entries) receive the
+        gradients; returns (loss, (dh0, dc0), final state (h, c) or None). X (B, T, I) or
+        ids (B, T); Y many-to-many's (B, T, O) / (B, T), many-to-one's (B, O) / (B,);
+        weight: many-to-many's (B, T) or None, many-to-one's (B,) step of each row's output;
+        terms the loss's denominator."""
+        self.X, self.Y, self.weight, self.terms = X, Y, weight, terms
+        self.grads, self.loss_sum, self.final = grads, 0.0, None
+        self.want_final = want_final
+        self.last_forward_steps = 0
+        self.last_checkpoints = 0
+        grads[...] = 0
+        start = self.states[5]
+        start[0][...] = 0 if h0 is None else h0
+        if self.lstm:
+            start[1][...] = 0 if c0 is None else c0
+        self._free = [self.states[3], self.states[4]]    # the carried gradient's two buffers
+        dh = self._run(0, self.plan.units, self.plan.splits["slots"], start, None)
+        self.last_bytes = (self.train.workspace_bytes + self.sweep.workspace_bytes +
+                           sum(a.nbytes for a in (self.x, self.y, self.w, self.unit_grads)) +
+                           (6 + self.last_checkpoints) * _state_bytes(self.model, self.batch))
+        return self.loss_sum, dh, self.final
+
+    # -- the schedule (as _simulate counts it) --------------------------------------------------
+    def _run(self, first, count, k, state, dh_after):
+        if count == 1:
+            return self._leaf(first, state, dh_after)
+        y = int(self.plan.splits["choice"][count, k])
+        if y == 0:              # walk forward to each unit's start, the last unit first
+            dh = dh_after
+            for j in range(count - 1, -1, -1):
+                at = state if j == 0 else self._sweep(first, j, state, self.states[2])
+                dh = self._leaf(first + j, at, dh)
+            return dh
+        mid = self.slot_pool[self.slots]
+        self.slots += 1
+        self.last_checkpoints = max(self.last_checkpoints, self.slots)
+        self._sweep(first, y, state, mid)
+        dh = self._run(first + y, count - y, k - 1, mid, dh_after)
+        self.slots -= 1
+        return self._run(first, y, k, state, dh)
+
+    def _unit(self, unit):
+        """Copy unit `unit`'s inputs, targets and weights into the leaf buffers; returns its
+        steps in the sequence (the rest of the buffers: padding of weight 0)."""
+        leaf = self.plan.leaf_steps
+        a = unit * leaf
+        n = min(leaf, self.steps - a)
+        self.x[:, :n] = self.X[:, a:a + n]
+        self.x[:, n:] = 0
+        self.w[:, n:] = 0
+        if self.many_to_one:         # the output at each row's last step, if in this unit
+            self.y[...] = 0
+            self.w[:, :n] = 0
+            rows = np.nonzero((self.weight >= a) & (self.weight < a + n))[0]
+            self.y[rows, self.weight[rows] - a] = self.Y[rows]
+            self.w[rows, self.weight[rows] - a] = 1
+        else:
+            self.y[:, :n] = self.Y[:, a:a + n]
+            self.y[:, n:] = 0
+            self.w[:, :n] = 1 if self.weight is None else self.weight[:, a:a + n]
+        return n
+
+    def _sweep(self, first, count, state, into):
+        """Forward over units [first, first + count) from state; the state after them goes
+        into `into`, which it returns."""
+        params = self.model.engine_params[:self.sweep_size]     # the layers': no head
+        ping = (self.states[0], self.states[1])
+        current = state
+        for index, unit in enumerate(range(first, first + count)):
+            self.last_forward_steps += self._unit(unit)
+            target = into if index == count - 1 else ping[index % 2]
+            self.sweep.predict(self.x, params, None, h0=current[0], c0=current[1],
+                               h_final=target[0], c_final=target[1])
+            current = target
+        return into
+
+    def _leaf(self, unit, state, dh_after):
+        """The leaf of unit `unit` from state, with the gradient dh_after (h, c) entering after
+        its last step (None: the sequence's end); adds its gradients and loss; returns the
+        gradient at its start, in one of the two carried buffers."""
+        n = self._unit(unit)
+        self.last_forward_steps += n
+        out = self._free[0] if dh_after is None or dh_after is not self._free[0] \
+            else self._free[1]
+        entering = (None, None) if dh_after is None else dh_after
+        if n < self.plan.leaf_steps and entering[0] is not None:
+            raise AssertionError("only the last unit is padded")
+        self.loss_sum += self.train.loss_and_grad(
+            self.x, self.y, self.model.engine_params, self.unit_grads, h0=state[0],
+            dh0=out[0], c0=state[1], dc0=out[1], weight=self.w, dh_final=entering[0],
+            dc_final=entering[1], terms=self.terms)
+        self.grads += self.unit_grads
+        if self.want_final and unit == self.plan.units - 1:
+            h, c = self.train.states()
+            self.final = (h[:, n].copy(), None if c is None else c[:, n].copy())
+        return out
