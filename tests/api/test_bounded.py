@@ -29,7 +29,7 @@ def data(cell, layers, steps, many_to_one, seed=0, loss="mse"):
 
 def limits(model, steps, many_to_one):
     """The minimum, a limit that needs checkpoints, and one where the whole step fits."""
-    minimum = bounded.fixed_bytes(model, B, 1) + 2 * (steps + 1)
+    minimum = cbptt.plan_memory(model, B, steps, "1GiB").minimum_bytes
     unbounded = bounded.fixed_bytes(model, B, steps)
     return [minimum, minimum + (unbounded - minimum) // 3, 2 * unbounded]
 
@@ -173,8 +173,28 @@ def test_the_programme_finds_the_cheapest_schedule(units, slots):
             return walk
         return min([walk] + [y * f + best(n - y, k - 1) + best(y, k) for y in range(1, n)])
 
-    totals, choice = bounded._costs(units, slots, leaf, choices=True)
+    totals, choice = bounded._costs(units, slots, f, np.full(slots + 1, f + b), choices=True)
     for k in range(slots + 1):
         assert totals[k] == pytest.approx(best(units, k))
     assert (np.diff(totals) <= 0).all()       # more slots never cost more
     assert choice.dtype == np.int16 and choice.shape == (units + 1, slots + 1)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_two_levels_of_the_programme(cell, monkeypatch):
+    """Beyond MAX_UNITS units the programme groups them (here MAX_UNITS is made 4, so 40
+    steps in units of a step or two go in groups): the step still equals the unbounded one,
+    and the plan's counts are what the step does."""
+    monkeypatch.setattr(bounded, "MAX_UNITS", 4)
+    model, X, Y = data(cell, 2, 40, False, seed=6)
+    minimum = cbptt.plan_memory(model, B, 40, "1GiB").minimum_bytes
+    for extra_slots in (0, 3, 12):
+        limit = minimum + extra_slots * (bounded._state_bytes(model, B) + 20)
+        trainer = cbptt.ManyToMany(model, memory_limit=limit)
+        got = trainer.loss_and_grad(X, Y)
+        assert_same(got, cbptt.ManyToMany(model).loss_and_grad(X, Y))
+        runner, plan = trainer._last_bounded, trainer._last_bounded.plan
+        assert plan.splits["per_group"] > 1          # two levels
+        assert runner.last_forward_steps == plan.forward_steps
+        assert runner.last_checkpoints == plan.checkpoints <= extra_slots
+        assert runner.last_bytes <= plan.peak_bytes <= limit
