@@ -1,14 +1,15 @@
 """Time one full training step (forward, BPTT, SGD update) of cbptt against the NumPy reference, torch and JAX,
 over a grid of shapes x cells x trainers x BLAS threads, then an encoder-decoder's training step and decoding
-(the seq2seq rows); or, with --memory, measure the memory one step adds.
+(the seq2seq rows), then issue 19's rows (bidirectional many-to-one, an embedding's input, token ids against
+one-hot input); or, with --memory, measure the memory one step adds.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks [--quick] [--dtype float64]
-        [--threads 1 2] [--shapes small,medium,large,long,s2s] [--cells tanh,lstm,gru]
+        [--threads 1 2] [--shapes small,medium,large,long,s2s,bidir,embed,ids] [--cells tanh,lstm,gru]
         [--trainers many-to-many,many-to-one,truncated,seq2seq,greedy,beam-5]
-        [--contenders cbptt,reference,torch,jax] [--memory]
+        [--contenders cbptt,reference,torch,jax,one-hot] [--memory]
 
-The Markdown tables (the step grid's, then the seq2seq rows') go to stdout, a line per row as soon as it is
-timed; progress to stderr; the tables and every sample to benchmarks/results/. See benchmarks/README.md.
+The Markdown tables (the step grid's, the seq2seq rows', issue 19's rows') go to stdout, a line per row as soon
+as it is timed; progress to stderr; the tables and every sample to benchmarks/results/. See benchmarks/README.md.
 """
 import argparse
 import json
@@ -18,6 +19,10 @@ import time
 import numpy as np
 
 from . import memory
+from .classify_contenders import CLASSIFY_CONTENDERS
+from .classify_grid import CLASSIFY_SHAPES, SHAPE_GROUPS
+from .classify_grid import cases as classify_cases
+from .classify_report import ClassifyTable
 from .contenders import CONTENDERS
 from .facts import RESULTS_DIR, ROOT, blas_threads, cores, loadavg, machine_facts, machine_line, result_stem, \
     threadpoolctl, warn_forced_env
@@ -29,12 +34,14 @@ from .seq2seq_grid import cases as seq2seq_cases
 from .seq2seq_report import Seq2SeqTable
 from .timing import run_case
 
-SHAPE_NAMES = [s.name for s in SHAPES] + [s.name for s in SEQ2SEQ_SHAPES]
+SHAPE_NAMES = ([s.name for s in SHAPES] + [s.name for s in SEQ2SEQ_SHAPES] + [s.name for s in CLASSIFY_SHAPES]
+               + list(SHAPE_GROUPS))
 TRAINER_NAMES = list(TRAINERS) + list(KINDS)          # the grid's trainers, then the seq2seq rows' kinds
-FULL = dict(shapes=[s.name for s in SHAPES] + ["s2s"], cells=CELLS, trainers=TRAINER_NAMES, threads=[1, 2],
-            repeats=20, warmup=3, rounds=5)
-QUICK = dict(shapes=["small", "medium", "s2s-tiny"], cells=["tanh", "lstm"], trainers=["many-to-many"] + list(KINDS),
-             threads=[2], repeats=5, warmup=1, rounds=2)
+CONTENDER_NAMES = list(dict.fromkeys(c.name for c in CONTENDERS + CLASSIFY_CONTENDERS))
+FULL = dict(shapes=[s.name for s in SHAPES] + ["s2s", "bidir", "embed", "ids"], cells=CELLS,
+            trainers=TRAINER_NAMES, threads=[1, 2], repeats=20, warmup=3, rounds=5)
+QUICK = dict(shapes=["small", "medium", "s2s-tiny", "bidir-tiny", "embed-tiny", "ids-tiny"], cells=["tanh", "lstm"],
+             trainers=["many-to-many", "many-to-one"] + list(KINDS), threads=[2], repeats=5, warmup=1, rounds=2)
 
 
 def _names(text, known, what):
@@ -57,14 +64,15 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, nargs="+", help="BLAS / torch thread counts, one group of rows each "
                    "(default: 1 2)")
     p.add_argument("--shapes", help="comma-separated subset of: " + ", ".join(SHAPE_NAMES)
-                   + " (s2s and s2s-tiny: the seq2seq rows' shapes)")
+                   + " (s2s and s2s-tiny: the seq2seq rows' shapes; bidir (bidir-medium and bidir-long), embed, "
+                     "ids and their -tiny forms: issue 19's rows)")
     p.add_argument("--cells", help="comma-separated subset of: " + ", ".join(CELLS))
     p.add_argument("--trainers", help="comma-separated subset of: " + ", ".join(TRAINER_NAMES)
                    + " (truncated runs on the long shape only; seq2seq, greedy and beam-5 are the seq2seq rows: "
                      "a training step and decoding, on the s2s shapes, lstm and gru)")
-    p.add_argument("--contenders", default=",".join(c.name for c in CONTENDERS),
-                   help="comma-separated subset of: " + ", ".join(c.name for c in CONTENDERS)
-                        + " (cbptt, the baseline, is always run)")
+    p.add_argument("--contenders", default=",".join(CONTENDER_NAMES),
+                   help="comma-separated subset of: " + ", ".join(CONTENDER_NAMES)
+                        + " (cbptt, the baseline, is always run; one-hot: cbptt on one-hot floats, the ids rows)")
     p.add_argument("--repeats", type=int, help="timed steps per contender (default 20; --quick 5)")
     p.add_argument("--warmup", type=int, help="untimed warm-up steps (default 3; --quick 1)")
     p.add_argument("--rounds", type=int, help="alternating blocks per contender (default 5; --quick 2)")
@@ -82,9 +90,10 @@ def parse_args(argv=None):
         if getattr(opts, name) is None:
             setattr(opts, name, value)
     for name, known in (("shapes", SHAPE_NAMES), ("cells", CELLS), ("trainers", TRAINER_NAMES),
-                        ("contenders", [c.name for c in CONTENDERS])):
+                        ("contenders", CONTENDER_NAMES)):
         if isinstance(getattr(opts, name), str):
             setattr(opts, name, _names(getattr(opts, name), known, name))
+    opts.shapes = [n for name in opts.shapes for n in SHAPE_GROUPS.get(name, [name])]
     opts.dtype_name = opts.dtype
     opts.dtype = np.float32 if opts.dtype == "float32" else np.float64
     return opts
@@ -105,7 +114,7 @@ def _time_grid(opts, sections):
                 for case in rows_of:
                     row = run_case(case, contenders, opts, threads)
                     row["pinned_cpus"] = pinned
-                    row["table"] = "seq2seq" if isinstance(table, Seq2SeqTable) else "step"
+                    row["table"] = table.kind
                     section_rows.append(row)
                     lines.append(table.line(row))
                     print(lines[-1], flush=True)
@@ -143,13 +152,17 @@ def main(argv=None):
     seq2seq_rows = [] if opts.memory else seq2seq_cases(
         [s for s in SEQ2SEQ_SHAPES if s.name in opts.shapes], [c for c in SEQ2SEQ_CELLS if c in opts.cells],
         [k for k in opts.trainers if k in KINDS], opts.dtype)
-    if not rows_of and not seq2seq_rows:
+    classify_rows = [] if opts.memory else classify_cases(
+        [s for s in CLASSIFY_SHAPES if s.name in opts.shapes], opts.cells, opts.trainers, opts.dtype)
+    if not rows_of and not seq2seq_rows and not classify_rows:
         sys.exit("no rows: truncated runs on the long shape only; the seq2seq rows (seq2seq, greedy, beam-5) on "
-                 "the s2s shapes, lstm and gru only" + (" and not with --memory" if opts.memory else ""))
+                 "the s2s shapes, lstm and gru only; issue 19's rows: bidir many-to-one (every cell), embed "
+                 "many-to-many (lstm, gru), ids many-to-many (lstm)" + (" and not with --memory" if opts.memory else ""))
 
     sections = []
     for table, section_rows, candidates in ((StepTable, rows_of, CONTENDERS),
-                                            (Seq2SeqTable, seq2seq_rows, SEQ2SEQ_CONTENDERS)):
+                                            (Seq2SeqTable, seq2seq_rows, SEQ2SEQ_CONTENDERS),
+                                            (ClassifyTable, classify_rows, CLASSIFY_CONTENDERS)):
         if not section_rows:
             continue
         wanted = [c for c in candidates if c.name == candidates[0].name or c.name in opts.contenders]
@@ -184,6 +197,7 @@ def main(argv=None):
         settings = {k: v for k, v in vars(opts).items() if k != "dtype"}
         names = {type(table).__name__: [c.name for c in contenders] for table, _, contenders, _ in sections}
         settings.update(contenders=names.get("StepTable", []), seq2seq_contenders=names.get("Seq2SeqTable", []),
+                        classify_contenders=names.get("ClassifyTable", []),
                         not_run={n: why for *_, not_run in sections for n, why in not_run.items()},
                         wall_time_s=round(wall, 1))
         (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(

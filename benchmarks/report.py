@@ -51,6 +51,8 @@ def ms(x):
 
 
 class StepTable:
+    kind = "step"          # the rows' "table" in the JSON
+
     def __init__(self, names):
         self.names = names                 # contender names, the baseline first
         self.base, self.peers = names[0], names[1:]

@@ -27,6 +27,8 @@ def target_cell(row):
 
 
 class Seq2SeqTable(StepTable):
+    kind = "seq2seq"
+
     def header(self):
         head = (["threads", "shape (B, T, U, I, J, O, H)", "row", "cell"] + [f"{n} ms" for n in self.names]
                 + [f"{p} / {self.base}" for p in self.peers] + ["targets (issue 18)"]

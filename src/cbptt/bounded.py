@@ -33,7 +33,13 @@ from ._engine import Engine, param_count
 
 BACKWARD_COST = 2.0        # a backward step costs about two forward steps (its products)
 CALL_COST = 4.0            # an engine call's fixed cost, in forward steps (favours long leaves)
-MAX_UNITS = 256            # units a plan considers (the programme is O(units^2 slots))
+MAX_UNITS = 256            # items a level of the programme takes (it is O(items^2 slots))
+MAX_SLOTS = 256            # checkpoints a plan may hold at once
+CANDIDATES = 6             # leaf lengths a plan compares (the longest that fit)
+# leaves whose training workspace is at most this are preferred: a leaf that stays in the
+# caches runs faster than the cost model counts (measured, LSTM B=8 H=128 float32 T=10,000:
+# leaves of 2,048 steps 1.29-1.39x the unbounded step, of 64-128 steps 1.10-1.20x)
+PREFERRED_LEAF_BYTES = 4 * 2 ** 20
 _UNITS = {"": 1, "b": 1, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "kb": 10 ** 3,
           "mb": 10 ** 6, "gb": 10 ** 9}
 
@@ -103,8 +109,8 @@ def check_limit(model, limit, trainer):
 
 def fixed_bytes(model, batch, leaf, ids=False):
     """Bytes of a plan with leaves of `leaf` steps, besides its checkpoints: the two engines,
-    a leaf's inputs, targets, weights and gradients, and six states (two for a forward
-    sweep, the walk's, the carried gradient and its next value, a zero initial state)."""
+    a leaf's inputs, targets, weights and gradients, and seven states (two for a forward
+    sweep, each level's walk, the carried gradient and its next value, the initial one)."""
     itemsize = model.dtype.itemsize
     train = memory.step_bytes(model, batch, leaf, training=True)
     sweep = itemsize * memory.step_elements(model.cell, model.num_layers, model.input_size,
@@ -112,28 +118,26 @@ def fixed_bytes(model, batch, leaf, ids=False):
     inputs = batch * leaf * (8 if ids else model.input_size * itemsize)
     targets = batch * leaf * max(8, model.output_size * itemsize) + batch * leaf * itemsize
     return (train + sweep + inputs + targets + model.params.nbytes +
-            6 * _state_bytes(model, batch))
+            7 * _state_bytes(model, batch))
 
 
-def _costs(units, slots, leaf, choices=False):
-    """The programme over n <= units units with k <= slots free slots: (cost of all `units`
-    with k slots for each k, (slots + 1,)), and with ``choices`` the table choice[n, k] of the
-    best split's y (0: a leaf or the walk), int16 where it fits. It keeps two columns of the
-    cost (k - 1 and k), so what it holds is the choice table at most."""
-    f, b = leaf + CALL_COST, BACKWARD_COST * leaf + CALL_COST   # a unit forward, a leaf's rest
+def _costs(units, slots, unit_forward, leaf_cost, choices=False):
+    """The programme over n <= units units with k <= slots free slots, a unit's forward
+    sweep costing unit_forward and BPTT over one unit with k slots leaf_cost[k]: (the cost of
+    all `units` for each k, (slots + 1,)), and with ``choices`` the table choice[n, k] of the
+    best split's y (0: one unit, or the walk), int16 where it fits. It keeps two columns of
+    the cost (k - 1 and k): what it holds is the choice table at most."""
     n = np.arange(units + 1)
-    walk = n * (f + b) + f * n * (n - 1) / 2                      # the quadratic walk
-    walk[0] = 0
-    previous = walk.copy()
     totals = np.empty(slots + 1)
-    totals[0] = walk[units]
     choice = (np.zeros((units + 1, slots + 1), np.int16 if units < 2 ** 15 else np.int32)
               if choices else None)
-    for k in range(1, slots + 1):
+    previous = None
+    for k in range(slots + 1):
+        walk = n * leaf_cost[k] + unit_forward * n * (n - 1) / 2     # the quadratic walk
         current = walk.copy()
-        for m in range(2, units + 1):
+        for m in range(2, units + 1) if k > 0 else ():
             y = n[1:m]
-            total = y * f + previous[m - y] + current[1:m]
+            total = y * unit_forward + previous[m - y] + current[1:m]
             best = int(np.argmin(total))
             if total[best] < walk[m]:
                 current[m] = total[best]
@@ -144,32 +148,50 @@ def _costs(units, slots, leaf, choices=False):
     return totals, choice
 
 
-def _simulate(units, slots, choice, leaf, steps):
-    """(forward steps, most checkpoints held at once) of the schedule, as the executor runs
-    it: the last unit holds steps - (units - 1) leaf steps of the sequence."""
-    last = steps - (units - 1) * leaf
-    forward, peak = 0, 0
+def _levels(steps, leaf, slots):
+    """The programme's tables for leaves of `leaf` steps: (cost, per_group, (group choice,
+    unit choice)). Up to MAX_UNITS units it is one level (groups of one unit); beyond, the
+    units go in groups of per_group (a power of two, at most MAX_UNITS groups), and a group's
+    BPTT with k slots is itself the programme over its units (its cost, for each k, is the
+    upper level's leaf cost)."""
+    units = -(-steps // leaf)
+    per_group, groups = _grouping(units)
+    unit_forward, leaf_cost = leaf + CALL_COST, (1 + BACKWARD_COST) * leaf + CALL_COST
+    inner, inner_choice = _costs(per_group, slots, unit_forward,
+                                 np.full(slots + 1, leaf_cost), choices=True)
+    totals, outer_choice = _costs(groups, slots, per_group * unit_forward, inner,
+                                  choices=True)
+    return totals[slots], per_group, (outer_choice, inner_choice)
 
-    def unit_steps(first, count):       # sequence steps in units [first, first + count)
-        return count * leaf - (leaf - last if first + count == units else 0)
 
-    def run(first, count, k, held):
-        nonlocal forward, peak
-        peak = max(peak, held)
+def walk_schedule(plan, sweep, leaf, slot, state, start_dh=None):
+    """Run (or count) plan's schedule: sweep(first_unit, count, from_state, into) runs the
+    forward over units; leaf(unit, state, dh_after) runs a unit's BPTT and returns the
+    gradient at its start; slot(+1 / -1) takes or gives back a checkpoint and returns it;
+    state(level) the walk's buffer of a level. Returns the gradient at the sequence's start."""
+    outer, inner = plan.splits["choice"]
+    per_group, units = plan.splits["per_group"], plan.units
+
+    def run(level, first, count, k, at, dh):
+        size = per_group if level == 1 else 1          # units a level's item spans
+        if count == 1 and level == 1:
+            first_unit = first * per_group
+            return run(0, first_unit, min(per_group, units - first_unit), k, at, dh)
         if count == 1:
-            forward += unit_steps(first, 1)
-            return
-        y = int(choice[count, k])
-        if y == 0:                      # walk forward to each unit's start, last first
+            return leaf(first, at, dh)
+        y = int((outer if level == 1 else inner)[count, k])
+        if y == 0:              # walk forward to each item's start, the last item first
             for j in range(count - 1, -1, -1):
-                forward += j * leaf + unit_steps(first + j, 1)
-            return
-        forward += y * leaf
-        run(first + y, count - y, k - 1, held + 1)
-        run(first, y, k, held)
+                here = at if j == 0 else sweep(first * size, j * size, at, state(level))
+                dh = run(level, first + j, 1, k, here, dh)
+            return dh
+        mid = slot(+1)
+        sweep(first * size, y * size, at, mid)
+        dh = run(level, first + y, count - y, k - 1, mid, dh)
+        slot(-1)
+        return run(level, first, y, k, at, dh)
 
-    run(0, units, slots, 0)
-    return forward, peak
+    return run(1, 0, -(-units // per_group), plan.splits["slots"], None, start_dh)
 
 
 def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
@@ -181,7 +203,7 @@ def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
         raise ValueError(f"trainer must be 'many-to-many' or 'many-to-one', got {trainer!r}")
     limit = parse_limit(limit)
     state = _state_bytes(model, batch)
-    minimum = fixed_bytes(model, batch, 1, ids) + 2 * (steps + 1)   # and the walk's column
+    minimum = fixed_bytes(model, batch, 1, ids) + _table_bytes(steps, 0)
     unbounded = memory.step_bytes(model, batch, steps, training=True,
                                   many_to_one=trainer == "many-to-one")
     if limit < minimum:
@@ -189,30 +211,78 @@ def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
             f"memory_limit: {memory.describe_bytes(limit)} is below the minimum of "
             f"{memory.describe_bytes(minimum)} ({minimum:,} bytes) for {batch} sequences of "
             f"{model!r}: one step's activations, the workspaces and a state per layer")
-    smallest = max(1, -(-steps // MAX_UNITS))
-    candidates = sorted({min(steps, smallest * 2 ** i) for i in range(40)
-                         if smallest * 2 ** (i - 1) < steps} | {steps})
+    if unbounded <= limit:       # the whole step fits: it runs unbounded, as one leaf
+        return MemoryPlan(limit=limit, steps=steps, leaf_steps=steps, units=1, checkpoints=0,
+                          forward_steps=steps, peak_bytes=unbounded, unbounded_bytes=unbounded,
+                          minimum_bytes=minimum, splits={})
     best = None
-    for leaf in reversed(candidates):          # at equal cost the longer leaf (fewer calls)
+    fitting = [leaf for leaf in sorted({min(steps, 2 ** i) for i in range(64)
+                                        if 2 ** (i - 1) < steps}, reverse=True)
+               if fixed_bytes(model, batch, leaf, ids) + _table_bytes(-(-steps // leaf), 0)
+               <= limit]
+    # two levels of the programme cover MAX_UNITS^2 units; a shorter leaf than that needs
+    # is taken only when nothing longer fits (its groups are then long)
+    fitting = [leaf for leaf in fitting if steps <= leaf * MAX_UNITS ** 2] or fitting[:1]
+    fitting = [leaf for leaf in fitting if memory.step_bytes(model, batch, leaf) <=
+               PREFERRED_LEAF_BYTES] or fitting[-1:]
+    for leaf in fitting[:CANDIDATES]:           # the longest leaves that fit (fewest calls)
         units = -(-steps // leaf)
-        spare = limit - fixed_bytes(model, batch, leaf, ids) - 2 * (units + 1)
-        if spare < 0:
-            continue
-        # a slot holds a state, and its column of the choice table (2 bytes a unit)
-        slots = int(min(units - 1, spare // (state + 2 * (units + 1))))
-        cost = _costs(units, slots, leaf)[0][slots]
+        spare = limit - fixed_bytes(model, batch, leaf, ids) - _table_bytes(units, 0)
+        # a slot holds a state, and its columns of the choice tables (2 bytes a row)
+        slots = int(min(units - 1, MAX_SLOTS, spare // (state + _table_bytes(units, 1) -
+                                                        _table_bytes(units, 0))))
+        cost, per_group, tables = _levels(steps, leaf, slots)
         if best is None or cost < best[0]:
-            best = (cost, leaf, units, slots)
-    if best is None:        # only leaves shorter than the candidates fit: one step, the walk
-        best = (0, 1, steps, 0)
-    _, leaf, units, slots = best
-    choice = _costs(units, slots, leaf, choices=True)[1]
-    forward, held = _simulate(units, slots, choice, leaf, steps)
-    return MemoryPlan(limit=limit, steps=steps, leaf_steps=leaf, units=units,
-                      checkpoints=held, forward_steps=forward,
-                      peak_bytes=fixed_bytes(model, batch, leaf, ids) + held * state +
-                      choice.nbytes, unbounded_bytes=unbounded, minimum_bytes=minimum,
-                      splits={"choice": choice, "slots": slots})
+            best = (cost, leaf, units, slots, per_group, tables)
+    _, leaf, units, slots, per_group, tables = best
+    plan = MemoryPlan(limit=limit, steps=steps, leaf_steps=leaf, units=units, checkpoints=0,
+                      forward_steps=0, peak_bytes=0, unbounded_bytes=unbounded,
+                      minimum_bytes=minimum,
+                      splits={"choice": tables, "slots": slots, "per_group": per_group})
+    count = _Count(plan)
+    walk_schedule(plan, count.sweep, count.leaf, count.slot, lambda level: None)
+    plan.forward_steps, plan.checkpoints = count.forward, count.most
+    plan.peak_bytes = (fixed_bytes(model, batch, leaf, ids) + count.most * state +
+                       sum(table.nbytes for table in tables))
+    return plan
+
+
+def _grouping(units):
+    """(units a group, groups): one level up to MAX_UNITS units, else groups of a power of
+    two units, at most MAX_UNITS of them."""
+    per_group = 1
+    while -(-units // per_group) > MAX_UNITS:
+        per_group *= 2
+    return per_group, -(-units // per_group)
+
+
+def _table_bytes(units, slots):
+    """Bytes of the two choice tables (int16) of `units` units and `slots` slots."""
+    per_group, groups = _grouping(units)
+    return 2 * (per_group + groups + 2) * (slots + 1)
+
+
+class _Count:
+    """What a schedule does, counted without running it (forward steps, checkpoints)."""
+
+    def __init__(self, plan):
+        self.plan, self.forward, self.held, self.most = plan, 0, 0, 0
+
+    def steps(self, first, count):
+        return min(self.plan.steps, (first + count) * self.plan.leaf_steps) - \
+            first * self.plan.leaf_steps
+
+    def sweep(self, first, count, at, into):
+        self.forward += self.steps(first, count)
+        return into
+
+    def leaf(self, unit, at, dh):
+        self.forward += self.steps(unit, 1)
+        return dh
+
+    def slot(self, change):
+        self.held += change
+        self.most = max(self.most, self.held)
 
 
 class BoundedBPTT:
@@ -226,6 +296,8 @@ class BoundedBPTT:
         self.loss, self.many_to_one, self.ids = loss, many_to_one, ids
         self.plan = plan_memory(model, batch, steps, limit,
                                 "many-to-one" if many_to_one else "many-to-many", ids)
+        if self.plan.units == 1:
+            return              # the trainer runs the unbounded step
         leaf, dtype = self.plan.leaf_steps, model.dtype
         self.train = model.make_engine(batch, leaf, loss=loss, ids=ids)
         self.sweep = Engine(model.cell, model.num_layers, model.input_size, model.hidden_size,
@@ -239,7 +311,7 @@ class BoundedBPTT:
         self.sweep_size = param_count(model.cell, model.num_layers, model.input_size,
                                       model.hidden_size, 0)
         self.lstm = model.cell == "lstm"
-        self.states = [self._state() for _ in range(6)]     # see fixed_bytes
+        self.states = [self._state() for _ in range(7)]     # see fixed_bytes
         self.slot_pool = [self._state() for _ in range(self.plan.checkpoints)]
         self.slots = 0          # checkpoints held
 
@@ -265,30 +337,23 @@ class BoundedBPTT:
         if self.lstm:
             start[1][...] = 0 if c0 is None else c0
         self._free = [self.states[3], self.states[4]]    # the carried gradient's two buffers
-        dh = self._run(0, self.plan.units, self.plan.splits["slots"], start, None)
+        self.start = start
+        dh = walk_schedule(self.plan, self._sweep, self._leaf, self._slot,
+                           lambda level: self.states[2] if level == 0 else self.states[6])
         self.last_bytes = (self.train.workspace_bytes + self.sweep.workspace_bytes +
                            sum(a.nbytes for a in (self.x, self.y, self.w, self.unit_grads)) +
-                           (6 + self.last_checkpoints) * _state_bytes(self.model, self.batch))
+                           (7 + self.last_checkpoints) * _state_bytes(self.model, self.batch) +
+                           sum(table.nbytes for table in self.plan.splits["choice"]))
         return self.loss_sum, dh, self.final
 
-    # -- the schedule (as _simulate counts it) --------------------------------------------------
-    def _run(self, first, count, k, state, dh_after):
-        if count == 1:
-            return self._leaf(first, state, dh_after)
-        y = int(self.plan.splits["choice"][count, k])
-        if y == 0:              # walk forward to each unit's start, the last unit first
-            dh = dh_after
-            for j in range(count - 1, -1, -1):
-                at = state if j == 0 else self._sweep(first, j, state, self.states[2])
-                dh = self._leaf(first + j, at, dh)
-            return dh
-        mid = self.slot_pool[self.slots]
+    def _slot(self, change):
+        """Take (+1) or give back (-1) a checkpoint; returns the one taken."""
+        if change < 0:
+            self.slots -= 1
+            return None
         self.slots += 1
         self.last_checkpoints = max(self.last_checkpoints, self.slots)
-        self._sweep(first, y, state, mid)
-        dh = self._run(first + y, count - y, k - 1, mid, dh_after)
-        self.slots -= 1
-        return self._run(first, y, k, state, dh)
+        return self.slot_pool[self.slots - 1]
 
     def _unit(self, unit):
         """Copy unit `unit`'s inputs, targets and weights into the leaf buffers; returns its
@@ -316,7 +381,7 @@ class BoundedBPTT:
         into `into`, which it returns."""
         params = self.model.engine_params[:self.sweep_size]     # the layers': no head
         ping = (self.states[0], self.states[1])
-        current = state
+        current = self.start if state is None else state
         for index, unit in enumerate(range(first, first + count)):
             self.last_forward_steps += self._unit(unit)
             target = into if index == count - 1 else ping[index % 2]
@@ -331,6 +396,7 @@ class BoundedBPTT:
         gradient at its start, in one of the two carried buffers."""
         n = self._unit(unit)
         self.last_forward_steps += n
+        state = self.start if state is None else state
         out = self._free[0] if dh_after is None or dh_after is not self._free[0] \
             else self._free[1]
         entering = (None, None) if dh_after is None else dh_after

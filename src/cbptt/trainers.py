@@ -151,7 +151,8 @@ class _FullBPTT(_Trainer):
         Y = self._targets(Y, batch, steps)
         h0, c0 = m.check_state(h0, c0, batch)
         weight, lengths = self._extras(batch, steps, mask, lengths)
-        if self.memory_limit is not None:
+        if self.memory_limit is not None and \
+                self._bounded(batch, steps, X.ndim == 2).plan.units > 1:
             if return_flow:
                 raise ValueError("return_flow: the gradient flow is not recorded under a "
                                  "memory_limit")
@@ -192,18 +193,25 @@ class _FullBPTT(_Trainer):
             state_grads = {"h0": dh0} if dc0 is None else {"h0": dh0, "c0": dc0}
         return loss, dx, state_grads, h_final if c_final is None else (h_final, c_final), flow
 
-    def _run_bounded(self, X, Y, h0, c0, weight, lengths, return_state):
-        """A step within memory_limit (bounded.py): (loss, state gradients, final state)."""
-        m = self.model
-        batch, steps = X.shape[:2]
-        key = ("bounded", batch, steps, X.ndim == 2)
+    def _bounded(self, batch, steps, ids):
+        """The memory-bounded runner of this shape (ids: of token ids; bounded.py), made on
+        first use: a plan of
+        one unit runs the unbounded step (it fits), which allocates nothing of the runner's."""
+        key = ("bounded", batch, steps, ids)
         runner = self._engines.get(key)
         if runner is None:
             if len(self._engines) >= 8:
                 self._engines.clear()
             runner = self._engines[key] = bounded.BoundedBPTT(
-                m, batch, steps, self.memory_limit, self.loss, self.many_to_one, X.ndim == 2)
+                self.model, batch, steps, self.memory_limit, self.loss, self.many_to_one, ids)
         self._last_bounded = runner
+        return runner
+
+    def _run_bounded(self, X, Y, h0, c0, weight, lengths, return_state):
+        """A step within memory_limit (bounded.py): (loss, state gradients, final state)."""
+        m = self.model
+        batch, steps = X.shape[:2]
+        runner = self._bounded(batch, steps, X.ndim == 2)
         per_output = m.output_size if self.loss == "mse" else 1
         if self.many_to_one:
             rows = np.full(batch, steps - 1) if lengths is None else lengths - 1

@@ -29,9 +29,9 @@ def data(cell, layers, steps, many_to_one, seed=0, loss="mse"):
 
 def limits(model, steps, many_to_one):
     """The minimum, a limit that needs checkpoints, and one where the whole step fits."""
-    minimum = bounded.fixed_bytes(model, B, 1) + 2 * (steps + 1)
-    unbounded = bounded.fixed_bytes(model, B, steps)
-    return [minimum, minimum + (unbounded - minimum) // 3, 2 * unbounded]
+    plan = cbptt.plan_memory(model, B, steps, "1GiB")
+    minimum, unbounded = plan.minimum_bytes, plan.unbounded_bytes
+    return [minimum, minimum + (unbounded - minimum) // 3, unbounded]
 
 
 def assert_same(got, want, rtol=1e-10):
@@ -48,11 +48,11 @@ def assert_same(got, want, rtol=1e-10):
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", CELLS)
 def test_a_bounded_step_equals_the_unbounded_one(cell, layers, many_to_one, limit_index):
-    steps = 23
+    steps = 60
     model, X, Y = data(cell, layers, steps, many_to_one, seed=layers)
     kind = cbptt.ManyToOne if many_to_one else cbptt.ManyToMany
     rng = np.random.default_rng(5)
-    extra = ({"lengths": np.array([23, 7, 15])} if many_to_one else
+    extra = ({"lengths": np.array([60, 7, 45])} if many_to_one else
              {"mask": (rng.random((B, steps)) < 0.7).astype(float)})
     h0 = rng.standard_normal((layers, B, H))
     c0 = rng.standard_normal((layers, B, H)) if cell == "lstm" else None
@@ -66,13 +66,17 @@ def test_a_bounded_step_equals_the_unbounded_one(cell, layers, many_to_one, limi
                     want_final if cell == "lstm" else [want_final]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     runner, plan = trainer._last_bounded, trainer._last_bounded.plan
+    assert (plan.units == 1) == (limit >= plan.unbounded_bytes)
+    if plan.units == 1:     # the unbounded step fits: it runs, bit for bit
+        assert plan.recompute_factor == 1
+        np.testing.assert_array_equal(got[1]["weight_hh_l0"], want[1]["weight_hh_l0"])
+        return
+    assert plan.units > 1
     assert runner.last_forward_steps == plan.forward_steps
     assert runner.last_checkpoints == plan.checkpoints
     assert runner.last_bytes <= plan.peak_bytes <= limit
     if limit_index == 0:
         assert plan.leaf_steps == 1 and plan.recompute_factor > 1
-    if limit_index == 2:
-        assert plan.units == 1 and plan.recompute_factor == 1
 
 
 @pytest.mark.parametrize("path", ["split", "columns"])
@@ -152,9 +156,13 @@ def test_what_it_does_not_bound_yet_is_refused():
                   cbptt.RNN(I, H, O, num_layers=2, dropout=0.2)):
         with pytest.raises(ValueError, match="memory_limit"):
             cbptt.ManyToMany(model, memory_limit="1MiB")
-    model, X, Y = data("tanh", 1, 10, False)
+    model, X, Y = data("tanh", 1, 200, False)
+    tight = limits(model, 200, False)[0]
     with pytest.raises(ValueError, match="return_flow"):
-        cbptt.ManyToMany(model, memory_limit="1MiB").loss_and_grad(X, Y, return_flow=True)
+        cbptt.ManyToMany(model, memory_limit=tight).loss_and_grad(X, Y, return_flow=True)
+    # where the whole step fits it runs unbounded, and records the flow
+    flow = cbptt.ManyToMany(model, memory_limit="1GiB").loss_and_grad(X, Y, return_flow=True)[2]
+    assert flow.shape == (1, 200)
 
 
 @pytest.mark.parametrize("units, slots", [(7, 0), (9, 2), (12, 3), (6, 5)])
@@ -173,8 +181,28 @@ def test_the_programme_finds_the_cheapest_schedule(units, slots):
             return walk
         return min([walk] + [y * f + best(n - y, k - 1) + best(y, k) for y in range(1, n)])
 
-    totals, choice = bounded._costs(units, slots, leaf, choices=True)
+    totals, choice = bounded._costs(units, slots, f, np.full(slots + 1, f + b), choices=True)
     for k in range(slots + 1):
         assert totals[k] == pytest.approx(best(units, k))
     assert (np.diff(totals) <= 0).all()       # more slots never cost more
     assert choice.dtype == np.int16 and choice.shape == (units + 1, slots + 1)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_two_levels_of_the_programme(cell, monkeypatch):
+    """Beyond MAX_UNITS units the programme groups them (here MAX_UNITS is made 4, so 40
+    steps in units of a step or two go in groups): the step still equals the unbounded one,
+    and the plan's counts are what the step does."""
+    monkeypatch.setattr(bounded, "MAX_UNITS", 4)
+    model, X, Y = data(cell, 2, 40, False, seed=6)
+    minimum = cbptt.plan_memory(model, B, 40, "1GiB").minimum_bytes
+    for extra_slots in (0, 3, 12):
+        limit = minimum + extra_slots * (bounded._state_bytes(model, B) + 20)
+        trainer = cbptt.ManyToMany(model, memory_limit=limit)
+        got = trainer.loss_and_grad(X, Y)
+        assert_same(got, cbptt.ManyToMany(model).loss_and_grad(X, Y))
+        runner, plan = trainer._last_bounded, trainer._last_bounded.plan
+        assert plan.splits["per_group"] > 1          # two levels
+        assert runner.last_forward_steps == plan.forward_steps
+        assert runner.last_checkpoints == plan.checkpoints <= extra_slots
+        assert runner.last_bytes <= plan.peak_bytes <= limit

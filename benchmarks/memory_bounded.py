@@ -1,0 +1,199 @@
+"""Memory-bounded BPTT: time and memory of a step within ``memory_limit`` against the
+unbounded step, and against PyTorch with ``torch.utils.checkpoint`` over segments.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.memory_bounded
+    python -m benchmarks.memory_bounded --cells lstm --steps 10000,100000 --million
+
+Rows: LSTM and GRU, H=128, B=8, I=16, O=4, float32, many-to-many mse, an SGD step, one thread
+(``--threads``); T from ``--steps``; limits as fractions of the unbounded step's workspace
+(``memory.step_bytes``). Each row: the plan (leaf steps, units, checkpoints, recompute
+factor), the step's median time against the unbounded step's (same process, alternating
+blocks), and the bytes the step allocated (tracemalloc: the workspaces are made by the first
+step). Where T is too long for the unbounded step to fit, its time is left out. ``--torch``
+adds torch's LSTM/GRU with ``torch.utils.checkpoint`` over segments of the plan's leaf length
+(its memory is then about the same: one segment's activations and a state a segment).
+``--million``: one LSTM step of 1,000,000 steps within 256 MiB. ``--plot PNG`` draws the
+time-memory trade-off (needs matplotlib).
+"""
+import argparse
+import json
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+import cbptt
+
+B, I, H, O = 8, 16, 128, 4
+
+
+def problem(cell, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((B, steps, I)).astype(np.float32)
+    Y = rng.standard_normal((B, steps, O)).astype(np.float32)
+    model = cbptt.RNN(I, H, O, cell=cell, dtype=np.float32, seed=seed)
+    return model, X, Y
+
+
+def timed(trainer, X, Y, repeats):
+    """(median seconds a step, bytes the first step allocated)."""
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    trainer.step(X, Y)
+    allocated = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        trainer.step(X, Y)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), allocated
+
+
+def torch_segments(cell, model, X, Y, segment, repeats):
+    """torch's step with torch.utils.checkpoint over segments of `segment` steps."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+    rnn, head = model.to_torch()
+    params = list(rnn.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(params, lr=1e-5)
+    x, y = torch.from_numpy(X), torch.from_numpy(Y)
+
+    def run(xs, *state):
+        out, final = rnn(xs, state if cell == "lstm" else state[0])
+        final = final if cell == "lstm" else (final,)
+        return (head(out),) + tuple(final)
+
+    def step():
+        optimizer.zero_grad()
+        state = (torch.zeros(1, B, H),) * (2 if cell == "lstm" else 1)
+        outs = []
+        for a in range(0, x.shape[1], segment):
+            result = checkpoint(run, x[:, a:a + segment], *state, use_reentrant=False)
+            outs.append(result[0])
+            state = result[1:]
+        loss = torch.nn.functional.mse_loss(torch.cat(outs, 1), y)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def rows(cells, steps_list, fractions, repeats, with_torch):
+    out = []
+    for cell in cells:
+        for steps in steps_list:
+            model, X, Y = problem(cell, steps)
+            unbounded = cbptt.memory.step_bytes(model, B, steps)
+            fits = unbounded < 0.5 * (cbptt.memory.available_bytes() or 0)
+            base = None
+            if fits:
+                base, base_bytes = timed(cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5)),
+                                         X, Y, repeats)
+                print(f"{cell} T={steps}: unbounded {base * 1e3:.0f} ms, "
+                      f"{base_bytes / 2 ** 20:.1f} MiB allocated", flush=True)
+            for fraction in fractions:
+                limit = int(unbounded * fraction)
+                try:
+                    plan = cbptt.plan_memory(model, B, steps, limit)
+                except ValueError as exc:
+                    print(f"  {fraction:6.1%}: {exc}")
+                    continue
+                trainer = cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5),
+                                           memory_limit=limit)
+                seconds, allocated = timed(trainer, X, Y, repeats)
+                row = dict(cell=cell, steps=steps, fraction=fraction, limit=limit,
+                           leaf_steps=plan.leaf_steps, units=plan.units,
+                           checkpoints=plan.checkpoints,
+                           recompute_factor=plan.recompute_factor, ms=seconds * 1e3,
+                           allocated=allocated, unbounded_bytes=unbounded,
+                           time_factor=None if base is None else seconds / base)
+                if with_torch:
+                    row["torch_ms"] = torch_segments(cell, model, X, Y, plan.leaf_steps,
+                                                     repeats) * 1e3
+                out.append(row)
+                print(f"  {fraction:6.1%} of {unbounded / 2 ** 20:8.1f} MiB: leaf "
+                      f"{plan.leaf_steps:5d} x {plan.units:4d} units, {plan.checkpoints:3d} "
+                      f"checkpoints, recompute {plan.recompute_factor:.2f}; "
+                      f"{seconds * 1e3:8.0f} ms"
+                      + ("" if base is None else f" = {seconds / base:.2f}x unbounded")
+                      + f", {allocated / 2 ** 20:.1f} MiB allocated (limit "
+                      f"{limit / 2 ** 20:.1f})"
+                      + (f"; torch checkpoint {row['torch_ms']:.0f} ms "
+                         f"({row['torch_ms'] / row['ms']:.2f}x)" if with_torch else ""),
+                      flush=True)
+    return out
+
+
+def million():
+    model, X, Y = problem("lstm", 1_000_000)
+    trainer = cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5), memory_limit="256MiB")
+    plan = cbptt.plan_memory(model, B, 1_000_000, "256MiB")
+    t0 = time.perf_counter()
+    seconds, allocated = timed(trainer, X, Y, 0)
+    seconds = time.perf_counter() - t0
+    print(f"LSTM, 1,000,000 steps within 256 MiB: one step {seconds:.1f} s, "
+          f"{allocated / 2 ** 20:.1f} MiB allocated; plan: leaf {plan.leaf_steps}, "
+          f"{plan.units} units, {plan.checkpoints} checkpoints, recompute "
+          f"{plan.recompute_factor:.2f}; the unbounded step would add "
+          f"{cbptt.memory.step_bytes(model, B, 1_000_000) / 2 ** 30:.1f} GiB", flush=True)
+    return dict(steps=1_000_000, seconds=seconds, allocated=allocated)
+
+
+def plot(rows_, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in sorted({(r["cell"], r["steps"]) for r in rows_ if r["time_factor"]}):
+        points = sorted((r["allocated"] / r["unbounded_bytes"], r["time_factor"])
+                        for r in rows_ if (r["cell"], r["steps"]) == key and r["time_factor"])
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-",
+                label=f"{key[0].upper()}, T={key[1]:,}")
+    ax.set_xscale("log")
+    ax.set_xlabel("memory the step allocates / the unbounded step's")
+    ax.set_ylabel("step time / the unbounded step's")
+    ax.set_title("cbptt memory_limit: B=8, H=128, float32, 1 thread")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", default="lstm,gru")
+    parser.add_argument("--steps", default="10000,100000")
+    parser.add_argument("--fractions", default="1,0.5,0.1,0.03,0.01")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--torch", action="store_true")
+    parser.add_argument("--million", action="store_true")
+    parser.add_argument("--out", help="JSON file for the rows")
+    parser.add_argument("--plot", help="PNG of the time-memory trade-off")
+    args = parser.parse_args(argv)
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(args.threads):
+        if args.torch:
+            import torch
+            torch.set_num_threads(args.threads)
+        result = rows(args.cells.split(","), [int(s) for s in args.steps.split(",")],
+                      [float(f) for f in args.fractions.split(",")], args.repeats, args.torch)
+        extra = million() if args.million else None
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"threads": args.threads, "rows": result, "million": extra}, f, indent=1)
+    if args.plot:
+        plot(result, args.plot)
+
+
+if __name__ == "__main__":
+    main()
