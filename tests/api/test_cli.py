@@ -167,6 +167,10 @@ RESUME_SETUPS = {
                                   "--window", 12, "--mode", "many-to-one", "--bidirectional",
                                   "--layers", 2, "--dropout", 0.3, "--recurrent-dropout", 0.2,
                                   "--optimizer", "sgd", "--momentum", 0.9, "--batch", 16],
+    # exact BPTT of each window within a workspace too small for the whole window
+    "csv-memory-limit": ["series.csv", "--columns", "a,b", "--target", "a", "--window", 40,
+                         "--optimizer", "sgd", "--momentum", 0.9, "--batch", 16,
+                         "--val", 0.2, "--memory-limit", "160KiB"],
 }
 
 
@@ -329,6 +333,11 @@ BAD = {
     "bidirectional text": (["train", "{data}/text.txt", "--bidirectional"],
                            ["--bidirectional is for series with --mode many-to-one"]),
     "dropout of 1": (["train", "{data}/text.txt", "--dropout", "1"], ["--dropout", "[0, 1)"]),
+    "memory limit below the minimum": (["train", "{data}/series.csv", "--val", "0.2",
+                                        "--memory-limit", "1KiB"],
+                                       ["--memory-limit: 1.0 KiB is below the minimum"]),
+    "memory limit with k1": (["train", "{data}/text.txt", "--k1", "8", "--memory-limit",
+                              "1MiB"], ["--memory-limit bounds windows"]),
     "no such run": (["sample", "nowhere"], ["nowhere: no such run folder"]),
     "unknown command": (["frobnicate"], ["invalid choice: 'frobnicate'"]),
 }

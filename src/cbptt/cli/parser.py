@@ -15,6 +15,16 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def _memory_limit(text):
+    """--memory-limit: bytes, or a size such as 64MiB (bounded.parse_limit)."""
+    from ..bounded import parse_limit
+    try:
+        return parse_limit(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 64MiB, got {text!r}") \
+            from None
+
+
 def _int(low):
     def parse(text):
         try:
@@ -48,7 +58,7 @@ FIXED_ON_RESUME = ("cell", "hidden", "layers", "embedding", "dtype", "optimizer"
                    "momentum", "clip", "batch", "seed", "val", "window", "k1", "k2", "mode",
                    "horizon", "columns", "target", "format", "dropout", "recurrent_dropout",
                    "bidirectional", "schedule", "schedule_gamma", "step_size",
-                   "schedule_patience", "warmup", "early_stopping")
+                   "schedule_patience", "warmup", "early_stopping", "memory_limit")
 DEFAULTS = dict(cell="lstm", hidden=64, layers=1, dtype="float32", optimizer="adam",
                 momentum=0.0, clip=1.0, epochs=10, batch=32, seed=0, val=0.1, horizon=1,
                 mode="many-to-many", checkpoint_every=500, log_every=10, format="auto",
@@ -140,6 +150,10 @@ def _add_training_options(t):
     g.add_argument("--momentum", type=_float(0, 1), help="SGD momentum (default 0)")
     g.add_argument("--clip", type=_float(0), help="clip the gradient norm to this (default 1.0; "
                                                   "0: no clipping)")
+    g.add_argument("--memory-limit", type=_memory_limit, metavar="SIZE",
+                   help="exact BPTT of each window within SIZE of workspace (e.g. 64MiB): "
+                        "states kept at checkpoints, the rest recomputed (not with --k1, "
+                        "--mode seq2seq, --dropout or --embedding)")
     g.add_argument("--epochs", type=_int(1), help="total epochs (default 10)")
     g.add_argument("--batch", type=_int(1), help="windows per batch, parallel streams with "
                                                  "--k1, or pairs with --mode seq2seq "
@@ -248,6 +262,13 @@ def train_config(args):
                          "(one target read after the window): next-character models, "
                          "forecasts at every step and seq2seq decoders are causal, and a "
                          "reverse direction would read the answer")
+    if c["memory_limit"] is not None and (task == "seq2seq" or c["k1"] is not None or
+                                          c["dropout"] or c["recurrent_dropout"] or
+                                          c["embedding"] or c["bidirectional"]):
+        raise UsageError("cbptt train: --memory-limit bounds windows of text or series "
+                         "(one model, no dropout, embedding or reverse direction); not "
+                         "--k1, --mode seq2seq, --dropout, --recurrent-dropout, --embedding "
+                         "or --bidirectional")
     if task == "char":
         _text_options(c, args)
     elif task == "seq2seq":

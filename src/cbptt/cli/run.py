@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from .. import memory
+from ..bounded import plan_memory
 from ..archive import atomic_write_text
 from ..checkpoint import CONFIG, CheckpointError, make_optimizer, restore_optimizer, \
     restore_stream
@@ -17,6 +18,7 @@ from ..evaluation import Validation
 from ..seq2seq import Seq2Seq
 from ..truncated import Truncated
 from . import tasks
+from .errors import UsageError
 from .fit_options import make_early_stopping, make_schedule
 from .run_folder import RunFolder, check_progress, fresh_progress
 from .world import World
@@ -87,6 +89,16 @@ def run_memory(config, task, ranks=1):
     step = itemsize * sum(memory.step_elements(*shape, batch, steps, many_to_one=many_to_one)
                           for shape, batch, steps, many_to_one in task.step_models(config,
                                                                                    ranks))
+    if c.get("memory_limit") is not None:      # the bounded step's plan (bounded.py)
+        (_, batch, steps, many_to_one), = task.step_models(config, ranks)
+        try:
+            plan = plan_memory(task.make_model(config, np.dtype(c["dtype"])), batch, steps,
+                               c["memory_limit"], "many-to-one" if many_to_one else
+                               "many-to-many", ids=task.kind == "char")
+        except ValueError as exc:
+            raise UsageError(f"cbptt train: --memory-limit{str(exc)[len('memory_limit'):]}") \
+                from None
+        step = plan.peak_bytes
     return {"parameters": params, "training": training, "step": step}
 
 

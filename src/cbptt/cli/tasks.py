@@ -115,7 +115,7 @@ class CharTask(_Task):
             return Truncated(model, k1=c["k1"], k2=c["k2"], loss=self.loss,
                              optimizer=optimizer, clip_norm=clip, seed=c["seed"])
         return ManyToMany(model, loss=self.loss, optimizer=optimizer, clip_norm=clip,
-                          seed=c["seed"])
+                          seed=c["seed"], memory_limit=c.get("memory_limit"))
 
     def step_shape(self, ranks=1):
         """(sequences, steps) of the largest step on one of ``ranks`` processes."""
@@ -216,7 +216,7 @@ class ForecastTask(_Task):
     def make_trainer(self, model, optimizer, clip):
         cls = ManyToOne if self.many_to_one else ManyToMany
         return cls(model, loss=self.loss, optimizer=optimizer, clip_norm=clip,
-                   seed=self.config["seed"])
+                   seed=self.config["seed"], memory_limit=self.config.get("memory_limit"))
 
     def flow_trainer(self, model):
         return (ManyToOne if self.many_to_one else ManyToMany)(model, loss=self.loss)
