@@ -169,8 +169,19 @@ def walk_schedule(plan, sweep, leaf, slot, state, start_dh=None):
     forward over units; leaf(unit, state, dh_after) runs a unit's BPTT and returns the
     gradient at its start; slot(+1 / -1) takes or gives back a checkpoint and returns it;
     state(level) the walk's buffer of a level. Returns the gradient at the sequence's start."""
+    units = plan.units
+    if plan.splits.get("store_all"):    # one sweep keeps every unit's start, then the leaves
+        starts = [None]
+        for unit in range(units - 1):
+            starts.append(sweep(unit, 1, starts[-1], slot(+1)))
+        dh = start_dh
+        for unit in range(units - 1, -1, -1):
+            dh = leaf(unit, starts[unit], dh)
+            if unit > 0:
+                slot(-1)
+        return dh
     outer, inner = plan.splits["choice"]
-    per_group, units = plan.splits["per_group"], plan.units
+    per_group = plan.splits["per_group"]
 
     def run(level, first, count, k, at, dh):
         size = per_group if level == 1 else 1          # units a level's item spans
@@ -231,14 +242,21 @@ def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
         # a slot holds a state, and its columns of the choice tables (2 bytes a row)
         slots = int(min(units - 1, MAX_SLOTS, spare // (state + _table_bytes(units, 1) -
                                                         _table_bytes(units, 0))))
-        cost, per_group, tables = _levels(steps, leaf, slots)
+        if spare >= (units - 1) * state:
+            # room for every unit's start: one sweep keeps them all (no programme needed)
+            cost = (units - 1) * (leaf + CALL_COST) + units * ((1 + BACKWARD_COST) * leaf +
+                                                               CALL_COST)
+            splits = {"store_all": True, "choice": ()}
+        else:
+            cost, per_group, tables = _levels(steps, leaf, slots)
+            splits = {"choice": tables, "slots": slots, "per_group": per_group}
         if best is None or cost < best[0]:
-            best = (cost, leaf, units, slots, per_group, tables)
-    _, leaf, units, slots, per_group, tables = best
+            best = (cost, leaf, units, splits)
+    _, leaf, units, splits = best
+    tables = splits["choice"]
     plan = MemoryPlan(limit=limit, steps=steps, leaf_steps=leaf, units=units, checkpoints=0,
                       forward_steps=0, peak_bytes=0, unbounded_bytes=unbounded,
-                      minimum_bytes=minimum,
-                      splits={"choice": tables, "slots": slots, "per_group": per_group})
+                      minimum_bytes=minimum, splits=splits)
     count = _Count(plan)
     walk_schedule(plan, count.sweep, count.leaf, count.slot, lambda level: None)
     plan.forward_steps, plan.checkpoints = count.forward, count.most

@@ -206,3 +206,18 @@ def test_two_levels_of_the_programme(cell, monkeypatch):
         assert runner.last_forward_steps == plan.forward_steps
         assert runner.last_checkpoints == plan.checkpoints <= extra_slots
         assert runner.last_bytes <= plan.peak_bytes <= limit
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_room_for_every_units_start_keeps_them_all_in_one_sweep(cell):
+    model, X, Y = data(cell, 2, 300, False, seed=7)
+    plan = cbptt.plan_memory(model, B, 300, "1GiB")
+    limit = plan.unbounded_bytes - 1               # just too little for the whole step
+    trainer = cbptt.ManyToMany(model, memory_limit=limit)
+    assert_same(trainer.loss_and_grad(X, Y), cbptt.ManyToMany(model).loss_and_grad(X, Y))
+    runner, plan = trainer._last_bounded, trainer._last_bounded.plan
+    assert plan.splits.get("store_all") and plan.checkpoints == plan.units - 1
+    last = 300 - (plan.units - 1) * plan.leaf_steps
+    assert runner.last_forward_steps == plan.forward_steps == 2 * 300 - last
+    assert runner.last_checkpoints == plan.checkpoints
+    assert runner.last_bytes <= plan.peak_bytes <= limit
