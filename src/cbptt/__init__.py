@@ -37,6 +37,6 @@ __version__ = "0.1.0"
 __all__ = ["RNN", "load", "ManyToMany", "ManyToOne", "Truncated", "Seq2Seq", "gradcheck", "SGD", "Adam",
            "Optimizer", "LOSSES", "Engine", "param_layout", "param_count",
            "local_thread_control", "DataParallel", "settings", "get_settings", "set_settings",
-           "show_config", "callbacks", "schedules"]
+           "show_config", "callbacks", "schedules", "plan_memory"]
 
 _use_local_thread_control(*find_thread_control())
