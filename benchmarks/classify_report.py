@@ -3,7 +3,7 @@ vocabulary, each row names its kind and states issue 19's targets and whether th
 the step table's notes under it."""
 from .classify_grid import CLASSIFY_SHAPES, ROW_NAMES, TAGS
 from .grid import LR
-from .report import StepTable
+from .report import StepTable, targets_cell
 
 # Issue 19's targets: how many times faster than the peer cbptt should be, by row kind and cell
 # (None: any cell): the unidirectional rows' leads, and the ids ≥ 1.5× one-hot input.
@@ -21,13 +21,7 @@ def targets_of(row):
 
 def target_cell(row):
     """'≥1.2× torch: yes · ≥2× jax: no' for the peers timed in the row."""
-    res, base = row["contenders"], row["contenders"].get("cbptt")
-    parts = []
-    for peer, want in targets_of(row).items():
-        if peer in res and base:
-            ratio = res[peer]["median_ms"] / base["median_ms"]
-            parts.append(f"≥{want:g}× {peer}: {'yes' if ratio >= want else 'no'}")
-    return " · ".join(parts) or "-"
+    return targets_cell(row, targets_of(row))
 
 
 class ClassifyTable(StepTable):

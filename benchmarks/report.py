@@ -46,6 +46,18 @@ def _listing(items, limit=10):
     return "; ".join(items[:limit]) + (f"; and {more} more." if more > 0 else ".")
 
 
+def targets_cell(row, wanted):
+    """'≥1.5× torch: no · ≥2× jax: yes' for the peers timed in the row; wanted: {peer: the
+    ratio asked for}."""
+    res, base = row["contenders"], row["contenders"].get("cbptt")
+    parts = []
+    for peer, want in wanted.items():
+        if peer in res and base:
+            ratio = res[peer]["median_ms"] / base["median_ms"]
+            parts.append(f"≥{want:g}× {peer}: {'yes' if ratio >= want else 'no'}")
+    return " · ".join(parts) or "-"
+
+
 def ms(x):
     return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.1f}"
 

@@ -2,7 +2,7 @@
 sequences per second, and each row states issue 18's targets and whether they are met), with the
 step table's notes under it."""
 from .grid import LR
-from .report import StepTable
+from .report import StepTable, targets_cell
 from .seq2seq_grid import BEAM, LOSS, SEQ2SEQ_SHAPES, START
 
 # Issue 18's targets: how many times faster than the peer cbptt should be, by row kind and cell.
@@ -17,13 +17,7 @@ def targets_of(row):
 
 def target_cell(row):
     """'≥1.5× torch: no · ≥2× jax: yes' for the peers timed in the row."""
-    res, base = row["contenders"], row["contenders"].get("cbptt")
-    parts = []
-    for peer, want in targets_of(row).items():
-        if peer in res and base:
-            ratio = res[peer]["median_ms"] / base["median_ms"]
-            parts.append(f"≥{want:g}× {peer}: {'yes' if ratio >= want else 'no'}")
-    return " · ".join(parts) or "-"
+    return targets_cell(row, targets_of(row))
 
 
 class Seq2SeqTable(StepTable):

@@ -76,3 +76,18 @@ def mpi_available():
 REQUIRED = bool(os.environ.get("CBPTT_REQUIRE_MPI"))     # set by .ci/run: never skip there
 needs_mpi = pytest.mark.skipif(not (mpi_available() or REQUIRED),
                                reason='mpi4py or mpiexec not installed (pip install -e ".[mpi]")')
+
+
+def run_main(capsys, *args):
+    """(exit code, stdout, stderr) of the command (in this process) with these arguments."""
+    from cbptt import cli
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def ok(capsys, *args):
+    """The command's stdout, asserting it exited 0."""
+    code, out, err = run_main(capsys, *args)
+    assert code == 0, (args, out, err)
+    return out

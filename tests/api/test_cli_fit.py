@@ -13,6 +13,8 @@ import pytest
 import cbptt
 from cbptt import archive, checkpoint, cli, dates, schedules
 
+from helpers import ok, run_main
+
 LR = 0.05
 
 
@@ -31,18 +33,6 @@ def files(tmp_path_factory):
     (root / "dates.tsv").write_text("".join(f"{s}\t{d}\n"
                                             for s, d in dates.date_pairs(80, seed=1)))
     return root
-
-
-def run_main(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def ok(capsys, *args):
-    code, out, err = run_main(capsys, *args)
-    assert code == 0, (args, out, err)
-    return out
 
 
 def rows(run):

@@ -13,6 +13,8 @@ import pytest
 import cbptt
 from cbptt import checkpoint, cli, dates, pairs
 
+from helpers import ok, run_main
+
 TRAIN = ["--cell", "gru", "--hidden", 12, "--batch", 16, "--lr", 1e-2, "--no-progress",
          "--log-every", 2, "--checkpoint-every", 5]
 
@@ -25,19 +27,6 @@ def tsv(tmp_path_factory):
     (root / "dates.tsv").write_text("".join(lines))
     (root / "bad.tsv").write_text("".join(lines[:3]) + "3/3/98 1998-03-03\n")
     return root
-
-
-def run_main(capsys, *args):
-    """(exit code, stdout, stderr) of the command with these arguments."""
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def ok(capsys, *args):
-    code, out, err = run_main(capsys, *args)
-    assert code == 0, (args, out, err)
-    return out
 
 
 def one_error_line(capsys, args, *fragments):
