@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from .classify_grid import build_cbptt, one_hot
-from .contenders import CONTENDERS, Contender, Jax, Torch
+from .contenders import CONTENDERS, Contender, GridJaxUser, Jax, Torch
 from .grid import LR
 
 
@@ -113,28 +113,13 @@ class ClassifyTorch(Contender):
                 for name, p in m.named_parameters()}
 
 
-class ClassifyJax(Contender):
-    """XLA's thread pool is set once per process, by the step grid's Jax contender (``grid_jax``),
-    which this one asks."""
-    name = "jax"
-    persistent = ("grid_jax",)
-
-    def __init__(self, grid_jax):
-        self.grid_jax = grid_jax
-
-    def available(self):
-        return self.grid_jax.available()
-
-    def set_threads(self, n):
-        self.grid_jax.set_threads(n)
+class ClassifyJax(GridJaxUser):
+    """The bidirectional and embedding rows in JAX (GridJaxUser: XLA's pool is the grid's)."""
 
     def supports(self, case):
         if case.kind not in ("bidirectional", "embedding"):
             return False
-        if self.grid_jax.setting_threads not in (None, self.grid_jax.threads):
-            return (f"XLA's threads are fixed at import ({self.grid_jax.setting_threads}); use a "
-                    f"separate run")
-        return True
+        return self.threads_refused() or True
 
     def _loss_fn(self, cell, kind):
         g = self.grid_jax

@@ -51,6 +51,29 @@ class Contender:
                 delattr(self, attr)
 
 
+
+class GridJaxUser(Contender):
+    """A JAX contender of another table: XLA's thread pool is set once per process, by the
+    step grid's Jax contender (``grid_jax``), which it asks."""
+    name = "jax"
+    persistent = ("grid_jax",)
+
+    def __init__(self, grid_jax):
+        self.grid_jax = grid_jax
+
+    def available(self):
+        return self.grid_jax.available()
+
+    def set_threads(self, n):
+        self.grid_jax.set_threads(n)
+
+    def threads_refused(self):
+        """Why this row's thread count cannot run (XLA's pool already sized), or None."""
+        if self.grid_jax.setting_threads not in (None, self.grid_jax.threads):
+            return (f"XLA's threads are fixed at import ({self.grid_jax.setting_threads}); use a "
+                    f"separate run")
+        return None
+
 class Cbptt(Contender):
     """cbptt's own trainer: ``trainer.step(X, Y)``, input checks, gradient-norm check and SGD included."""
     name = "cbptt"

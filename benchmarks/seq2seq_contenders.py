@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .contenders import CONTENDERS, Contender, Jax, Torch
+from .contenders import CONTENDERS, Contender, GridJaxUser, Jax, Torch
 from .grid import LR
 from .seq2seq_grid import START, build_cbptt, build_halves
 
@@ -137,28 +137,13 @@ class Seq2SeqTorch(Contender):
         return history[torch.arange(batch), scores.argmax(dim=1)]
 
 
-class Seq2SeqJax(Contender):
-    """Training rows only (decoding: n/a). XLA's thread pool is set once per process, by the
-    step grid's Jax contender (``grid_jax``), which this one asks."""
-    name = "jax"
-    persistent = ("grid_jax",)
-
-    def __init__(self, grid_jax):
-        self.grid_jax = grid_jax
-
-    def available(self):
-        return self.grid_jax.available()
-
-    def set_threads(self, n):
-        self.grid_jax.set_threads(n)
+class Seq2SeqJax(GridJaxUser):
+    """Training rows only (decoding: n/a), in JAX (GridJaxUser: XLA's pool is the grid's)."""
 
     def supports(self, case):
         if case.beam:
             return False
-        if self.grid_jax.setting_threads not in (None, self.grid_jax.threads):
-            return (f"XLA's threads are fixed at import ({self.grid_jax.setting_threads}); use a "
-                    f"separate run")
-        return True
+        return self.threads_refused() or True
 
     def _loss_fn(self, cell):
         g = self.grid_jax
