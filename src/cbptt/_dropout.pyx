@@ -6,7 +6,7 @@ import numpy as np
 
 from libc.stdint cimport uint64_t
 
-from ._core.dropout cimport Drop, drop_between, drop_recurrent, mix64, threshold_of
+from ._core.dropout cimport Drop, drop_between, mix64, recurrent_mask, threshold_of
 
 
 def dropout_mask(uint64_t key, Py_ssize_t layer, double p, Py_ssize_t batch, Py_ssize_t units,
@@ -34,13 +34,13 @@ def dropout_mask(uint64_t key, Py_ssize_t layer, double p, Py_ssize_t batch, Py_
         if steps:
             drop_between(&d, layer, &i64[0], &o64[0], batch, 0, steps * batch, units)
         else:
-            drop_recurrent(&d, layer, &i64[0], &o64[0], 0, batch, units, False)
+            recurrent_mask(&d, layer, &o64[0], 0, batch, units)
     else:
         o32, i32 = out.reshape(-1), ones.reshape(-1)
         if steps:
             drop_between(&d, layer, &i32[0], &o32[0], batch, 0, steps * batch, units)
         else:
-            drop_recurrent(&d, layer, &i32[0], &o32[0], 0, batch, units, False)
+            recurrent_mask(&d, layer, &o32[0], 0, batch, units)
     return out
 
 

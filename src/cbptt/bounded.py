@@ -418,8 +418,6 @@ class BoundedBPTT:
         out = self._free[0] if dh_after is None or dh_after is not self._free[0] \
             else self._free[1]
         entering = (None, None) if dh_after is None else dh_after
-        if n < self.plan.leaf_steps and entering[0] is not None:
-            raise AssertionError("only the last unit is padded")
         self.loss_sum += self.train.loss_and_grad(
             self.x, self.y, self.model.engine_params, self.unit_grads, h0=state[0],
             dh0=out[0], c0=state[1], dc0=out[1], weight=self.w, dh_final=entering[0],

@@ -79,18 +79,6 @@ cdef inline void drop_between(const Drop* d, Py_ssize_t layer, const floating* s
                  <floating>d.scale, False)
 
 
-cdef inline void drop_recurrent(const Drop* d, Py_ssize_t layer, const floating* source,
-                                floating* target, Py_ssize_t row0, Py_ssize_t rows,
-                                Py_ssize_t n, bint add) noexcept nogil:
-    """Batch rows [row0, row0 + rows) of a (B, n) state: target (+)= source with the layer's
-    recurrent mask."""
-    cdef Py_ssize_t b
-    cdef Py_ssize_t stream = 2 * (d.stream0 + layer) + 1
-    for b in range(row0, row0 + rows):
-        drop_row(source + b * n, target + b * n, n, row_key(d.key, stream, 0, d.row0 + b),
-                 d.rec_threshold, <floating>d.rec_scale, add)
-
-
 cdef inline uint64_t threshold_of(double p) noexcept nogil:
     """p as the threshold of a 32-bit draw (0: every unit kept)."""
     return <uint64_t>(p * 4294967296.0)
@@ -100,7 +88,7 @@ cdef inline void recurrent_mask(const Drop* d, Py_ssize_t layer, floating* mask,
                                 Py_ssize_t row0, Py_ssize_t rows,
                                 Py_ssize_t n) noexcept nogil:
     """Batch rows [row0, row0 + rows) of the layer's recurrent mask (B, n), scaled: 1/(1-q)
-    where a unit is kept, else 0 (what drop_recurrent multiplies by)."""
+    where a unit is kept, else 0 (what masked_rows multiplies by)."""
     cdef Py_ssize_t b
     cdef Py_ssize_t stream = 2 * (d.stream0 + layer) + 1
     for b in range(row0, row0 + rows):
