@@ -36,7 +36,9 @@ from ._core.shape cimport (CELL_GRU, CELL_LSTM, CELL_RELU, CELL_TANH, LOSS_CROSS
 from ._core.split cimport Split, rows_of_call, run_split
 from ._core.team cimport (cbptt_blas_control, cbptt_blas_controlled, cbptt_blas_counted,
                           cbptt_blas_hold, cbptt_blas_release, cbptt_get_threads_fn,
-                          cbptt_set_threads_fn, cbptt_team_round_trip_ns, CBPTT_TEAM_MAX)
+                          cbptt_set_threads_fn, cbptt_team_round_trip_ns, cbptt_team_get_spin,
+                          cbptt_team_set_spin, cbptt_team_sleeps, cbptt_team_late_barrier,
+                          CBPTT_TEAM_MAX)
 
 from ._layout import GATES, param_count, param_layout  # noqa: F401 - re-exported
 from ._settings import _local as _settings_local
@@ -119,6 +121,39 @@ def core_round_trip_ns(long rounds=20000):
         ns = cbptt_team_round_trip_ns(rounds)
         cbptt_blas_release()
     return None if ns < 0 else ns
+
+
+def team_spin_ns(barrier=None, job=None):
+    """The team's busy waits, in ns, before a part sleeps at a barrier and before a helper
+    sleeps between jobs (_core/team.h; 0: sleep at once). Sets those given, for the whole
+    process; returns the previous (barrier, job). Timing only: results never change."""
+    cdef long old_barrier, old_job
+    for name, value in (("barrier", barrier), ("job", job)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"{name}: expected None or an integer >= 0 (ns), got {value!r}")
+    cbptt_team_get_spin(&old_barrier, &old_job)
+    cbptt_team_set_spin(-1 if barrier is None else barrier, -1 if job is None else job)
+    return old_barrier, old_job
+
+
+def team_sleeps():
+    """How many times a part of the team slept at a barrier, and a helper between jobs, since
+    the process started (or forked): (barrier, job)."""
+    cdef unsigned long long barrier, job
+    cbptt_team_sleeps(&barrier, &job)
+    return int(barrier), int(job)
+
+
+def _team_late_barrier(int parts=2, double timeout_s=1.0):
+    """For tests: one team job whose part 0 waits at a barrier until another part sleeps
+    there or timeout_s has passed (_core/team.h); returns the parts it ran on."""
+    cdef int ran
+    cdef long timeout_ns = <long>(timeout_s * 1e9)
+    with nogil:
+        cbptt_blas_hold()       # the helpers ask BLAS for one thread, as in a training call
+        ran = cbptt_team_late_barrier(parts, timeout_ns)
+        cbptt_blas_release()
+    return ran
 
 
 def panels_supported():

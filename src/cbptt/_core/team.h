@@ -8,10 +8,18 @@
  * One team serves the process: a second caller that finds it busy (another Python thread in
  * another trainer) runs its task alone, as part 0 of 1 (its results then agree with a team
  * run's to rounding: see docs/DEVELOPMENT.md, "The team of threads"). Helpers are started on
- * first use and live until the process ends. Between jobs a helper spins for
- * CBPTT_TEAM_SPIN_NS (the gap between two training steps is shorter) and then sleeps on a
- * condition variable; the sleepers counter and the job word are sequentially consistent
- * atomics, so a job posted while a helper goes to sleep is never missed. After fork() the
+ * first use and live until the process ends.
+ *
+ * Waits spin, then sleep (docs/DEVELOPMENT.md, "How the team waits"). Between jobs a helper
+ * spins for the job spin (CBPTT_TEAM_JOB_SPIN_NS: the gap between two training steps is
+ * shorter) and then sleeps on a condition variable. A part at a barrier spins for the barrier
+ * spin (CBPTT_TEAM_BARRIER_SPIN_NS: a quiet machine's barrier waits are shorter) and then sleeps
+ * on the barrier's generation word (a futex on Linux, a condition variable elsewhere), so
+ * that a part whose partner lost its core to another process gives its own core up instead
+ * of spinning through its time slice. In both, the sleepers counter and the word waited on
+ * are sequentially consistent atomics, so a wake-up is never missed. Both spins can be set
+ * (cbptt_team_set_spin; 0: sleep at once) and every sleep is counted (cbptt_team_sleeps):
+ * they change timing only, never a result. After fork() the
  * child starts a fresh team. Helpers block every signal (Python handles them in the main
  * thread) and ask for one BLAS thread at the start of each task (blas_threads.h; the caller
  * holds BLAS at one thread for the whole job). Without pthreads (Windows builds) every run is
@@ -39,6 +47,18 @@ static double cbptt_team_round_trip_ns(long rounds)
     (void)rounds;
     return -1;
 }
+static int cbptt_team_late_barrier(int parts, long timeout_ns)
+{
+    (void)parts;
+    (void)timeout_ns;
+    return 1;
+}
+static void cbptt_team_set_spin(long barrier_ns, long job_ns) { (void)barrier_ns; (void)job_ns; }
+static void cbptt_team_get_spin(long *barrier_ns, long *job_ns) { *barrier_ns = *job_ns = 0; }
+static void cbptt_team_sleeps(unsigned long long *barrier, unsigned long long *job)
+{
+    *barrier = *job = 0;
+}
 
 #else
 
@@ -48,6 +68,11 @@ static double cbptt_team_round_trip_ns(long rounds)
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 /* Linked against glibc >= 2.34, these five functions bind to versions that older glibc lacks,
  * which would make a wheel need glibc 2.34. glibc exports each of them under its original
@@ -74,7 +99,8 @@ __asm__(".symver pthread_sigmask,pthread_sigmask@" CBPTT_GLIBC_BASE);
 #define CBPTT_PAUSE() ((void)0)
 #endif
 
-#define CBPTT_TEAM_SPIN_NS 200000L  /* a helper's busy wait for the next job */
+#define CBPTT_TEAM_JOB_SPIN_NS 200000L    /* a helper's busy wait for the next job */
+#define CBPTT_TEAM_BARRIER_SPIN_NS 50000L  /* a part's busy wait at a barrier */
 
 static struct {
     pthread_mutex_t run_lock;             /* held by the caller of a running job */
@@ -83,36 +109,114 @@ static struct {
     atomic_ullong job;                    /* generation << 8 | parts of the latest job */
     atomic_int sleepers;                  /* helpers asleep or about to sleep */
     atomic_uint barrier_count;
-    atomic_uint barrier_generation;
+    atomic_uint barrier_generation;       /* the word a barrier's sleepers wait on */
+    atomic_int barrier_sleepers;          /* parts asleep at a barrier, or about to sleep */
+    atomic_long barrier_spin_ns;          /* the spins: cbptt_team_set_spin */
+    atomic_long job_spin_ns;
+    atomic_ullong barrier_sleeps;         /* sleeps since the process started (or forked) */
+    atomic_ullong job_sleeps;
     cbptt_team_task task;                 /* the job's task and context: written before */
     void *ctx;                            /* the job word, read after it */
     int helpers;                          /* helpers started in this process */
-} cbptt_team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
-
-static void cbptt_team_barrier(int parts)
-{
-    unsigned generation;
-    unsigned long spins = 0;
-    if (parts <= 1)
-        return;
-    generation = atomic_load(&cbptt_team.barrier_generation);
-    if (atomic_fetch_add(&cbptt_team.barrier_count, 1) == (unsigned)parts - 1) {
-        atomic_store(&cbptt_team.barrier_count, 0);
-        atomic_fetch_add(&cbptt_team.barrier_generation, 1);
-        return;
-    }
-    while (atomic_load(&cbptt_team.barrier_generation) == generation) {
-        CBPTT_PAUSE();
-        if ((++spins & 0xffff) == 0)
-            sched_yield();   /* the other part may have lost its core */
-    }
-}
+} cbptt_team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+               .barrier_spin_ns = CBPTT_TEAM_BARRIER_SPIN_NS, .job_spin_ns = CBPTT_TEAM_JOB_SPIN_NS};
 
 static long cbptt_team_elapsed_ns(const struct timespec *start)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (now.tv_sec - start->tv_sec) * 1000000000L + (now.tv_nsec - start->tv_nsec);
+}
+
+/* Sleep while *word == value, and wake every such sleeper: a futex on Linux (private to the
+ * process), a mutex and condition variable elsewhere. The waker changes the word before it
+ * wakes, the sleeper checks it under the futex (or the mutex), so no wake-up is lost. */
+#if defined(__linux__)
+static void cbptt_word_sleep(atomic_uint *word, unsigned value)
+{
+    while (atomic_load(word) == value)
+        syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+}
+
+static void cbptt_word_wake(atomic_uint *word)
+{
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
+}
+#else
+static pthread_mutex_t cbptt_word_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cbptt_word_changed = PTHREAD_COND_INITIALIZER;
+
+static void cbptt_word_sleep(atomic_uint *word, unsigned value)
+{
+    pthread_mutex_lock(&cbptt_word_lock);
+    while (atomic_load(word) == value)
+        pthread_cond_wait(&cbptt_word_changed, &cbptt_word_lock);
+    pthread_mutex_unlock(&cbptt_word_lock);
+}
+
+static void cbptt_word_wake(atomic_uint *word)
+{
+    (void)word;
+    pthread_mutex_lock(&cbptt_word_lock);
+    pthread_cond_broadcast(&cbptt_word_changed);
+    pthread_mutex_unlock(&cbptt_word_lock);
+}
+#endif
+
+/* All parts meet: the last to arrive opens the next generation and wakes any sleeper; the
+ * others spin up to the barrier spin (the clock read every 64 pauses), then sleep. */
+static void cbptt_team_barrier(int parts)
+{
+    unsigned generation;
+    unsigned long spins = 0;
+    long limit;
+    struct timespec began;
+    if (parts <= 1)
+        return;
+    generation = atomic_load(&cbptt_team.barrier_generation);
+    if (atomic_fetch_add(&cbptt_team.barrier_count, 1) == (unsigned)parts - 1) {
+        atomic_store(&cbptt_team.barrier_count, 0);
+        atomic_fetch_add(&cbptt_team.barrier_generation, 1);
+        if (atomic_load(&cbptt_team.barrier_sleepers) > 0)
+            cbptt_word_wake(&cbptt_team.barrier_generation);
+        return;
+    }
+    limit = atomic_load_explicit(&cbptt_team.barrier_spin_ns, memory_order_relaxed);
+    clock_gettime(CLOCK_MONOTONIC, &began);
+    for (; atomic_load(&cbptt_team.barrier_generation) == generation; spins++) {
+        if ((spins & 63) == 0 && cbptt_team_elapsed_ns(&began) >= limit) {
+            atomic_fetch_add(&cbptt_team.barrier_sleepers, 1);
+            if (atomic_load(&cbptt_team.barrier_generation) == generation) {
+                atomic_fetch_add_explicit(&cbptt_team.barrier_sleeps, 1, memory_order_relaxed);
+                cbptt_word_sleep(&cbptt_team.barrier_generation, generation);
+            }
+            atomic_fetch_sub(&cbptt_team.barrier_sleepers, 1);
+            return;
+        }
+        CBPTT_PAUSE();
+    }
+}
+
+/* Set the spins in ns (a negative value keeps one); 0 sleeps at once. */
+static void cbptt_team_set_spin(long barrier_ns, long job_ns)
+{
+    if (barrier_ns >= 0)
+        atomic_store(&cbptt_team.barrier_spin_ns, barrier_ns);
+    if (job_ns >= 0)
+        atomic_store(&cbptt_team.job_spin_ns, job_ns);
+}
+
+static void cbptt_team_get_spin(long *barrier_ns, long *job_ns)
+{
+    *barrier_ns = atomic_load(&cbptt_team.barrier_spin_ns);
+    *job_ns = atomic_load(&cbptt_team.job_spin_ns);
+}
+
+/* How many times a part slept at a barrier, and a helper between jobs. */
+static void cbptt_team_sleeps(unsigned long long *barrier, unsigned long long *job)
+{
+    *barrier = atomic_load(&cbptt_team.barrier_sleeps);
+    *job = atomic_load(&cbptt_team.job_sleeps);
 }
 
 typedef struct {
@@ -128,22 +232,26 @@ static void *cbptt_team_helper(void *arg)
     int part = start->part, parts;
     unsigned long long seen = start->seen, job;
     unsigned long spins;
+    long limit;
     struct timespec began;
 
     for (;;) {
         spins = 0;
+        limit = atomic_load_explicit(&cbptt_team.job_spin_ns, memory_order_relaxed);
         clock_gettime(CLOCK_MONOTONIC, &began);
-        while ((job = atomic_load(&cbptt_team.job)) == seen) {
-            CBPTT_PAUSE();
-            if ((++spins & 255) == 0 && cbptt_team_elapsed_ns(&began) > CBPTT_TEAM_SPIN_NS) {
+        for (; (job = atomic_load(&cbptt_team.job)) == seen; spins++) {
+            if ((spins & 63) == 0 && cbptt_team_elapsed_ns(&began) >= limit) {
                 pthread_mutex_lock(&cbptt_team.sleep_lock);
                 atomic_fetch_add(&cbptt_team.sleepers, 1);
+                if (atomic_load(&cbptt_team.job) == seen)
+                    atomic_fetch_add_explicit(&cbptt_team.job_sleeps, 1, memory_order_relaxed);
                 while ((job = atomic_load(&cbptt_team.job)) == seen)
                     pthread_cond_wait(&cbptt_team.wake, &cbptt_team.sleep_lock);
                 atomic_fetch_sub(&cbptt_team.sleepers, 1);
                 pthread_mutex_unlock(&cbptt_team.sleep_lock);
                 break;
             }
+            CBPTT_PAUSE();
         }
         seen = job;
         parts = (int)(job & 0xff);
@@ -192,6 +300,9 @@ static void cbptt_team_after_fork(void)
     pthread_cond_init(&cbptt_team.wake, NULL);
     atomic_store(&cbptt_team.sleepers, 0);
     atomic_store(&cbptt_team.barrier_count, 0);
+    atomic_store(&cbptt_team.barrier_sleepers, 0);
+    atomic_store(&cbptt_team.barrier_sleeps, 0);
+    atomic_store(&cbptt_team.job_sleeps, 0);
     cbptt_team.helpers = 0;
 }
 
@@ -231,6 +342,30 @@ static int cbptt_team_run(int parts, cbptt_team_task task, void *ctx)
     cbptt_team_barrier(parts);
     pthread_mutex_unlock(&cbptt_team.run_lock);
     return parts;
+}
+
+/* For tests: a job of `parts` parts in which part 0 arrives at a barrier at once and the
+ * others only once a part sleeps there (or after timeout_ns), so that, whatever the timing,
+ * part 0 waits past any spin shorter than timeout_ns. Returns the parts it ran on. */
+static long cbptt_late_barrier_timeout_ns;
+
+static void cbptt_late_barrier_task(void *ctx, int part, int parts)
+{
+    struct timespec began;
+    (void)ctx;
+    if (part > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &began);
+        while (atomic_load(&cbptt_team.barrier_sleepers) == 0 &&
+               cbptt_team_elapsed_ns(&began) < cbptt_late_barrier_timeout_ns)
+            CBPTT_PAUSE();
+    }
+    cbptt_team_barrier(parts);
+}
+
+static int cbptt_team_late_barrier(int parts, long timeout_ns)
+{
+    cbptt_late_barrier_timeout_ns = timeout_ns;
+    return cbptt_team_run(parts, cbptt_late_barrier_task, NULL);
 }
 
 /* How far apart the team's first two threads run: the round trip, in ns, of one cache line

@@ -26,6 +26,10 @@ cdef extern from "_core/team.h" nogil:
     int cbptt_team_run(int parts, cbptt_team_task task, void* ctx)
     void cbptt_team_barrier(int parts)
     double cbptt_team_round_trip_ns(long rounds)
+    void cbptt_team_set_spin(long barrier_ns, long job_ns)
+    void cbptt_team_get_spin(long* barrier_ns, long* job_ns)
+    void cbptt_team_sleeps(unsigned long long* barrier, unsigned long long* job)
+    int cbptt_team_late_barrier(int parts, long timeout_ns)
 
 
 cdef inline void part_range(Py_ssize_t total, int part, int parts, Py_ssize_t align,

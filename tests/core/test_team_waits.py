@@ -1,0 +1,91 @@
+"""How the team waits (_core/team.h): a part at a barrier and a helper between jobs spin for a
+set time, then sleep (a futex or a condition variable). With both spins at 0 every wait sleeps:
+the results stay bit-identical to the default spins' and the sleep counters rise; the spins
+are set and read through _engine.team_spin_ns, checked."""
+import time
+
+import numpy as np
+import pytest
+
+from cbptt import _engine
+
+from helpers import CELLS, engine_grads, set_parts
+
+pytestmark = pytest.mark.skipif(not _engine.team_available(),
+                                reason="SciPy's BLAS has no per-thread thread control")
+
+
+@pytest.fixture
+def spins():
+    """Set the team's spins for the test; the previous ones come back after it."""
+    previous = _engine.team_spin_ns()
+    yield _engine.team_spin_ns
+    _engine.team_spin_ns(*previous)
+
+
+def _call(cell, split, parts, dtype):
+    set_parts(parts, split)
+    got = engine_grads(cell, 2, 6, dtype, hidden=12)
+    assert got["parts"] == parts
+    return got
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("split", ["rows", "shared", "columns"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_sleeping_waits_give_the_spinning_waits_results_bit_for_bit(spins, cell, split, parts, dtype):
+    spinning = _call(cell, split, parts, dtype)
+    spins(0, 0)
+    sleeping = _call(cell, split, parts, dtype)
+    for key in ("grads", "dh0", "h_final"):
+        np.testing.assert_array_equal(sleeping[key], spinning[key], err_msg=key)
+    assert sleeping["loss"] == spinning["loss"]
+    assert sleeping["sq_norm"] == spinning["sq_norm"]
+    assert np.abs(sleeping["grads"]).max() > 0
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("spin", [0, 20_000])
+def test_a_part_waiting_past_its_spin_sleeps_at_the_barrier_and_is_woken(spins, spin, parts):
+    # the other parts arrive only once part 0 sleeps (1 s at most): it cannot spin them out
+    spins(barrier=spin)
+    before = _engine.team_sleeps()[0]
+    assert _engine._team_late_barrier(parts, 1.0) == parts
+    assert _engine.team_sleeps()[0] > before
+
+
+def test_a_part_whose_partner_comes_within_its_spin_does_not_sleep(spins):
+    spins(barrier=10 ** 10)                     # 10 s: the partner comes after 1 ms
+    before = _engine.team_sleeps()[0]
+    assert _engine._team_late_barrier(2, 0.001) == 2
+    assert _engine.team_sleeps()[0] == before
+
+
+def test_a_helper_without_job_spin_sleeps_between_jobs(spins):
+    spins(job=0)
+    _engine._team_late_barrier(2, 0.0)          # wakes the helper if it slept already
+    before = _engine.team_sleeps()[1]
+    _engine._team_late_barrier(2, 0.0)
+    deadline = time.monotonic() + 5.0           # the helper gets to its sleep after the job
+    while _engine.team_sleeps()[1] == before and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert _engine.team_sleeps()[1] > before
+
+
+def test_the_spins_are_set_and_returned(spins):
+    default = _engine.team_spin_ns()
+    assert all(isinstance(ns, int) and ns > 0 for ns in default)
+    assert spins(1234) == default
+    assert spins(job=5678) == (1234, default[1])
+    assert spins() == (1234, 5678)
+    assert _engine.team_spin_ns() == (1234, 5678)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "10"])
+@pytest.mark.parametrize("which", ["barrier", "job"])
+def test_a_bad_spin_is_refused_and_nothing_changes(spins, which, bad):
+    before = _engine.team_spin_ns()
+    with pytest.raises(ValueError, match=which):
+        _engine.team_spin_ns(**{which: bad})
+    assert _engine.team_spin_ns() == before
