@@ -44,9 +44,12 @@ FULL = dict(seconds=2.0, rounds=3, warmup=3)
 QUICK = dict(seconds=0.5, rounds=2, warmup=1)
 
 
-def config_env(config, pythonpath):
+def config_env(config, pythonpath, spin=None):
     """The environment of a worker of one configuration and build."""
     env = dict(os.environ, CONTENTION_CONFIG=config)
+    env.pop("CONTENTION_SPIN", None)
+    if spin:
+        env["CONTENTION_SPIN"] = spin
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(name, None)
     if config == "one":
@@ -59,10 +62,10 @@ def config_env(config, pythonpath):
 class Worker:
     """One process of benchmarks/contention_worker.py, driven over stdin/stdout."""
 
-    def __init__(self, config, pythonpath):
+    def __init__(self, config, pythonpath, spin=None):
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.contention_worker"], cwd=ROOT,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=config_env(config, pythonpath))
+                                     env=config_env(config, pythonpath, spin))
         self.where = self.read()["cbptt"]
 
     def read(self):
@@ -87,14 +90,15 @@ class Worker:
 class Pool:
     """Workers by (build, configuration, index), started on first use."""
 
-    def __init__(self, builds):
+    def __init__(self, builds, spin=None):
         self.builds = builds            # name -> PYTHONPATH to put first (None: this Python's cbptt)
+        self.spin = spin
         self.workers = {}
 
     def get(self, build, config, index):
         key = (build, config, index)
         if key not in self.workers:
-            self.workers[key] = Worker(config, self.builds[build])
+            self.workers[key] = Worker(config, self.builds[build], self.spin)
         return self.workers[key]
 
     def close(self):
@@ -213,7 +217,7 @@ def run_mpi(pool, shape, cell, opts):
         time.sleep(opts.settle)
         args = [mpiexec(), "-n", "2", sys.executable, "-m", "benchmarks.contention_worker", "--mpi",
                 shape, cell, str(opts.seconds), str(opts.warmup)]
-        done = subprocess.run(args, cwd=ROOT, env=config_env(config, pool.builds[build]),
+        done = subprocess.run(args, cwd=ROOT, env=config_env(config, pool.builds[build], pool.spin),
                               capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"mpiexec failed: {done.stderr.strip()[-500:]}")
@@ -260,6 +264,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, help=f"untimed steps per trainer (default {FULL['warmup']})")
     p.add_argument("--settle", type=float, default=0.1, help="pause before each window, s")
     p.add_argument("--other", help="src/ of a second cbptt build (B), built in place")
+    p.add_argument("--spin", help="BARRIER,JOB: the team's spins in ns in every worker "
+                   "(cbptt._engine.team_spin_ns; either may be empty), to measure the wait design")
     p.add_argument("--out", default=str(RESULTS_DIR / "contention.json"))
     p.add_argument("--no-save", action="store_true")
     opts = p.parse_args(argv)
@@ -289,7 +295,7 @@ def main(argv=None):
     skipped = {}
     if "mpi" in opts.scenarios and mpi_available():
         skipped["mpi"] = mpi_available()
-    pool = Pool(builds)
+    pool = Pool(builds, opts.spin)
     rows = []
     try:
         wheres = {b: pool.get(b, "default", 0).where for b in builds}

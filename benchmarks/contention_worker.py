@@ -104,10 +104,20 @@ def _alternate(row, seconds):
     return out
 
 
+def _set_spin():
+    """The team's spins of ``--spin`` (CONTENTION_SPIN="barrier,job" in ns), if given."""
+    spin = os.environ.get("CONTENTION_SPIN")
+    from cbptt import _engine
+    if spin and hasattr(_engine, "team_spin_ns"):          # builds before issue 22 spin only
+        barrier, job = (int(x) if x else None for x in spin.split(","))
+        _engine.team_spin_ns(barrier, job)
+
+
 def serve():
     """The stdin/stdout loop of a worker driven by the benchmark."""
     import cbptt
     _per_thread_settings()
+    _set_spin()
     print(json.dumps({"cbptt": os.path.dirname(cbptt.__file__)}), flush=True)
     row = None
     for line in sys.stdin:
@@ -135,6 +145,7 @@ def mpi_rank(shape, cell, seconds, warmup):
     from cbptt.distributed import DataParallel
     comm = MPI.COMM_WORLD
     _per_thread_settings()
+    _set_spin()
     row = Row(shape, cell, 1, False)
     parallel = DataParallel(row.trainers[0], comm=comm, check_every=0)
     for _ in range(warmup):
