@@ -11,12 +11,12 @@ Configurations: ``default`` sets no thread count (what a user gets); ``one`` set
 ``OPENBLAS_NUM_THREADS=1`` and ``cbptt.set_settings(team=1)`` (torch: ``set_num_threads(1)``).
 
 - ``procs``: two processes training at once, both in one configuration; the ratio
-  default / one of the median step (both processes' steps pooled).
+  default / one of the time per step from their throughput (``throughput_ms``).
 - ``torch``: one process at the default threads (2 on a 2-core machine), cbptt alone, torch
   alone, then torch and cbptt steps alternating; cbptt's lead over torch (torch / cbptt)
   alone and alternating.
 - ``threads``: one process, two trainers, each stepping in a Python thread of its own; the ratio
-  default / one.
+  default / one, as for ``procs``.
 - ``mpi``: ``mpiexec -n 2``, ``cbptt.distributed.DataParallel`` over the row's batch on each rank
   (needs mpi4py and mpiexec; skipped without them); the ratio default / one.
 
@@ -133,14 +133,24 @@ def windows(groups, opts):
     return out
 
 
+def throughput_ms(lists):
+    """ms per step of the trainers that ran at once, from their throughput: the harmonic mean of
+    each trainer's mean step in each window (a trainer that got the cores for itself while the
+    other waited does not make the pair look fast, as a median over the pooled steps would)."""
+    rates = [len(ms) / sum(ms) for ms in lists if ms]
+    return len(rates) / sum(rates) if rates else float("nan")
+
+
 def ratio_rows(kind, shape, cell, timed, builds):
-    """Per build: the default and one-thread medians (all processes' steps pooled), their ratio."""
+    """Per build: ms per step at the default and at one thread (throughput_ms), their ratio."""
     rows = []
     for build in builds:
+        per = {c: throughput_ms(timed[(build, c)]["ms"]) for c in CONFIGS}
         med = {c: median([x for ms in timed[(build, c)]["ms"] for x in ms]) for c in CONFIGS}
         rows.append(dict(scenario=kind, shape=shape, cell=cell, build=build,
-                         default_ms=med["default"], one_ms=med["one"],
-                         ratio=med["default"] / med["one"],
+                         default_ms=per["default"], one_ms=per["one"],
+                         ratio=per["default"] / per["one"],
+                         median_ms={c: med[c] for c in CONFIGS},
                          threads_used=max(timed[(build, "default")]["threads_used"]),
                          steps={c: [len(ms) for ms in timed[(build, c)]["ms"]] for c in CONFIGS},
                          samples_ms={c: timed[(build, c)]["ms"] for c in CONFIGS}))

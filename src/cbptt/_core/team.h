@@ -13,7 +13,8 @@
  * Waits spin, then sleep (docs/DEVELOPMENT.md, "How the team waits"). Between jobs a helper
  * spins for the job spin (CBPTT_TEAM_JOB_SPIN_NS: the gap between two training steps is
  * shorter) and then sleeps on a condition variable. A part at a barrier spins for the barrier
- * spin (CBPTT_TEAM_BARRIER_SPIN_NS: a quiet machine's barrier waits are shorter) and then sleeps
+ * spin (CBPTT_TEAM_BARRIER_SPIN_NS: a quiet machine's barrier waits are shorter; an eighth of
+ * it while its waits run out of spin) and then sleeps
  * on the barrier's generation word (a futex on Linux, a condition variable elsewhere), so
  * that a part whose partner lost its core to another process gives its own core up instead
  * of spinning through its time slice. In both, the sleepers counter and the word waited on
@@ -100,7 +101,8 @@ __asm__(".symver pthread_sigmask,pthread_sigmask@" CBPTT_GLIBC_BASE);
 #endif
 
 #define CBPTT_TEAM_JOB_SPIN_NS 200000L    /* a helper's busy wait for the next job */
-#define CBPTT_TEAM_BARRIER_SPIN_NS 50000L  /* a part's busy wait at a barrier */
+#define CBPTT_TEAM_BARRIER_SPIN_NS 200000L /* a part's busy wait at a barrier, at most */
+#define CBPTT_TEAM_SPIN_SHORTER 8           /* after a wait that slept: the spin / 8 */
 
 static struct {
     pthread_mutex_t run_lock;             /* held by the caller of a running job */
@@ -163,8 +165,15 @@ static void cbptt_word_wake(atomic_uint *word)
 }
 #endif
 
+/* Whether this thread's last wait at a barrier ran out of spin and slept. */
+static _Thread_local int cbptt_barrier_slept;
+
 /* All parts meet: the last to arrive opens the next generation and wakes any sleeper; the
- * others spin up to the barrier spin (the clock read every 64 pauses), then sleep. */
+ * others spin (the clock read every 64 pauses), then sleep. The spin is the barrier spin, or
+ * an eighth of it after a wait that slept, until a wait ends within it again: on a quiet
+ * machine the parts meet within the spin and a rare long wait costs one short spin more;
+ * where the partners lose their cores to other work, most waits are long and each costs
+ * only the short spin. */
 static void cbptt_team_barrier(int parts)
 {
     unsigned generation;
@@ -182,6 +191,8 @@ static void cbptt_team_barrier(int parts)
         return;
     }
     limit = atomic_load_explicit(&cbptt_team.barrier_spin_ns, memory_order_relaxed);
+    if (cbptt_barrier_slept)
+        limit /= CBPTT_TEAM_SPIN_SHORTER;
     clock_gettime(CLOCK_MONOTONIC, &began);
     for (; atomic_load(&cbptt_team.barrier_generation) == generation; spins++) {
         if ((spins & 63) == 0 && cbptt_team_elapsed_ns(&began) >= limit) {
@@ -191,10 +202,12 @@ static void cbptt_team_barrier(int parts)
                 cbptt_word_sleep(&cbptt_team.barrier_generation, generation);
             }
             atomic_fetch_sub(&cbptt_team.barrier_sleepers, 1);
+            cbptt_barrier_slept = 1;
             return;
         }
         CBPTT_PAUSE();
     }
+    cbptt_barrier_slept = 0;
 }
 
 /* Set the spins in ns (a negative value keeps one); 0 sleeps at once. */
