@@ -89,3 +89,19 @@ def test_a_bad_spin_is_refused_and_nothing_changes(spins, which, bad):
     with pytest.raises(ValueError, match=which):
         _engine.team_spin_ns(**{which: bad})
     assert _engine.team_spin_ns() == before
+
+
+def test_after_a_wait_that_slept_the_barrier_spins_an_eighth_until_a_wait_ends_within_it(spins):
+    # spin 800 ms, an eighth of it 100 ms; the partner comes once part 0 sleeps, or after
+    # 1 s (a), 300 ms (b, d) or 1 ms (c): margins of 200 ms or more either side
+    spins(barrier=800_000_000)
+    sleeps = _engine.team_sleeps
+    before = sleeps()[0]
+    _engine._team_late_barrier(2, 1.0)          # (a) outlasts any spin: part 0 sleeps
+    assert sleeps()[0] == before + 1
+    _engine._team_late_barrier(2, 0.3)          # (b) 300 ms: beyond the short spin, it sleeps
+    assert sleeps()[0] == before + 2
+    _engine._team_late_barrier(2, 0.001)        # (c) within the short spin: no sleep
+    assert sleeps()[0] == before + 2
+    _engine._team_late_barrier(2, 0.3)          # (d) the whole spin again: no sleep
+    assert sleeps()[0] == before + 2
