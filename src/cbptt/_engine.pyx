@@ -144,14 +144,15 @@ def team_sleeps():
     return int(barrier), int(job)
 
 
-def _team_late_barrier(int parts=2, double timeout_s=1.0):
-    """For tests: one team job whose part 0 waits at a barrier until another part sleeps
-    there or timeout_s has passed (_core/team.h); returns the parts it ran on."""
+def _team_late_barrier(int parts=2, double delay_s=1.0, bint until_sleep=True):
+    """For tests: one team job whose part 0 waits at a barrier for the other parts, which come
+    after delay_s, or, with until_sleep, as soon as a part sleeps there (delay_s at most)
+    (_core/team.h); returns the parts it ran on."""
     cdef int ran
-    cdef long timeout_ns = <long>(timeout_s * 1e9)
+    cdef long delay_ns = <long>(delay_s * 1e9)
     with nogil:
         cbptt_blas_hold()       # the helpers ask BLAS for one thread, as in a training call
-        ran = cbptt_team_late_barrier(parts, timeout_ns)
+        ran = cbptt_team_late_barrier(parts, delay_ns, until_sleep)
         cbptt_blas_release()
     return ran
 

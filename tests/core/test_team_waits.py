@@ -91,17 +91,33 @@ def test_a_bad_spin_is_refused_and_nothing_changes(spins, which, bad):
     assert _engine.team_spin_ns() == before
 
 
-def test_after_a_wait_that_slept_the_barrier_spins_an_eighth_until_a_wait_ends_within_it(spins):
-    # spin 800 ms, an eighth of it 100 ms; the partner comes once part 0 sleeps, or after
-    # 1 s (a), 300 ms (b, d) or 1 ms (c): margins of 200 ms or more either side
-    spins(barrier=800_000_000)
+def test_after_a_wait_longer_than_its_spin_a_barrier_spins_an_eighth_until_a_wait_is_shorter(spins):
+    # spin 240 ms, an eighth 30 ms; the other part comes after 600 or 120 ms: 90 ms or more
+    # from every limit
+    spins(barrier=240_000_000)
     sleeps = _engine.team_sleeps
     before = sleeps()[0]
-    _engine._team_late_barrier(2, 1.0)          # (a) outlasts any spin: part 0 sleeps
+    _engine._team_late_barrier(2, 0.6, False)   # longer than the whole spin: sleeps
     assert sleeps()[0] == before + 1
-    _engine._team_late_barrier(2, 0.3)          # (b) 300 ms: beyond the short spin, it sleeps
+    _engine._team_late_barrier(2, 0.12, False)  # the short spin: sleeps, but the wait was
+    assert sleeps()[0] == before + 2            # shorter than the whole spin
+    _engine._team_late_barrier(2, 0.12, False)  # so the whole spin again: no sleep
     assert sleeps()[0] == before + 2
-    _engine._team_late_barrier(2, 0.001)        # (c) within the short spin: no sleep
-    assert sleeps()[0] == before + 2
-    _engine._team_late_barrier(2, 0.3)          # (d) the whole spin again: no sleep
-    assert sleeps()[0] == before + 2
+
+
+def test_after_a_gap_longer_than_its_spin_a_helper_spins_an_eighth_until_a_gap_is_shorter(spins):
+    # every helper of the process waits for each job (those a job leaves out too), so each
+    # gap adds the same number of sleeps, one per helper, or none
+    spins(job=240_000_000)                      # an eighth: 30 ms
+    sleeps = _engine.team_sleeps
+    _engine._team_late_barrier(2, 0.0)
+    added = []
+    for gap in (0.6, 0.12, 0.12):
+        before = sleeps()[1]
+        time.sleep(gap)                         # the helpers wait for the next job
+        _engine._team_late_barrier(2, 0.0)      # which they take: their sleeps counted
+        added.append(sleeps()[1] - before)
+    # longer than the whole spin: they sleep; the short spin: they sleep again, but the gap
+    # was shorter than the whole spin; so the whole spin again: no sleep
+    assert added[0] >= 1
+    assert added == [added[0], added[0], 0]

@@ -12,9 +12,10 @@
  *
  * Waits spin, then sleep (docs/DEVELOPMENT.md, "How the team waits"). Between jobs a helper
  * spins for the job spin (CBPTT_TEAM_JOB_SPIN_NS: the gap between two training steps is
- * shorter) and then sleeps on a condition variable. A part at a barrier spins for the barrier
+ * shorter; an eighth of it after a wait that outlasted it) and then sleeps on a condition
+ * variable. A part at a barrier spins for the barrier
  * spin (CBPTT_TEAM_BARRIER_SPIN_NS: a quiet machine's barrier waits are shorter; an eighth of
- * it while its waits run out of spin) and then sleeps
+ * it after a wait that outlasted it) and then sleeps
  * on the barrier's generation word (a futex on Linux, a condition variable elsewhere), so
  * that a part whose partner lost its core to another process gives its own core up instead
  * of spinning through its time slice. In both, the sleepers counter and the word waited on
@@ -48,10 +49,11 @@ static double cbptt_team_round_trip_ns(long rounds)
     (void)rounds;
     return -1;
 }
-static int cbptt_team_late_barrier(int parts, long timeout_ns)
+static int cbptt_team_late_barrier(int parts, long delay_ns, int until_sleep)
 {
     (void)parts;
-    (void)timeout_ns;
+    (void)delay_ns;
+    (void)until_sleep;
     return 1;
 }
 static void cbptt_team_set_spin(long barrier_ns, long job_ns) { (void)barrier_ns; (void)job_ns; }
@@ -102,7 +104,7 @@ __asm__(".symver pthread_sigmask,pthread_sigmask@" CBPTT_GLIBC_BASE);
 
 #define CBPTT_TEAM_JOB_SPIN_NS 200000L    /* a helper's busy wait for the next job */
 #define CBPTT_TEAM_BARRIER_SPIN_NS 200000L /* a part's busy wait at a barrier, at most */
-#define CBPTT_TEAM_SPIN_SHORTER 8           /* after a wait that slept: the spin / 8 */
+#define CBPTT_TEAM_SPIN_SHORTER 8           /* after a wait longer than its spin: spin / 8 */
 
 static struct {
     pthread_mutex_t run_lock;             /* held by the caller of a running job */
@@ -165,20 +167,20 @@ static void cbptt_word_wake(atomic_uint *word)
 }
 #endif
 
-/* Whether this thread's last wait at a barrier ran out of spin and slept. */
-static _Thread_local int cbptt_barrier_slept;
+/* Whether this thread's last wait at a barrier outlasted the whole barrier spin. */
+static _Thread_local int cbptt_barrier_long;
 
 /* All parts meet: the last to arrive opens the next generation and wakes any sleeper; the
  * others spin (the clock read every 64 pauses), then sleep. The spin is the barrier spin, or
- * an eighth of it after a wait that slept, until a wait ends within it again: on a quiet
- * machine the parts meet within the spin and a rare long wait costs one short spin more;
- * where the partners lose their cores to other work, most waits are long and each costs
- * only the short spin. */
+ * an eighth of it after a wait that lasted longer than the whole spin, until a wait is shorter
+ * again: on a quiet machine the parts meet within the spin (a wait that slept but would have
+ * ended within the whole spin keeps it whole), and where the partners lose their cores to
+ * other work most waits last a time slice and each costs only the short spin. */
 static void cbptt_team_barrier(int parts)
 {
     unsigned generation;
     unsigned long spins = 0;
-    long limit;
+    long limit, whole;
     struct timespec began;
     if (parts <= 1)
         return;
@@ -191,7 +193,8 @@ static void cbptt_team_barrier(int parts)
         return;
     }
     limit = atomic_load_explicit(&cbptt_team.barrier_spin_ns, memory_order_relaxed);
-    if (cbptt_barrier_slept)
+    whole = limit;
+    if (cbptt_barrier_long)
         limit /= CBPTT_TEAM_SPIN_SHORTER;
     clock_gettime(CLOCK_MONOTONIC, &began);
     for (; atomic_load(&cbptt_team.barrier_generation) == generation; spins++) {
@@ -202,12 +205,12 @@ static void cbptt_team_barrier(int parts)
                 cbptt_word_sleep(&cbptt_team.barrier_generation, generation);
             }
             atomic_fetch_sub(&cbptt_team.barrier_sleepers, 1);
-            cbptt_barrier_slept = 1;
+            cbptt_barrier_long = cbptt_team_elapsed_ns(&began) >= whole;
             return;
         }
         CBPTT_PAUSE();
     }
-    cbptt_barrier_slept = 0;
+    cbptt_barrier_long = 0;
 }
 
 /* Set the spins in ns (a negative value keeps one); 0 sleeps at once. */
@@ -245,12 +248,16 @@ static void *cbptt_team_helper(void *arg)
     int part = start->part, parts;
     unsigned long long seen = start->seen, job;
     unsigned long spins;
-    long limit;
+    long limit, whole;
+    int long_wait = 0;         /* the last wait outlasted the whole job spin: spin an eighth */
     struct timespec began;
 
     for (;;) {
         spins = 0;
-        limit = atomic_load_explicit(&cbptt_team.job_spin_ns, memory_order_relaxed);
+        whole = limit = atomic_load_explicit(&cbptt_team.job_spin_ns, memory_order_relaxed);
+        if (long_wait)
+            limit /= CBPTT_TEAM_SPIN_SHORTER;
+        long_wait = 0;
         clock_gettime(CLOCK_MONOTONIC, &began);
         for (; (job = atomic_load(&cbptt_team.job)) == seen; spins++) {
             if ((spins & 63) == 0 && cbptt_team_elapsed_ns(&began) >= limit) {
@@ -262,6 +269,7 @@ static void *cbptt_team_helper(void *arg)
                     pthread_cond_wait(&cbptt_team.wake, &cbptt_team.sleep_lock);
                 atomic_fetch_sub(&cbptt_team.sleepers, 1);
                 pthread_mutex_unlock(&cbptt_team.sleep_lock);
+                long_wait = cbptt_team_elapsed_ns(&began) >= whole;
                 break;
             }
             CBPTT_PAUSE();
@@ -358,9 +366,11 @@ static int cbptt_team_run(int parts, cbptt_team_task task, void *ctx)
 }
 
 /* For tests: a job of `parts` parts in which part 0 arrives at a barrier at once and the
- * others only once a part sleeps there (or after timeout_ns), so that, whatever the timing,
- * part 0 waits past any spin shorter than timeout_ns. Returns the parts it ran on. */
-static long cbptt_late_barrier_timeout_ns;
+ * others after delay_ns, or, if until_sleep, as soon as a part sleeps there (delay_ns then
+ * bounds the wait): part 0 waits delay_ns whatever its spin, or past any spin shorter than
+ * delay_ns. Returns the parts it ran on. */
+static long cbptt_late_barrier_delay_ns;
+static int cbptt_late_barrier_until_sleep;
 
 static void cbptt_late_barrier_task(void *ctx, int part, int parts)
 {
@@ -368,16 +378,17 @@ static void cbptt_late_barrier_task(void *ctx, int part, int parts)
     (void)ctx;
     if (part > 0) {
         clock_gettime(CLOCK_MONOTONIC, &began);
-        while (atomic_load(&cbptt_team.barrier_sleepers) == 0 &&
-               cbptt_team_elapsed_ns(&began) < cbptt_late_barrier_timeout_ns)
+        while (!(cbptt_late_barrier_until_sleep && atomic_load(&cbptt_team.barrier_sleepers) > 0)
+               && cbptt_team_elapsed_ns(&began) < cbptt_late_barrier_delay_ns)
             CBPTT_PAUSE();
     }
     cbptt_team_barrier(parts);
 }
 
-static int cbptt_team_late_barrier(int parts, long timeout_ns)
+static int cbptt_team_late_barrier(int parts, long delay_ns, int until_sleep)
 {
-    cbptt_late_barrier_timeout_ns = timeout_ns;
+    cbptt_late_barrier_delay_ns = delay_ns;
+    cbptt_late_barrier_until_sleep = until_sleep;
     return cbptt_team_run(parts, cbptt_late_barrier_task, NULL);
 }
 

@@ -29,7 +29,7 @@ cdef extern from "_core/team.h" nogil:
     void cbptt_team_set_spin(long barrier_ns, long job_ns)
     void cbptt_team_get_spin(long* barrier_ns, long* job_ns)
     void cbptt_team_sleeps(unsigned long long* barrier, unsigned long long* job)
-    int cbptt_team_late_barrier(int parts, long timeout_ns)
+    int cbptt_team_late_barrier(int parts, long delay_ns, int until_sleep)
 
 
 cdef inline void part_range(Py_ssize_t total, int part, int parts, Py_ssize_t align,
