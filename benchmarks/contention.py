@@ -337,6 +337,9 @@ def main(argv=None):
     text = "\n".join(table(k, [r for r in rows if r["scenario"] == k]) for k in opts.scenarios
                      if any(r["scenario"] == k for r in rows))
     notes = [f"{k}: skipped ({why})" for k, why in skipped.items()]
+    if opts.other:
+        notes.insert(0, "Builds: A is the cbptt this Python imports, B the one in --other ("
+                     + os.path.relpath(builds["B"], ROOT) + ").")
     text = machine_line(facts) + "\n\n" + text + ("\n" + "\n".join(notes) + "\n" if notes else "")
     print(text)
     if not opts.no_save:
