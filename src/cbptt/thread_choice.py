@@ -17,22 +17,23 @@ beside another busy process its parts wait for a core the other holds, and one t
   (the other process may be gone: a probe costs two calls on the team).
 - start=ONE (an oversubscribed process, thread_policy.py): settled on one thread from the
   first call, until the first recheck.
-Step times come from ``clock`` (time.perf_counter), or are given to ``record`` directly: the
-choice is deterministic for given times (tests use a fake clock).
+Step times come from ``clock`` (``CLOCK``, time.perf_counter, when not given), or are given to
+``record`` directly: the choice is deterministic for given times (tests use a fake clock).
 """
 import statistics
 import time
 from collections import deque
 
 TEAM, ONE = "team", "one thread"
+CLOCK = time.perf_counter          # the clock of the choices engines make (tests: a fake)
 
 
 class ThreadChoice:
     """The choice of one engine for one kind of call; ``summary()`` says what and why."""
 
-    def __init__(self, clock=time.perf_counter, start=None, probes=2, jump=1.5, window=9,
+    def __init__(self, clock=None, start=None, probes=2, jump=1.5, window=9,
                  recheck_first=32, recheck=1024):
-        self.clock = clock
+        self.clock = CLOCK if clock is None else clock
         self.probes, self.jump, self.window = probes, jump, window
         self.recheck_first, self.recheck = recheck_first, recheck
         self.started = start is not None    # began on `start` without probing

@@ -140,13 +140,15 @@ def decide(facts: Facts) -> Policy:
 
 
 _decided: Optional[Policy] = None
+_facts: Optional[Facts] = None       # what it was decided from
 
 
 def policy() -> Policy:
-    """The process's policy, decided at the first call (the first engine's plan) and kept."""
-    global _decided
+    """The process's policy, decided at the first call (the first engine's call) and kept."""
+    global _decided, _facts
     if _decided is None:
-        _decided = decide(read_facts())
+        _facts = read_facts()
+        _decided = decide(_facts)
     return _decided
 
 
@@ -160,8 +162,8 @@ def starting_choice() -> Optional[str]:
 
 def reset(decided: Optional[Policy] = None) -> None:
     """Forget the decision (tests), or impose one."""
-    global _decided
-    _decided = decided
+    global _decided, _facts
+    _decided, _facts = decided, None
 
 
 def describe(settings=None) -> dict:
@@ -170,13 +172,13 @@ def describe(settings=None) -> dict:
     from ._settings import current
 
     settings = current() if settings is None else settings
-    facts = read_facts()
     decided = policy()
+    facts = _facts or read_facts()
     if settings.threads is not None:
         decided = Policy(settings.threads, USER, f"cbptt.settings(threads={settings.threads})")
-    elif decided.policy in (ADAPTIVE, ENVIRONMENT) and not settings.adaptive:
+    elif decided.threads is None and not settings.adaptive:
         decided = Policy(None, DEFAULT, "cbptt.settings(adaptive=False): calls on the team")
-    return {"threads": "BLAS's" if decided.threads is None else decided.threads,
+    return {"threads": facts.blas_threads if decided.threads is None else decided.threads,
             "policy": decided.policy, "reason": decided.reason,
             "blas_threads": facts.blas_threads, "cores": facts.cores,
             "runnable": facts.runnable, "mpi_local_ranks": facts.local_ranks}
