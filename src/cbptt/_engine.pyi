@@ -34,6 +34,7 @@ class Engine:
     chunk_steps: int
     panels: bool
     plan: dict[str, object]
+    thread_choice: dict[str, object]
     def __init__(self, cell: str, num_layers: int, input_size: int, hidden_size: int,
                  output_size: int, batch: int, steps: int, dtype: object,
                  many_to_one: bool = ..., loss: str = ..., loss_start: int = ...,
