@@ -2,6 +2,11 @@
 threads (cbptt/thread_choice.py) and cbptt.settings(threads=N): decided from fake /proc files,
 fake environments and injected call times, never from the clock; results bit-identical
 whichever threads run a call."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -10,7 +15,7 @@ from cbptt import _engine, _threads, thread_choice, thread_policy
 from cbptt.thread_choice import ONE, TEAM, ThreadChoice
 from cbptt.thread_policy import Facts
 
-from helpers import run_main
+from helpers import find_mpiexec, needs_mpi, run_main
 
 
 def facts(**changes):
@@ -303,3 +308,56 @@ def test_mpi_ranks_get_one_blas_thread_unless_told(blas_setter, environ, threads
         assert thread_policy.one_thread_per_rank(ranks, say=lines.append,
                                                  environ=environ) is None
         assert len(lines) == 1                          # said once
+
+
+RANK_SCRIPT = """
+import json, os, warnings
+warnings.simplefilter("always")
+import cbptt
+from cbptt import _threads, thread_policy
+before = _threads.blas_threads()
+with warnings.catch_warnings(record=True) as caught:
+    parallel = cbptt.DataParallel(cbptt.ManyToMany(cbptt.RNN(2, 4, 1, seed=0)))
+with open(f"rank{parallel.rank}.json", "w") as out:
+    json.dump({"before": before, "after": _threads.blas_threads(),
+               "cores": thread_policy.affinity_cores(),
+               "on_node": thread_policy.local_ranks(os.environ),
+               "said": [str(w.message) for w in caught]}, out)
+"""
+
+
+@needs_mpi
+def test_data_parallel_under_mpiexec_runs_one_blas_thread_per_rank(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in thread_policy.USER_THREAD_VARIABLES}
+    proc = subprocess.run([find_mpiexec(), "-n", "2", sys.executable, "-c", RANK_SCRIPT],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    for rank in ranks:
+        crowded = rank["before"] > 1 and (rank["on_node"] or 2) * rank["before"] > rank["cores"]
+        assert rank["after"] == (1 if crowded else rank["before"])
+    said = [line for rank in ranks for line in rank["said"]]
+    assert said == ([f"cbptt: 2 MPI ranks: BLAS and cbptt's calls at one thread per rank (was "
+                     f"{ranks[0]['before']}); set OPENBLAS_NUM_THREADS or "
+                     "cbptt.settings(threads=N) to choose"] if crowded else [])
+
+
+@needs_mpi
+def test_cbptt_train_under_mpiexec_says_it_once_on_stderr(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in thread_policy.USER_THREAD_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    (tmp_path / "wave.csv").write_text("a\n" + "".join(f"{np.sin(i / 5):.4f}\n"
+                                                       for i in range(80)))
+    command = [find_mpiexec(), "-n", "2", sys.executable, "-m", "cbptt", "train", "wave.csv",
+               "--hidden", "4", "--epochs", "1", "--batch", "4", "--window", "6",
+               "--no-progress", "--out", "run"]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    # OpenBLAS's own count is every core: two ranks of it crowd any machine of two or more
+    crowded = (os.cpu_count() or 1) > 1
+    assert len(lines) == (1 if crowded else 0), lines
+    assert all(line.startswith("cbptt: 2 MPI ranks: BLAS and cbptt's calls at one thread")
+               for line in lines)
