@@ -643,7 +643,10 @@ cdef class Engine:
         elif parts < 2:
             summary.update(policy=thread_policy.DEFAULT, reason=(
                 "one thread: no BLAS thread control" if not cbptt_blas_counted() else
-                "one thread: the call does not qualify for the team (batch, size, settings)"))
+                "one thread: the call does not qualify for the team (batch, size, settings)"
+                if not self.plan.team else "one thread: BLAS's thread count is 1"))
+            if self.plan.team and decided.policy == thread_policy.ENVIRONMENT:
+                summary.update(policy=decided.policy, reason=decided.reason)
         elif not runs_as_split(&self.plan, parts) or not self.plan.adaptive:
             summary.update(policy=thread_policy.DEFAULT, reason=(
                 "the team: its parts split each step's products (the result is theirs)"

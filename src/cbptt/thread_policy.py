@@ -121,8 +121,9 @@ def decide(facts: Facts) -> Policy:
     """The policy of a process with these facts (see the module's docstring)."""
     wanted, cores = facts.blas_threads, facts.cores
     if facts.user_variable is not None:
-        return Policy(None, ENVIRONMENT, f"{facts.user_variable}: the user's, "
-                      f"{wanted} thread(s); each engine keeps the faster of its team and one")
+        return Policy(None, ENVIRONMENT, f"{facts.user_variable}, the user's: " + (
+            "calls run on one thread" if wanted <= 1 else
+            f"{wanted} threads; each engine keeps the faster of its team and one thread"))
     if wanted <= 1:
         return Policy(None, DEFAULT, "BLAS runs one thread: calls run on one")
     if facts.local_ranks is not None and facts.local_ranks * wanted > cores:
