@@ -220,9 +220,7 @@ cdef class Engine:
         fill_plan(&self.plan, &self.shape, settings, self.dtype.itemsize, self.training,
                   self.fixed_chunk_steps)
         self.planned_with = settings
-        self.splits = {}
-        self.choices = {}
-        self.last_choice = None
+        self.splits = {}      # (the thread choices stay: a with-block a call must not reset them)
         layout = self._layout()
         if layout != self.layout:
             self.layout = layout
