@@ -107,18 +107,24 @@ def check_limit(model, limit, trainer):
     return limit
 
 
-def fixed_bytes(model, batch, leaf, ids=False):
+def fixed_bytes(model, batch, leaf, ids=False, kind="many-to-many"):
     """Bytes of a plan with leaves of `leaf` steps, besides its checkpoints: the two engines,
     a leaf's inputs, targets, weights and gradients, and seven states (two for a forward
-    sweep, each level's walk, the carried gradient and its next value, the initial one)."""
+    sweep, each level's walk, the carried gradient and its next value, the initial one).
+    An encoder's (kind "encoder", bounded_seq2seq.py) has no targets but each row's step in
+    the unit and two more states (the gradient entering the unit, the states it hands off)."""
     itemsize = model.dtype.itemsize
-    train = memory.step_bytes(model, batch, leaf, training=True)
+    encoder = kind == "encoder"
+    train = memory.step_bytes(model, batch, leaf, training=True, many_to_one=encoder)
     sweep = itemsize * memory.step_elements(model.cell, model.num_layers, model.input_size,
                                             model.hidden_size, 0, batch, leaf, False, True)
     inputs = batch * leaf * (8 if ids else model.input_size * itemsize)
-    targets = batch * leaf * max(8, model.output_size * itemsize) + batch * leaf * itemsize
+    if encoder:
+        targets = 8 * batch + batch            # the rows' lengths in the unit, where they end
+    else:
+        targets = batch * leaf * max(8, model.output_size * itemsize) + batch * leaf * itemsize
     return (train + sweep + inputs + targets + model.params.nbytes +
-            7 * _state_bytes(model, batch))
+            (9 if encoder else 7) * _state_bytes(model, batch))
 
 
 def _costs(units, slots, unit_forward, leaf_cost, choices=False):
@@ -208,15 +214,26 @@ def walk_schedule(plan, sweep, leaf, slot, state, start_dh=None):
 def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
     """The plan of a memory-bounded step of ``model`` on ``batch`` sequences of ``steps``
     steps within ``limit`` (bytes, or "64MiB"), without running it: a MemoryPlan. trainer:
-    "many-to-many" or "many-to-one" (the same plan). ValueError naming the minimum when
-    limit is below it."""
+    "many-to-many" or "many-to-one" (the same plan), or "seq2seq" with model the pair
+    (encoder, decoder) and steps the pair (source steps, target steps): a Seq2SeqMemoryPlan
+    (bounded_seq2seq.py). ValueError naming the minimum when limit is below it."""
+    if trainer == "seq2seq":
+        from .bounded_seq2seq import plan_seq2seq
+        return plan_seq2seq(model, batch, steps, limit, ids)
     if trainer not in ("many-to-many", "many-to-one"):
-        raise ValueError(f"trainer must be 'many-to-many' or 'many-to-one', got {trainer!r}")
-    limit = parse_limit(limit)
+        raise ValueError(f"trainer must be 'many-to-many', 'many-to-one' or 'seq2seq', got "
+                         f"{trainer!r}")
+    return plan_half(model, batch, steps, parse_limit(limit), trainer, ids)
+
+
+def plan_half(model, batch, steps, limit, kind, ids=False):
+    """plan_memory of one model: kind "many-to-many", "many-to-one" or "encoder" (a model
+    without a head whose gradient enters at each row's last step); limit in bytes."""
     state = _state_bytes(model, batch)
-    minimum = fixed_bytes(model, batch, 1, ids) + _table_bytes(steps, 0)
+    minimum = fixed_bytes(model, batch, 1, ids, kind) + _table_bytes(steps, 0)
     unbounded = memory.step_bytes(model, batch, steps, training=True,
-                                  many_to_one=trainer == "many-to-one")
+                                  many_to_one=kind != "many-to-many")
+    minimum = min(minimum, unbounded)       # a short sequence: less than the bounded least
     if limit < minimum:
         raise ValueError(
             f"memory_limit: {memory.describe_bytes(limit)} is below the minimum of "
@@ -229,7 +246,7 @@ def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
     best = None
     fitting = [leaf for leaf in sorted({min(steps, 2 ** i) for i in range(64)
                                         if 2 ** (i - 1) < steps}, reverse=True)
-               if fixed_bytes(model, batch, leaf, ids) + _table_bytes(-(-steps // leaf), 0)
+               if fixed_bytes(model, batch, leaf, ids, kind) + _table_bytes(-(-steps // leaf), 0)
                <= limit]
     # two levels of the programme cover MAX_UNITS^2 units; a shorter leaf than that needs
     # is taken only when nothing longer fits (its groups are then long)
@@ -238,7 +255,7 @@ def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
                PREFERRED_LEAF_BYTES] or fitting[-1:]
     for leaf in fitting[:CANDIDATES]:           # the longest leaves that fit (fewest calls)
         units = -(-steps // leaf)
-        spare = limit - fixed_bytes(model, batch, leaf, ids) - _table_bytes(units, 0)
+        spare = limit - fixed_bytes(model, batch, leaf, ids, kind) - _table_bytes(units, 0)
         # a slot holds a state, and its columns of the choice tables (2 bytes a row)
         slots = int(min(units - 1, MAX_SLOTS, spare // (state + _table_bytes(units, 1) -
                                                         _table_bytes(units, 0))))
@@ -260,7 +277,7 @@ def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
     count = _Count(plan)
     walk_schedule(plan, count.sweep, count.leaf, count.slot, lambda level: None)
     plan.forward_steps, plan.checkpoints = count.forward, count.most
-    plan.peak_bytes = (fixed_bytes(model, batch, leaf, ids) + count.most * state +
+    plan.peak_bytes = (fixed_bytes(model, batch, leaf, ids, kind) + count.most * state +
                        sum(table.nbytes for table in tables))
     return plan
 
@@ -309,22 +326,24 @@ class BoundedBPTT:
     ``last_forward_steps``, ``last_checkpoints`` and ``last_bytes`` (the engines' workspaces,
     the buffers and the most checkpoints held at once) say what it did."""
 
-    def __init__(self, model, batch, steps, limit, loss, many_to_one, ids):
+    def __init__(self, model, batch, steps, limit, loss, many_to_one, ids, plan=None):
         self.model, self.batch, self.steps = model, batch, steps
         self.loss, self.many_to_one, self.ids = loss, many_to_one, ids
-        self.plan = plan_memory(model, batch, steps, limit,
-                                "many-to-one" if many_to_one else "many-to-many", ids)
+        self.plan = plan or plan_memory(model, batch, steps, limit,
+                                        "many-to-one" if many_to_one else "many-to-many", ids)
         if self.plan.units == 1:
             return              # the trainer runs the unbounded step
         leaf, dtype = self.plan.leaf_steps, model.dtype
-        self.train = model.make_engine(batch, leaf, loss=loss, ids=ids)
+        self.train = (model.make_engine(batch, leaf, many_to_one=True, ids=ids) if loss is None
+                      else model.make_engine(batch, leaf, loss=loss, ids=ids))
         self.sweep = Engine(model.cell, model.num_layers, model.input_size, model.hidden_size,
                             0, batch, leaf, dtype, many_to_one=True, training=False, ids=ids)
         self.x = (np.zeros((batch, leaf), np.int64) if ids else
                   np.zeros((batch, leaf, model.input_size), dtype))
-        self.y = (np.zeros((batch, leaf), np.int64) if loss == "cross_entropy" else
-                  np.zeros((batch, leaf, model.output_size), dtype))
-        self.w = np.zeros((batch, leaf), dtype)
+        if loss is not None:    # an encoder's (bounded_seq2seq.py) has no targets
+            self.y = (np.zeros((batch, leaf), np.int64) if loss == "cross_entropy" else
+                      np.zeros((batch, leaf, model.output_size), dtype))
+            self.w = np.zeros((batch, leaf), dtype)
         self.unit_grads = np.zeros(model.engine_size, dtype)
         self.sweep_size = param_count(model.cell, model.num_layers, model.input_size,
                                       model.hidden_size, 0)
@@ -358,11 +377,17 @@ class BoundedBPTT:
         self.start = start
         dh = walk_schedule(self.plan, self._sweep, self._leaf, self._slot,
                            lambda level: self.states[2] if level == 0 else self.states[6])
-        self.last_bytes = (self.train.workspace_bytes + self.sweep.workspace_bytes +
-                           sum(a.nbytes for a in (self.x, self.y, self.w, self.unit_grads)) +
-                           (7 + self.last_checkpoints) * _state_bytes(self.model, self.batch) +
-                           sum(table.nbytes for table in self.plan.splits["choice"]))
+        self._count_bytes((self.x, self.y, self.w, self.unit_grads), 7)
         return self.loss_sum, dh, self.final
+
+    def _count_bytes(self, buffers, states):
+        """last_bytes: the engines' workspaces, the buffers, `states` states, the most
+        checkpoints held at once and the plan's tables."""
+        self.last_bytes = (self.train.workspace_bytes + self.sweep.workspace_bytes +
+                           sum(a.nbytes for a in buffers) +
+                           (states + self.last_checkpoints) * _state_bytes(self.model,
+                                                                           self.batch) +
+                           sum(table.nbytes for table in self.plan.splits["choice"]))
 
     def _slot(self, change):
         """Take (+1) or give back (-1) a checkpoint; returns the one taken."""
