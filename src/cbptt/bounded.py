@@ -24,12 +24,14 @@ unbounded step's to rounding (the weight gradients are summed unit by unit rathe
 product over all steps), and are the same for any limit that gives the same plan.
 """
 import dataclasses
+import functools
 import re
 
 import numpy as np
 
-from . import memory
+from . import _settings, memory
 from ._engine import Engine, param_count
+from ._threads import blas_threads
 
 BACKWARD_COST = 2.0        # a backward step costs about two forward steps (its products)
 CALL_COST = 4.0            # an engine call's fixed cost, in forward steps (favours long leaves)
@@ -65,7 +67,8 @@ class MemoryPlan:
     forward steps computed in all (the leaves' own included) against the sequence's
     ``steps``: ``recompute_factor`` = forward_steps / steps (1: no recomputation).
     ``peak_bytes`` bounds what the step adds; ``unbounded_bytes`` is what the store-everything
-    step would add; ``minimum_bytes`` the least limit any plan fits in."""
+    step would add; ``minimum_bytes`` the least limit any plan fits in; ``parts`` the most
+    threads its engine calls run on (the workspaces are counted for that many)."""
     limit: int
     steps: int
     leaf_steps: int
@@ -75,6 +78,7 @@ class MemoryPlan:
     peak_bytes: int
     unbounded_bytes: int
     minimum_bytes: int
+    parts: int = 1
     splits: dict = dataclasses.field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -107,7 +111,36 @@ def check_limit(model, limit, trainer):
     return limit
 
 
-def fixed_bytes(model, batch, leaf, ids=False, kind="many-to-many"):
+def team_parts(batch):
+    """The most parts an engine call on `batch` rows would run on in this thread now: the
+    team's cap in force (exact for the tests' forced parts), BLAS's threads, the rows."""
+    snapshot = _settings.current()
+    if snapshot.team_exact and snapshot.team is not None:
+        return max(1, min(batch, snapshot.team))
+    team = 16 if snapshot.team is None else snapshot.team
+    return max(1, min(batch, team, blas_threads()))
+
+
+class capped_team:
+    """Run a plan's engine calls with the team capped at the parts it counted: a context
+    manager over the settings in force, keeping one capped snapshot per snapshot it finds
+    (the engines compare snapshots by identity and keep their plans while it is the same)."""
+
+    def __init__(self, parts):
+        self.parts, self.found, self.capped, self.previous = parts, None, None, None
+
+    def __enter__(self):
+        found = self.previous = _settings.current()
+        if found is not self.found:
+            team = self.parts if found.team is None else min(found.team, self.parts)
+            self.found, self.capped = found, found._replace(team=team)
+        _settings._local.snapshot = self.capped
+
+    def __exit__(self, *exc):
+        _settings._local.snapshot = self.previous
+
+
+def fixed_bytes(model, batch, leaf, ids=False, kind="many-to-many", parts=None):
     """Bytes of a plan with leaves of `leaf` steps, besides its checkpoints: the two engines,
     a leaf's inputs, targets, weights and gradients, and seven states (two for a forward
     sweep, each level's walk, the carried gradient and its next value, the initial one).
@@ -115,9 +148,11 @@ def fixed_bytes(model, batch, leaf, ids=False, kind="many-to-many"):
     the unit and two more states (the gradient entering the unit, the states it hands off)."""
     itemsize = model.dtype.itemsize
     encoder = kind == "encoder"
-    train = memory.step_bytes(model, batch, leaf, training=True, many_to_one=encoder)
+    train = memory.step_bytes(model, batch, leaf, training=True, many_to_one=encoder,
+                              threads=parts)
     sweep = itemsize * memory.step_elements(model.cell, model.num_layers, model.input_size,
-                                            model.hidden_size, 0, batch, leaf, False, True)
+                                            model.hidden_size, 0, batch, leaf, False, True,
+                                            threads=parts)
     inputs = batch * leaf * (8 if ids else model.input_size * itemsize)
     if encoder:
         targets = 8 * batch + batch            # the rows' lengths in the unit, where they end
@@ -211,26 +246,31 @@ def walk_schedule(plan, sweep, leaf, slot, state, start_dh=None):
     return run(1, 0, -(-units // per_group), plan.splits["slots"], None, start_dh)
 
 
-def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
+def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False, threads=None):
     """The plan of a memory-bounded step of ``model`` on ``batch`` sequences of ``steps``
     steps within ``limit`` (bytes, or "64MiB"), without running it: a MemoryPlan. trainer:
     "many-to-many" or "many-to-one" (the same plan), or "seq2seq" with model the pair
     (encoder, decoder) and steps the pair (source steps, target steps): a Seq2SeqMemoryPlan
-    (bounded_seq2seq.py). ValueError naming the minimum when limit is below it."""
+    (bounded_seq2seq.py). threads: the most threads the step's engine calls may run on
+    (None: as a call in this thread would now; the step then holds them to it).
+    ValueError naming the minimum when limit is below it."""
+    parts = team_parts(batch) if threads is None else max(1, min(batch, int(threads)))
     if trainer == "seq2seq":
         from .bounded_seq2seq import plan_seq2seq
-        return plan_seq2seq(model, batch, steps, limit, ids)
+        return plan_seq2seq(model, batch, steps, limit, ids, parts)
     if trainer not in ("many-to-many", "many-to-one"):
         raise ValueError(f"trainer must be 'many-to-many', 'many-to-one' or 'seq2seq', got "
                          f"{trainer!r}")
-    return plan_half(model, batch, steps, parse_limit(limit), trainer, ids)
+    return plan_half(model, batch, steps, parse_limit(limit), trainer, ids, parts)
 
 
-def plan_half(model, batch, steps, limit, kind, ids=False):
+def plan_half(model, batch, steps, limit, kind, ids=False, parts=1):
     """plan_memory of one model: kind "many-to-many", "many-to-one" or "encoder" (a model
-    without a head whose gradient enters at each row's last step); limit in bytes."""
+    without a head whose gradient enters at each row's last step); limit in bytes; parts the
+    most threads its calls run on."""
     state = _state_bytes(model, batch)
-    minimum = fixed_bytes(model, batch, 1, ids, kind) + _table_bytes(steps, 0)
+    fixed = functools.partial(fixed_bytes, ids=ids, kind=kind, parts=parts)
+    minimum = fixed(model, batch, 1) + _table_bytes(steps, 0)
     unbounded = memory.step_bytes(model, batch, steps, training=True,
                                   many_to_one=kind != "many-to-many")
     minimum = min(minimum, unbounded)       # a short sequence: less than the bounded least
@@ -242,12 +282,11 @@ def plan_half(model, batch, steps, limit, kind, ids=False):
     if unbounded <= limit:       # the whole step fits: it runs unbounded, as one leaf
         return MemoryPlan(limit=limit, steps=steps, leaf_steps=steps, units=1, checkpoints=0,
                           forward_steps=steps, peak_bytes=unbounded, unbounded_bytes=unbounded,
-                          minimum_bytes=minimum, splits={})
+                          minimum_bytes=minimum, parts=parts, splits={})
     best = None
     fitting = [leaf for leaf in sorted({min(steps, 2 ** i) for i in range(64)
                                         if 2 ** (i - 1) < steps}, reverse=True)
-               if fixed_bytes(model, batch, leaf, ids, kind) + _table_bytes(-(-steps // leaf), 0)
-               <= limit]
+               if fixed(model, batch, leaf) + _table_bytes(-(-steps // leaf), 0) <= limit]
     # two levels of the programme cover MAX_UNITS^2 units; a shorter leaf than that needs
     # is taken only when nothing longer fits (its groups are then long)
     fitting = [leaf for leaf in fitting if steps <= leaf * MAX_UNITS ** 2] or fitting[:1]
@@ -255,7 +294,7 @@ def plan_half(model, batch, steps, limit, kind, ids=False):
                PREFERRED_LEAF_BYTES] or fitting[-1:]
     for leaf in fitting[:CANDIDATES]:           # the longest leaves that fit (fewest calls)
         units = -(-steps // leaf)
-        spare = limit - fixed_bytes(model, batch, leaf, ids, kind) - _table_bytes(units, 0)
+        spare = limit - fixed(model, batch, leaf) - _table_bytes(units, 0)
         # a slot holds a state, and its columns of the choice tables (2 bytes a row)
         slots = int(min(units - 1, MAX_SLOTS, spare // (state + _table_bytes(units, 1) -
                                                         _table_bytes(units, 0))))
@@ -273,11 +312,11 @@ def plan_half(model, batch, steps, limit, kind, ids=False):
     tables = splits["choice"]
     plan = MemoryPlan(limit=limit, steps=steps, leaf_steps=leaf, units=units, checkpoints=0,
                       forward_steps=0, peak_bytes=0, unbounded_bytes=unbounded,
-                      minimum_bytes=minimum, splits=splits)
+                      minimum_bytes=minimum, parts=parts, splits=splits)
     count = _Count(plan)
     walk_schedule(plan, count.sweep, count.leaf, count.slot, lambda level: None)
     plan.forward_steps, plan.checkpoints = count.forward, count.most
-    plan.peak_bytes = (fixed_bytes(model, batch, leaf, ids, kind) + count.most * state +
+    plan.peak_bytes = (fixed(model, batch, leaf) + count.most * state +
                        sum(table.nbytes for table in tables))
     return plan
 
@@ -333,6 +372,7 @@ class BoundedBPTT:
                                         "many-to-one" if many_to_one else "many-to-many", ids)
         if self.plan.units == 1:
             return              # the trainer runs the unbounded step
+        self.cap = capped_team(self.plan.parts)
         leaf, dtype = self.plan.leaf_steps, model.dtype
         self.train = (model.make_engine(batch, leaf, many_to_one=True, ids=ids) if loss is None
                       else model.make_engine(batch, leaf, loss=loss, ids=ids))
@@ -375,8 +415,9 @@ class BoundedBPTT:
             start[1][...] = 0 if c0 is None else c0
         self._free = [self.states[3], self.states[4]]    # the carried gradient's two buffers
         self.start = start
-        dh = walk_schedule(self.plan, self._sweep, self._leaf, self._slot,
-                           lambda level: self.states[2] if level == 0 else self.states[6])
+        with self.cap:
+            dh = walk_schedule(self.plan, self._sweep, self._leaf, self._slot,
+                               lambda level: self.states[2] if level == 0 else self.states[6])
         self._count_bytes((self.x, self.y, self.w, self.unit_grads), 7)
         return self.loss_sum, dh, self.final
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import memory
 from .bounded import (BACKWARD_COST, BoundedBPTT, MemoryPlan, _state_bytes, parse_limit,
-                      plan_half, walk_schedule)
+                      plan_half, plan_memory, walk_schedule)
 
 
 @dataclasses.dataclass
@@ -79,16 +79,16 @@ def _cost(plan):
     return plan.forward_steps + BACKWARD_COST * plan.steps
 
 
-def _half_minimum(model, batch, steps, kind, ids):
+def _half_minimum(model, batch, steps, kind, ids, parts):
     """(minimum, unbounded) bytes of one half (its plan under a limit it always fits)."""
-    plan = plan_half(model, batch, steps, 2 ** 62, kind, ids)
+    plan = plan_half(model, batch, steps, 2 ** 62, kind, ids, parts)
     return plan.minimum_bytes, plan.unbounded_bytes
 
 
-def plan_seq2seq(models, batch, steps, limit, ids=False):
+def plan_seq2seq(models, batch, steps, limit, ids=False, parts=1):
     """plan_memory's "seq2seq": models (encoder, decoder), steps (T, U), ids a bool or a
-    pair (each half's inputs are token ids). A Seq2SeqMemoryPlan; ValueError naming the
-    minimum when limit is below it."""
+    pair (each half's inputs are token ids), parts the most threads its calls run on. A
+    Seq2SeqMemoryPlan; ValueError naming the minimum when limit is below it."""
     try:
         encoder, decoder = models
         src_steps, tgt_steps = steps
@@ -100,7 +100,7 @@ def plan_seq2seq(models, batch, steps, limit, ids=False):
     handoff = 2 * _state_bytes(encoder, batch) + batch * tgt_steps * decoder.dtype.itemsize
     halves = ((encoder, src_steps, "encoder", x_ids), (decoder, tgt_steps, "many-to-many",
                                                        y_ids))
-    (enc_min, enc_need), (dec_min, dec_need) = [_half_minimum(m, batch, n, kind, i)
+    (enc_min, enc_need), (dec_min, dec_need) = [_half_minimum(m, batch, n, kind, i, parts)
                                                 for m, n, kind, i in halves]
     minimum = enc_min + dec_min + handoff
     if limit < minimum:
@@ -123,7 +123,7 @@ def plan_seq2seq(models, batch, steps, limit, ids=False):
         shares.append((share, room - share))
     best = None
     for enc_share, dec_share in shares:
-        plans = [plan_half(m, batch, n, share, kind, i)
+        plans = [plan_half(m, batch, n, share, kind, i, parts)
                  for (m, n, kind, i), share in zip(halves, (enc_share, dec_share))]
         cost = sum(_cost(plan) for plan in plans)
         if best is None or cost < best[0]:
@@ -173,8 +173,9 @@ class BoundedEncoder(BoundedBPTT):
             if part is not None:
                 part[...] = 0
         self._free = [self.states[3], self.states[4]]
-        walk_schedule(self.plan, self._sweep, self._leaf, self._slot,
-                           lambda level: self.states[2] if level == 0 else self.states[6])
+        with self.cap:
+            walk_schedule(self.plan, self._sweep, self._leaf, self._slot,
+                          lambda level: self.states[2] if level == 0 else self.states[6])
         self._count_bytes((self.x, self.lengths_in_unit, self.ends, self.unit_grads), 9)
 
     def _inputs(self, unit):
@@ -246,8 +247,8 @@ class BoundedSeq2Seq:
 
     def __init__(self, encoder, decoder, batch, src_steps, tgt_steps, limit, loss, x_ids,
                  y_ids):
-        self.plan = plan_seq2seq((encoder, decoder), batch, (src_steps, tgt_steps), limit,
-                                 (x_ids, y_ids))
+        self.plan = plan_memory((encoder, decoder), batch, (src_steps, tgt_steps), limit,
+                                "seq2seq", (x_ids, y_ids))
         self.encoder, self.decoder = encoder, decoder
         self.encoder_runner = (BoundedEncoder(encoder, batch, src_steps, x_ids,
                                               self.plan.encoder)
