@@ -42,6 +42,7 @@ CANDIDATES = 6             # leaf lengths a plan compares (the longest that fit)
 # caches runs faster than the cost model counts (measured, LSTM B=8 H=128 float32 T=10,000:
 # leaves of 2,048 steps 1.29-1.39x the unbounded step, of 64-128 steps 1.10-1.20x)
 PREFERRED_LEAF_BYTES = 4 * 2 ** 20
+LONG_LEAF_COST = 1.2       # a longer leaf's cost, against the model's (the same measurement)
 _UNITS = {"": 1, "b": 1, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40,
           "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12}
 
@@ -246,14 +247,17 @@ def walk_schedule(plan, sweep, leaf, slot, state, start_dh=None):
     return run(1, 0, -(-units // per_group), plan.splits["slots"], None, start_dh)
 
 
-def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False, threads=None):
+def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False, threads=None,
+                leaf_steps=None):
     """The plan of a memory-bounded step of ``model`` on ``batch`` sequences of ``steps``
     steps within ``limit`` (bytes, or "64MiB"), without running it: a MemoryPlan. trainer:
     "many-to-many" or "many-to-one" (the same plan), or "seq2seq" with model the pair
     (encoder, decoder) and steps the pair (source steps, target steps): a Seq2SeqMemoryPlan
     (bounded_seq2seq.py). threads: the most threads the step's engine calls may run on
-    (None: as a call in this thread would now; the step then holds them to it).
-    ValueError naming the minimum when limit is below it."""
+    (None: as a call in this thread would now; the step then holds them to it). leaf_steps:
+    units of this length rather than the cheapest (e.g. Chen et al.'s sqrt(T) segments, for
+    comparison; many-to-many and many-to-one only). ValueError naming the minimum when limit
+    is below it."""
     parts = team_parts(batch) if threads is None else max(1, min(batch, int(threads)))
     if trainer == "seq2seq":
         from .bounded_seq2seq import plan_seq2seq
@@ -261,10 +265,10 @@ def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False, t
     if trainer not in ("many-to-many", "many-to-one"):
         raise ValueError(f"trainer must be 'many-to-many', 'many-to-one' or 'seq2seq', got "
                          f"{trainer!r}")
-    return plan_half(model, batch, steps, parse_limit(limit), trainer, ids, parts)
+    return plan_half(model, batch, steps, parse_limit(limit), trainer, ids, parts, leaf_steps)
 
 
-def plan_half(model, batch, steps, limit, kind, ids=False, parts=1):
+def plan_half(model, batch, steps, limit, kind, ids=False, parts=1, leaf_steps=None):
     """plan_memory of one model: kind "many-to-many", "many-to-one" or "encoder" (a model
     without a head whose gradient enters at each row's last step); limit in bytes; parts the
     most threads its calls run on."""
@@ -290,9 +294,26 @@ def plan_half(model, batch, steps, limit, kind, ids=False, parts=1):
     # two levels of the programme cover MAX_UNITS^2 units; a shorter leaf than that needs
     # is taken only when nothing longer fits (its groups are then long)
     fitting = [leaf for leaf in fitting if steps <= leaf * MAX_UNITS ** 2] or fitting[:1]
-    fitting = [leaf for leaf in fitting if memory.step_bytes(model, batch, leaf) <=
-               PREFERRED_LEAF_BYTES] or fitting[-1:]
-    for leaf in fitting[:CANDIDATES]:           # the longest leaves that fit (fewest calls)
+
+    def long(leaf):
+        return memory.step_bytes(model, batch, leaf) > PREFERRED_LEAF_BYTES
+
+    def keeps_all(leaf):
+        units = -(-steps // leaf)
+        return fixed(model, batch, leaf) + _table_bytes(units, 0) + (units - 1) * state <= limit
+
+    # the longest short leaves that fit (fewest calls), and the shortest long one that keeps
+    # every unit's start (sqrt(T)-like segments, where no short leaf can keep them all)
+    candidates = [leaf for leaf in fitting if not long(leaf)][:CANDIDATES] or fitting[-1:]
+    kept = [leaf for leaf in fitting if long(leaf) and keeps_all(leaf)]
+    if kept and not any(keeps_all(leaf) for leaf in candidates):
+        candidates.append(kept[-1])
+    if leaf_steps is not None:
+        if fixed(model, batch, leaf_steps) + _table_bytes(-(-steps // leaf_steps), 0) > limit:
+            raise ValueError(f"leaf_steps: units of {leaf_steps} steps do not fit in "
+                             f"{memory.describe_bytes(limit)}")
+        candidates = [leaf_steps]
+    for leaf in candidates:
         units = -(-steps // leaf)
         spare = limit - fixed(model, batch, leaf) - _table_bytes(units, 0)
         # a slot holds a state, and its columns of the choice tables (2 bytes a row)
@@ -306,6 +327,8 @@ def plan_half(model, batch, steps, limit, kind, ids=False, parts=1):
         else:
             cost, per_group, tables = _levels(steps, leaf, slots)
             splits = {"choice": tables, "slots": slots, "per_group": per_group}
+        if long(leaf):
+            cost *= LONG_LEAF_COST
         if best is None or cost < best[0]:
             best = (cost, leaf, units, splits)
     _, leaf, units, splits = best
