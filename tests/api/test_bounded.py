@@ -12,6 +12,7 @@ import cbptt
 from cbptt import bounded
 
 from helpers import CELLS, set_parts
+from helpers import assert_same_loss_and_grads as assert_same
 
 B, I, H, O = 3, 2, 5, 2
 
@@ -32,15 +33,6 @@ def limits(model, steps, many_to_one):
     plan = cbptt.plan_memory(model, B, steps, "1GiB")
     minimum, unbounded = plan.minimum_bytes, plan.unbounded_bytes
     return [minimum, minimum + (unbounded - minimum) // 3, unbounded]
-
-
-def assert_same(got, want, rtol=1e-10):
-    (loss, grads), (want_loss, want_grads) = got, want
-    assert loss == pytest.approx(want_loss, rel=1e-12, abs=1e-15)
-    assert grads.keys() == want_grads.keys()
-    for name in want_grads:
-        np.testing.assert_allclose(grads[name], want_grads[name], rtol=rtol, atol=1e-13,
-                                   err_msg=name)
 
 
 @pytest.mark.parametrize("limit_index", [0, 1, 2])

@@ -11,6 +11,7 @@ import pytest
 import cbptt
 
 from helpers import CELLS, set_parts
+from helpers import assert_same_loss_and_grads as assert_same
 
 B, I, J, H, O = 3, 3, 2, 5, 4
 
@@ -32,15 +33,6 @@ def data(steps, target_steps, loss="mse", seed=0, dtype=np.float64):
 
 def plan_of(pair, steps, target_steps, limit="1TiB"):
     return cbptt.plan_memory(pair, B, (steps, target_steps), limit, trainer="seq2seq")
-
-
-def assert_same(got, want, rtol=1e-10):
-    (loss, grads), (want_loss, want_grads) = got, want
-    assert loss == pytest.approx(want_loss, rel=1e-12, abs=1e-15)
-    assert grads.keys() == want_grads.keys()
-    for name in want_grads:
-        np.testing.assert_allclose(grads[name], want_grads[name], rtol=rtol, atol=1e-13,
-                                   err_msg=name)
 
 
 def source_lengths(plan, steps):
