@@ -337,7 +337,7 @@ BAD = {
                                         "--memory-limit", "1KiB"],
                                        ["--memory-limit: 1.0 KiB is below the minimum"]),
     "memory limit with k1": (["train", "{data}/text.txt", "--k1", "8", "--memory-limit",
-                              "1MiB"], ["--memory-limit bounds windows"]),
+                              "1MiB"], ["--memory-limit bounds full-sequence BPTT"]),
     "no such run": (["sample", "nowhere"], ["nowhere: no such run folder"]),
     "unknown command": (["frobnicate"], ["invalid choice: 'frobnicate'"]),
 }
