@@ -114,8 +114,11 @@ def check_limit(model, limit, trainer):
 
 def team_parts(batch):
     """The most parts an engine call on `batch` rows would run on in this thread now: the
-    team's cap in force (exact for the tests' forced parts), BLAS's threads, the rows."""
+    user's threads, else the team's cap in force (exact for the tests' forced parts), BLAS's
+    threads, the rows."""
     snapshot = _settings.current()
+    if snapshot.threads is not None:
+        return max(1, min(batch, snapshot.threads, 16))
     if snapshot.team_exact and snapshot.team is not None:
         return max(1, min(batch, snapshot.team))
     team = 16 if snapshot.team is None else snapshot.team
@@ -134,7 +137,8 @@ class capped_team:
         found = self.previous = _settings.current()
         if found is not self.found:
             team = self.parts if found.team is None else min(found.team, self.parts)
-            self.found, self.capped = found, found._replace(team=team)
+            threads = None if found.threads is None else min(found.threads, self.parts)
+            self.found, self.capped = found, found._replace(team=team, threads=threads)
         _settings._local.snapshot = self.capped
 
     def __exit__(self, *exc):

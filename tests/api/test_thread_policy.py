@@ -361,3 +361,14 @@ def test_cbptt_train_under_mpiexec_says_it_once_on_stderr(tmp_path):
     assert len(lines) == (1 if crowded else 0), lines
     assert all(line.startswith("cbptt: 2 MPI ranks: BLAS and cbptt's calls at one thread")
                for line in lines)
+
+
+def test_a_bounded_plan_counts_and_caps_the_users_threads():
+    from cbptt import bounded
+
+    with cbptt.settings(threads=3, team=1):
+        assert bounded.team_parts(8) == 3 and bounded.team_parts(2) == 2
+        with bounded.capped_team(2):
+            assert (cbptt.get_settings()["threads"], cbptt.get_settings()["team"]) == (2, 1)
+    with bounded.capped_team(2):
+        assert cbptt.get_settings()["threads"] is None
