@@ -230,7 +230,8 @@ def _add_using(sub):
     pl.add_argument("--output", "-o", metavar="PNG", help="default RUN/curves.png")
 
     sub.add_parser("info", help="what cbptt runs on here: its version, the instruction set "
-                                "compiled and in use, SciPy's BLAS and its threads")
+                                "compiled and in use, SciPy's BLAS and its threads, and the "
+                                "thread policy in force and why")
 
     b = sub.add_parser("bench", help="run the benchmark suite (python -m benchmarks) of a "
                                      "source checkout", add_help=False)
