@@ -41,7 +41,6 @@ from ._core.team cimport (cbptt_blas_control, cbptt_blas_controlled, cbptt_blas_
 from ._layout import GATES, param_count, param_layout  # noqa: F401 - re-exported
 from ._settings import _local as _settings_local
 from . import thread_policy
-from .thread_choice import ThreadChoice
 
 cnp.import_array()
 
@@ -156,10 +155,7 @@ cdef class Engine:
     cdef Py_ssize_t n_params
     cdef tuple encoded             # (x, params, parts, lengths) of an encode awaiting its backward
     cdef Drop drop                 # the next calls' dropout key, rows and streams (set_dropout)
-    cdef dict choices              # (training, parts) -> ThreadChoice: a split's threads (adaptive plan)
-    cdef object last_choice        # the ThreadChoice of the last call (None: not adaptive)
-    cdef int encode_threads        # the threads an encode's split ran on, for its backward
-    cdef double encode_seconds     # and its time
+    cdef object choices            # a split's threads under an adaptive plan (EngineChoices)
 
     def __init__(self, str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
                  Py_ssize_t hidden_size, Py_ssize_t output_size, Py_ssize_t batch,
@@ -203,8 +199,7 @@ cdef class Engine:
         self.fixed_chunk_steps = chunk_steps
         self.buffers = {"last_step": np.full(batch, steps - 1, dtype=np.int64)}
         self.layout = None             # nothing laid out yet: _plan lays the buffers out
-        self.choices = {}
-        self.last_choice = None
+        self.choices = thread_policy.EngineChoices()
         self._plan(_settings_local.snapshot)
 
     cdef inline int _plan_current(self) except -1:
@@ -579,17 +574,16 @@ cdef class Engine:
         split.training = whole.training and whole.phase != PHASE_FORWARD
         cdef int threads = (count if self.plan.split_threads <= 0 else
                             min(self.plan.split_threads, count))
-        choice = (self._choice(whole.training, count) if self.plan.adaptive and threads > 1
+        choice = (self.choices.of(whole.training, count) if self.plan.adaptive and threads > 1
                   else None)
         start = 0
         if choice is not None:      # thread_choice.py: the same bits on any threads
-            threads = (self.encode_threads if whole.phase == PHASE_BACKWARD else
-                       choice.threads(threads))
+            threads = choice.threads(threads)
             start = choice.clock()
         with nogil:
             ran = run_split(&split, threads)
-        if choice is not None:
-            self._timed(choice, whole.phase, threads, ran, choice.clock() - start)
+        if choice is not None:      # an encode's time is added to its backward's
+            choice.record(threads, ran, choice.clock() - start, whole.phase == PHASE_FORWARD)
         self.last_parts = ran
         self.last_split = count
         self.last_path_flags = 0
@@ -604,60 +598,18 @@ cdef class Engine:
         self.loss_terms = whole.terms
         return loss
 
-    cdef object _choice(self, bint training, int count):
-        """The ThreadChoice of this engine's training (or prediction) calls split `count` ways."""
-        choice = self.choices.get((training, count))
-        if choice is None:
-            choice = self.choices[(training, count)] = ThreadChoice(
-                start=thread_policy.starting_choice())
-        self.last_choice = choice
-        return choice
-
-    cdef int _timed(self, choice, int phase, int threads, int ran, double seconds) except -1:
-        """Give a split's time to its ThreadChoice: an encode's with its backward's, as one."""
-        if phase == PHASE_FORWARD:
-            self.encode_threads, self.encode_seconds = ran, seconds
-            return 0
-        if phase == PHASE_BACKWARD:
-            seconds += self.encode_seconds
-        choice.record(threads, ran, seconds)
-        return 0
-
     @property
     def thread_choice(self):
-        """How this engine's calls choose their threads and why, as a dict: threads (what the
-        next call would run on), policy (user setting, environment, oversubscribed, MPI local
-        ranks, adaptive, default), reason; with the adaptive choice (thread_choice.py) its
-        choice (team, one thread, or None while probing) and counters (calls, team_calls,
-        one_thread_calls, probings, jumps, busy)."""
+        """How this engine's calls choose their threads and why, as a dict (see
+        thread_policy.engine_summary): threads, policy, reason, and with the adaptive choice
+        (thread_choice.py) its choice and counters."""
         self._plan_current()
         cdef int parts = call_parts(&self.plan, self.shape.batch, False)
-        settings = self.planned_with
-        decided = thread_policy.policy()
-        summary = {"threads": parts}
-        if settings.threads is not None:
-            summary.update(policy=thread_policy.USER,
-                           reason=f"cbptt.settings(threads={settings.threads})")
-        elif parts < 2:
-            summary.update(policy=thread_policy.DEFAULT, reason=(
-                "one thread: no BLAS thread control" if not cbptt_blas_counted() else
-                "one thread: the call does not qualify for the team (batch, size, settings)"
-                if not self.plan.team else "one thread: BLAS's thread count is 1"))
-            if self.plan.team and decided.policy == thread_policy.ENVIRONMENT:
-                summary.update(policy=decided.policy, reason=decided.reason)
-        elif not runs_as_split(&self.plan, parts) or not self.plan.adaptive:
-            summary.update(policy=thread_policy.DEFAULT, reason=(
-                "the team: its parts split each step's products (the result is theirs)"
-                if not runs_as_split(&self.plan, parts) else
-                "the team: cbptt.settings(adaptive=False)"))
-        else:
-            choice = (self.last_choice if self.last_choice is not None else
-                      ThreadChoice(start=thread_policy.starting_choice()))
-            summary.update(choice.summary(), threads=choice.threads(parts),
-                           policy=decided.policy if choice.started else thread_policy.ADAPTIVE)
-            if choice.started:
-                summary["reason"] = f"{decided.reason}; then {choice.reason}"
-        return summary
+        alone = ("no control" if not cbptt_blas_counted() else
+                 "not qualified" if not self.plan.team else "one BLAS thread")
+        return thread_policy.engine_summary(self.planned_with, parts, alone,
+                                            runs_as_split(&self.plan, parts),
+                                            self.plan.adaptive, self.choices.last)
 
     def encode(self, x, params, h_final, c_final=None, lengths=None, h0=None, c0=None):
         """An encoder's training call, first half: the forward pass of an engine without a

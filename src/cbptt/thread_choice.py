@@ -51,6 +51,7 @@ class ThreadChoice:
         self._recheck_after = recheck_first  # calls on one thread before probing the team
         self._schedule = [(start or TEAM, False)]   # (path, timed): the warm-up call first
         self._times = {TEAM: [], ONE: []}
+        self._half = (0.0, False)           # an encoder's forward: (seconds, busy)
         if start is None:
             self._start_probe(TEAM)
 
@@ -66,11 +67,17 @@ class ThreadChoice:
         path = self._schedule[0][0] if self._schedule else self.choice
         return team if path == TEAM else 1
 
-    def record(self, planned, ran, seconds):
+    def record(self, planned, ran, seconds, first_half=False):
         """The call planned on `planned` threads ran on `ran` (fewer: the team was busy) and
-        took `seconds`."""
+        took `seconds`. first_half: an encoder's forward, whose time and threads count with
+        the backward that follows it (the next record), as one call."""
+        if first_half:
+            self._half = (seconds, ran != planned)
+            return
+        seconds += self._half[0]
+        busy, self._half = self._half[1] or ran != planned, (0.0, False)
         self.calls += 1
-        if ran != planned:
+        if busy:
             self.busy += 1
             return
         path = TEAM if ran > 1 else ONE

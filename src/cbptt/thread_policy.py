@@ -25,6 +25,8 @@ import os
 import sys
 from typing import Mapping, NamedTuple, Optional
 
+from .thread_choice import ONE, ThreadChoice
+
 # Launchers' counts of the ranks on this node, first found wins. Slurm's count is the step's
 # (srun), read only inside a step: a batch script alone is no rank.
 LOCAL_RANK_COUNTS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE",
@@ -153,12 +155,58 @@ def policy() -> Policy:
     return _decided
 
 
-def starting_choice() -> Optional[str]:
-    """How a new engine's adaptive choice starts (thread_choice.py): ONE where the policy
-    says one thread, else None (probing)."""
-    from .thread_choice import ONE
+def new_choice() -> ThreadChoice:
+    """A new engine's adaptive choice (thread_choice.py): on one thread from the start where
+    the policy says one thread, else probing."""
+    return ThreadChoice(start=ONE if policy().threads == 1 else None)
 
-    return ONE if policy().threads == 1 else None
+
+class EngineChoices:
+    """An engine's adaptive choices, one per kind of call (training or not, parts), and the
+    last one used (None before any)."""
+
+    def __init__(self):
+        self.kinds, self.last = {}, None
+
+    def of(self, training, parts) -> ThreadChoice:
+        choice = self.kinds.get((training, parts))
+        if choice is None:
+            choice = self.kinds[(training, parts)] = new_choice()
+        self.last = choice
+        return choice
+
+
+_ALONE = {"no control": "one thread: no BLAS thread control",
+          "not qualified": "one thread: the call does not qualify for the team (batch, size, "
+                           "settings)",
+          "one BLAS thread": "one thread: BLAS's thread count is 1"}
+
+
+def engine_summary(settings, parts, alone, split, adaptive, choice) -> dict:
+    """Engine.thread_choice: how an engine's calls choose their threads under settings, with
+    `parts` the next call's, `alone` why it runs on one (a key of _ALONE), `split` whether it
+    runs as a split, `adaptive` the plan's, choice the last call's ThreadChoice (or None).
+    Returns threads (what the next call runs on), policy (user setting, environment,
+    oversubscribed, MPI local ranks, adaptive, default), reason; with the adaptive choice its
+    choice (team, one thread, or None while probing) and counters (calls, team_calls,
+    one_thread_calls, probings, jumps, busy)."""
+    decided = policy()
+    if settings.threads is not None:
+        return {"threads": parts, "policy": USER,
+                "reason": f"cbptt.settings(threads={settings.threads})"}
+    if parts < 2:
+        if alone == "one BLAS thread" and decided.policy == ENVIRONMENT:
+            return {"threads": 1, "policy": ENVIRONMENT, "reason": decided.reason}
+        return {"threads": 1, "policy": DEFAULT, "reason": _ALONE[alone]}
+    if not split or not adaptive:
+        return {"threads": parts, "policy": DEFAULT, "reason": (
+            "the team: cbptt.settings(adaptive=False)" if split else
+            "the team: its parts split each step's products (the result is theirs)")}
+    choice = choice if choice is not None else new_choice()
+    summary = dict(choice.summary(), threads=choice.threads(parts), policy=ADAPTIVE)
+    if choice.started:
+        summary.update(policy=decided.policy, reason=f"{decided.reason}; then {choice.reason}")
+    return summary
 
 
 def reset(decided: Optional[Policy] = None) -> None:

@@ -174,7 +174,7 @@ def fake_clock(monkeypatch):
             state["pending"] = queue.pop(0) if queue else None     # None: not a call
             return threads
 
-    monkeypatch.setattr(_engine, "ThreadChoice", Timed)
+    monkeypatch.setattr(thread_policy, "ThreadChoice", Timed)
     monkeypatch.setattr(thread_choice, "CLOCK", clock)
     return durations
 
@@ -372,3 +372,16 @@ def test_a_bounded_plan_counts_and_caps_the_users_threads():
             assert (cbptt.get_settings()["threads"], cbptt.get_settings()["team"]) == (2, 1)
     with bounded.capped_team(2):
         assert cbptt.get_settings()["threads"] is None
+
+
+def test_an_encoders_forward_and_backward_count_as_one_call():
+    choice = ThreadChoice()
+    for _ in range(5):                  # warm-up, probes: each a forward then its backward
+        threads = choice.threads(2)
+        choice.record(threads, threads, 0.004 if threads > 1 else 0.001, first_half=True)
+        assert choice.threads(2) == threads          # the backward runs where its forward ran
+        choice.record(threads, threads, 0.004 if threads > 1 else 0.009)
+    assert choice.choice == TEAM and choice.calls == 5     # 8 ms a call against 10 ms
+    choice.record(2, 1, 0.001, first_half=True)            # a busy team in the forward
+    choice.record(2, 2, 0.001)
+    assert choice.busy == 1 and choice.calls == 6
