@@ -385,3 +385,29 @@ def test_an_encoders_forward_and_backward_count_as_one_call():
     choice.record(2, 1, 0.001, first_half=True)            # a busy team in the forward
     choice.record(2, 2, 0.001)
     assert choice.busy == 1 and choice.calls == 6
+
+
+def test_an_encoder_decoder_steps_to_the_same_bits_whichever_threads_run_it(
+        two_blas_threads, fake_clock):
+    """Seq2Seq: the encoder's encode and backward_from_final on the path its choice takes;
+    the team slower for the first engine calls, faster after: both paths run."""
+    rng = np.random.default_rng(3)
+    X, Y_in, Y_out = (rng.standard_normal(shape) for shape in ((6, 5, 2), (6, 4, 3), (6, 4, 3)))
+
+    def train(**knobs):
+        cbptt.set_settings(team_min_flops=0, **knobs)
+        s2s = cbptt.Seq2Seq(cbptt.RNN(2, 8, None, cell="gru", seed=0),
+                            cbptt.RNN(3, 8, 3, cell="gru", seed=1))
+        losses = [s2s.step(X, Y_in, Y_out) for _ in range(8)]
+        return s2s, losses, np.concatenate([s2s.encoder.params, s2s.decoder.params])
+
+    fixed = train(threads=2)
+    fake_clock[TEAM] += [0.001] + [0.030] * 4 + [0.001] * 30
+    fake_clock[ONE] += [0.020] * 30
+    s2s, losses, params = train(threads=None, adaptive=True)
+    choices = [engine.thread_choice for engine in s2s._engines.values()]
+    assert all(c["one_thread_calls"] == 2 and c["team_calls"] == 6 for c in choices)
+    # the encoder's calls are two halves (encode, backward_from_final): 2 x 20 ms one thread
+    assert sorted(c["reason"].split(", ")[1] for c in choices) == [
+        "20 ms on one thread (probe 1)", "40 ms on one thread (probe 1)"]
+    assert losses == fixed[1] and np.array_equal(params, fixed[2])
