@@ -12,17 +12,18 @@ and ``set_settings(...)`` for the rest of the thread's life.
 
 The knobs, in two groups:
 
-- ``threads``: how many threads an engine call uses, the team's and BLAS's (None: the thread
-  policy's choice, thread_policy.py: BLAS's thread count, or one thread in a process that is
-  oversubscribed or one of several MPI ranks on too few cores; each engine then keeps the
-  faster of its team and one thread, thread_choice.py). N: a call that qualifies for the team
-  runs on exactly min(N, batch, 16) parts, and with N = 1 every BLAS call of a call runs on
-  one thread. The one a user sets; it wins over ``team`` and ``adaptive``. Results are
-  bit-identical for a given N, whoever chose it.
+- ``threads``: how many threads an engine call uses, the team's and BLAS's. N: a call that
+  qualifies for the team runs on exactly min(N, batch, 16) parts, and with N = 1 every BLAS
+  call of a call runs on one thread; results are bit-identical for a given N. It wins over
+  ``team`` and ``adaptive``. None: BLAS's thread count, and where a call runs as a split
+  (its bits fixed by that count) each engine runs it on its team or on one thread,
+  whichever its call times say is faster (thread_choice.py; on one thread from the start in
+  a process that is oversubscribed or one of too many MPI ranks on a node,
+  thread_policy.py). The one a user sets.
 - ``team``: at most this many threads of cbptt's own team run a call (None: as many as
   BLAS's thread count, up to the team's maximum of 16; 1: never the team).
-- ``adaptive``: with ``threads`` None, each engine times its first calls on its team and on
-  one thread and keeps the faster (thread_choice.py); False keeps the team.
+- ``adaptive``: with ``threads`` None, the choice above (False: a split runs on the team;
+  ``team_exact`` turns it off too).
 - Tuning, measured on this project's benchmark grid (docs/DEVELOPMENT.md has the figures): when
   a call qualifies for the team, when it splits its per-step products by columns, when it runs
   as sub-engines, which kernels the products take, how the backward pass is chunked. They
