@@ -201,7 +201,8 @@ def engine_summary(settings, parts, alone, split, adaptive, choice) -> dict:
     if not split or not adaptive:
         return {"threads": parts, "policy": DEFAULT, "reason": (
             "the team: cbptt.settings(adaptive=False)" if split else
-            "the team: its parts split each step's products (the result is theirs)")}
+            "the team: its parts are in the result (each step's products split by columns, "
+            "or settings(split=False))")}
     choice = choice if choice is not None else new_choice()
     summary = dict(choice.summary(), threads=choice.threads(parts), policy=ADAPTIVE)
     if choice.started:

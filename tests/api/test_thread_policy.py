@@ -411,3 +411,13 @@ def test_an_encoder_decoder_steps_to_the_same_bits_whichever_threads_run_it(
     assert sorted(c["reason"].split(", ")[1] for c in choices) == [
         "20 ms on one thread (probe 1)", "40 ms on one thread (probe 1)"]
     assert losses == fixed[1] and np.array_equal(params, fixed[2])
+
+
+def test_calls_whose_parts_are_in_the_result_stay_on_the_team(two_blas_threads):
+    cbptt.set_settings(team_column_flops=0)          # each step's products split by columns
+    engine = lstm_call(calls=3)[0]
+    assert engine.last_parts == 2 and engine.thread_choice["policy"] == "default"
+    assert "split by columns" in engine.thread_choice["reason"]
+    small = _engine.Engine("tanh", 1, 2, 4, 1, 1, 3, np.float64)
+    assert small.thread_choice == {"threads": 1, "policy": "default", "reason": (
+        "one thread: the call does not qualify for the team (batch, size, settings)")}
