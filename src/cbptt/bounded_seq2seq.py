@@ -181,12 +181,9 @@ class BoundedEncoder(BoundedBPTT):
     def _inputs(self, unit):
         """Copy unit `unit`'s inputs into the leaf buffer and each row's steps read in it;
         returns its steps in the sequence."""
+        n = super()._inputs(unit)
         leaf = self.plan.leaf_steps
-        first = unit * leaf
-        n = min(leaf, self.steps - first)
-        self.x[:, :n] = self.X[:, first:first + n]
-        self.x[:, n:] = 0
-        unit_lengths(self.lengths, first, leaf, self.lengths_in_unit, self.ends)
+        unit_lengths(self.lengths, unit * leaf, leaf, self.lengths_in_unit, self.ends)
         return n
 
     def _hand_off(self, state):
@@ -204,9 +201,9 @@ class BoundedEncoder(BoundedBPTT):
         for index, unit in enumerate(range(first, first + count)):
             self.last_forward_steps += self._inputs(unit)
             target = into if index == count - 1 else ping[index % 2]
-            self.sweep.predict(self.x, self.model.engine_params, None, h0=current[0],
-                               c0=current[1], h_final=target[0], c_final=target[1],
-                               lengths=self.lengths_in_unit)
+            self.train.forward_states(self.x, self.model.engine_params, target[0], target[1],
+                                      h0=current[0], c0=current[1],
+                                      lengths=self.lengths_in_unit)
             if self.decoded is None:
                 self._hand_off(target)
             current = target
