@@ -39,7 +39,8 @@ class Engine:
                  many_to_one: bool = ..., loss: str = ..., loss_start: int = ...,
                  training: bool = ..., *, chunk_steps: int = ..., ids: bool = ...,
                  dropout: float = ..., recurrent_dropout: float = ...) -> None: ...
-    def set_dropout(self, key: int, row0: int = ..., stream0: int = ...) -> None: ...
+    def set_dropout(self, key: int, row0: int = ..., stream0: int = ...,
+                    step0: int = ...) -> None: ...
     def loss_and_grad(self, x: np.ndarray, target: np.ndarray, params: np.ndarray,
                       grads: np.ndarray, h0: Optional[np.ndarray] = ...,
                       dh0: Optional[np.ndarray] = ..., h_final: Optional[np.ndarray] = ...,

@@ -410,13 +410,16 @@ cdef class Engine:
             raise ValueError("c0, dc0, c_final and dc_final are for the lstm cell only")
         return 0
 
-    def set_dropout(self, uint64_t key, Py_ssize_t row0=0, Py_ssize_t stream0=0):
+    def set_dropout(self, uint64_t key, Py_ssize_t row0=0, Py_ssize_t stream0=0,
+                    Py_ssize_t step0=0):
         """The dropout masks of the calls that follow (an engine with dropout): those of key
         (a trainer's seed and call count, hashed), for batch rows numbered from row0 (a
-        process's block of a larger batch) and layers from stream0 (see dropout.pxd)."""
+        process's block of a larger batch), layers from stream0 and steps from step0 (a unit
+        of a longer sequence; see dropout.pxd)."""
         self.drop.key = key
         self.drop.row0 = row0
         self.drop.stream0 = stream0
+        self.drop.step0 = step0
         self.drop.threshold = threshold_of(self.shape.dropout)
         self.drop.rec_threshold = threshold_of(self.shape.recurrent_dropout)
         self.drop.scale = 1 / (1 - self.shape.dropout)

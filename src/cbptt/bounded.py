@@ -108,8 +108,8 @@ def check_limit(model, limit, trainer):
         return None
     limit = parse_limit(limit)
     refused = [what for what, bad in (
-        ("bidirectional", model.bidirectional), ("an embedding", model.vocab_size is not None),
-        ("dropout", model.dropout or model.recurrent_dropout)) if bad]
+        ("bidirectional", model.bidirectional), ("an embedding", model.vocab_size is not None))
+        if bad]
     if refused:
         raise ValueError(f"memory_limit: {trainer} does not bound the memory of a model with "
                          f"{' or '.join(refused)} yet; use memory_limit=None")
@@ -417,12 +417,14 @@ class BoundedBPTT:
         return (np.zeros(shape, self.model.dtype),
                 np.zeros(shape, self.model.dtype) if self.lstm else None)
 
-    def run(self, X, Y, weight, terms, h0, c0, grads, want_final):
+    def run(self, X, Y, weight, terms, h0, c0, grads, want_final, dropout=(0, 0, 0)):
         """BPTT of the whole sequence by the plan: grads (the engine's entries) receive the
         gradients; returns (loss, (dh0, dc0), final state (h, c) or None). X (B, T, I) or
         ids (B, T); Y many-to-many's (B, T, O) / (B, T), many-to-one's (B, O) / (B,);
         weight: many-to-many's (B, T) or None, many-to-one's (B,) step of each row's output;
-        terms the loss's denominator."""
+        terms the loss's denominator; dropout (key, row0, stream0) the call's masks, as
+        Engine.set_dropout takes them (each unit's call adds its first step)."""
+        self.dropout = dropout
         self.X, self.Y, self.weight, self.terms = X, Y, weight, terms
         self.grads, self.loss_sum, self.final = grads, 0.0, None
         self.want_final = want_final
@@ -458,6 +460,11 @@ class BoundedBPTT:
         self.slots += 1
         self.last_checkpoints = max(self.last_checkpoints, self.slots)
         return self.slot_pool[self.slots - 1]
+
+    def _keyed(self, unit):
+        """Key the engine's next call with the step's dropout masks at unit `unit`'s steps."""
+        key, row0, stream0 = self.dropout
+        self.train.set_dropout(key, row0, stream0, unit * self.plan.leaf_steps)
 
     def _inputs(self, unit):
         """Copy unit `unit`'s inputs into the leaf buffer; returns its steps in the sequence
@@ -495,6 +502,7 @@ class BoundedBPTT:
         for index, unit in enumerate(range(first, first + count)):
             self.last_forward_steps += self._inputs(unit)
             target = into if index == count - 1 else ping[index % 2]
+            self._keyed(unit)
             self.train.forward_states(self.x, self.model.engine_params, target[0], target[1],
                                       h0=current[0], c0=current[1])
             current = target
@@ -510,6 +518,7 @@ class BoundedBPTT:
         out = self._free[0] if dh_after is None or dh_after is not self._free[0] \
             else self._free[1]
         entering = (None, None) if dh_after is None else dh_after
+        self._keyed(unit)
         self.loss_sum += self.train.loss_and_grad(
             self.x, self.y, self.model.engine_params, self.unit_grads, h0=state[0],
             dh0=out[0], c0=state[1], dc0=out[1], weight=self.w, dh_final=entering[0],
