@@ -413,13 +413,16 @@ cdef class Engine:
             raise ValueError("c0, dc0, c_final and dc_final are for the lstm cell only")
         return 0
 
-    def set_dropout(self, uint64_t key, Py_ssize_t row0=0, Py_ssize_t stream0=0):
+    def set_dropout(self, uint64_t key, Py_ssize_t row0=0, Py_ssize_t stream0=0,
+                    Py_ssize_t step0=0):
         """The dropout masks of the calls that follow (an engine with dropout): those of key
         (a trainer's seed and call count, hashed), for batch rows numbered from row0 (a
-        process's block of a larger batch) and layers from stream0 (see dropout.pxd)."""
+        process's block of a larger batch), layers from stream0 and steps from step0 (a unit
+        of a longer sequence; see dropout.pxd)."""
         self.drop.key = key
         self.drop.row0 = row0
         self.drop.stream0 = stream0
+        self.drop.step0 = step0
         self.drop.threshold = threshold_of(self.shape.dropout)
         self.drop.rec_threshold = threshold_of(self.shape.recurrent_dropout)
         self.drop.scale = 1 / (1 - self.shape.dropout)
@@ -624,6 +627,18 @@ cdef class Engine:
         parts = self._forward(x, params, None, h0, c0, h_final, c_final, lengths, True)
         self.encoded = (x, params, parts, lengths)
 
+    def forward_states(self, x, params, h_final, c_final=None, h0=None, c0=None,
+                       lengths=None):
+        """A training engine's forward pass alone, from h0, c0 (L, B, H) or zeros: writes
+        h_final (and c_final for lstm), (L, B, H), each row's state after step lengths[b] - 1
+        (None: the last; lengths for many-to-one engines). A memory-bounded step's forward
+        sweeps (bounded.py) run on its leaf's engine this way, so they need no workspace of
+        their own; what the pass keeps serves no backward call."""
+        if not self.training:
+            raise RuntimeError("forward_states is for training engines (predict for others)")
+        self.encoded = None
+        self._forward(x, params, None, h0, c0, h_final, c_final, lengths, True)
+
     def backward_from_final(self, grads, dh_final, dc_final=None, dx=None, dh_steps=None,
                             dh0=None, dc0=None):
         """An encoder's training call, second half: BPTT of the last ``encode`` from dh_final
@@ -668,7 +683,7 @@ cdef class Engine:
         cdef void* px = self._input(x)
         cdef void* pp = data_of(params, self.dtype, self.n_params, "params")
         cdef void* po = NULL
-        if s.output_size > 0 or out is not None:
+        if out is not None or (s.output_size > 0 and not encoding):
             po = data_of(out, self.dtype, output_steps(s) * s.batch * s.output_size, "out")
         cdef States st
         self._states(&st, h0, c0, None, None, h_final, c_final)

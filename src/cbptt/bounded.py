@@ -5,8 +5,8 @@ A step of ManyToMany or ManyToOne with ``memory_limit`` cuts the sequence into u
 which add nothing). One training engine of one unit's length runs a *leaf*: forward over the
 unit from a state, its loss (at the whole sequence's scale), and BPTT from the gradient that
 the units after it pass back (``Engine.loss_and_grad(h0=..., dh_final=..., terms=...)``),
-returning the gradient at the unit's start. A prediction engine of the same length runs
-forward sweeps, whose final states are the checkpoints.
+returning the gradient at the unit's start. The same engine runs the forward sweeps
+(``Engine.forward_states``), whose final states are the checkpoints.
 
 The schedule is Gruslys et al.'s (2016, "Memory-Efficient Backpropagation Through Time",
 BPTT-HSM) dynamic programme over units, with k free checkpoint slots: to run BPTT over n
@@ -30,7 +30,6 @@ import re
 import numpy as np
 
 from . import _settings, memory
-from ._engine import Engine, param_count
 from ._threads import blas_threads
 
 BACKWARD_COST = 2.0        # a backward step costs about two forward steps (its products)
@@ -42,6 +41,9 @@ CANDIDATES = 6             # leaf lengths a plan compares (the longest that fit)
 # caches runs faster than the cost model counts (measured, LSTM B=8 H=128 float32 T=10,000:
 # leaves of 2,048 steps 1.29-1.39x the unbounded step, of 64-128 steps 1.10-1.20x)
 PREFERRED_LEAF_BYTES = 4 * 2 ** 20
+# a held state's Python objects: a tuple (64 bytes) and two arrays' headers (128 each, as
+# tracemalloc counts them); they matter only for tiny models, where they are most of a state
+STATE_OBJECT_BYTES = 64 + 2 * 128
 LONG_LEAF_COST = 1.2       # a longer leaf's cost, against the model's (the same measurement)
 _UNITS = {"": 1, "b": 1, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40,
           "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12}
@@ -93,9 +95,11 @@ class MemoryPlan:
                                                                      self.steps)
 
 
-def _state_bytes(model, batch):
+def _state_bytes(model, batch, objects=False):
+    """Bytes of a state (h, and c for lstm) of every layer; with objects, and of the Python
+    objects that hold it (a held state is a tuple of arrays: at most STATE_OBJECT_BYTES)."""
     return model.num_layers * batch * model.hidden_size * model.dtype.itemsize * (
-        2 if model.cell == "lstm" else 1)
+        2 if model.cell == "lstm" else 1) + (STATE_OBJECT_BYTES if objects else 0)
 
 
 def check_limit(model, limit, trainer):
@@ -104,8 +108,8 @@ def check_limit(model, limit, trainer):
         return None
     limit = parse_limit(limit)
     refused = [what for what, bad in (
-        ("bidirectional", model.bidirectional), ("an embedding", model.vocab_size is not None),
-        ("dropout", model.dropout or model.recurrent_dropout)) if bad]
+        ("bidirectional", model.bidirectional), ("an embedding", model.vocab_size is not None))
+        if bad]
     if refused:
         raise ValueError(f"memory_limit: {trainer} does not bound the memory of a model with "
                          f"{' or '.join(refused)} yet; use memory_limit=None")
@@ -146,7 +150,7 @@ class capped_team:
 
 
 def fixed_bytes(model, batch, leaf, ids=False, kind="many-to-many", parts=None):
-    """Bytes of a plan with leaves of `leaf` steps, besides its checkpoints: the two engines,
+    """Bytes of a plan with leaves of `leaf` steps, besides its checkpoints: the leaf's engine,
     a leaf's inputs, targets, weights and gradients, and seven states (two for a forward
     sweep, each level's walk, the carried gradient and its next value, the initial one).
     An encoder's (kind "encoder", bounded_seq2seq.py) has no targets but each row's step in
@@ -155,16 +159,13 @@ def fixed_bytes(model, batch, leaf, ids=False, kind="many-to-many", parts=None):
     encoder = kind == "encoder"
     train = memory.step_bytes(model, batch, leaf, training=True, many_to_one=encoder,
                               threads=parts)
-    sweep = itemsize * memory.step_elements(model.cell, model.num_layers, model.input_size,
-                                            model.hidden_size, 0, batch, leaf, False, True,
-                                            threads=parts)
     inputs = batch * leaf * (8 if ids else model.input_size * itemsize)
     if encoder:
         targets = 8 * batch + batch            # the rows' lengths in the unit, where they end
     else:
         targets = batch * leaf * max(8, model.output_size * itemsize) + batch * leaf * itemsize
-    return (train + sweep + inputs + targets + model.params.nbytes +
-            (9 if encoder else 7) * _state_bytes(model, batch))
+    return (train + inputs + targets + model.params.nbytes +
+            (9 if encoder else 7) * _state_bytes(model, batch, objects=True))
 
 
 def _costs(units, slots, unit_forward, leaf_cost, choices=False):
@@ -276,7 +277,7 @@ def plan_half(model, batch, steps, limit, kind, ids=False, parts=1, leaf_steps=N
     """plan_memory of one model: kind "many-to-many", "many-to-one" or "encoder" (a model
     without a head whose gradient enters at each row's last step); limit in bytes; parts the
     most threads its calls run on."""
-    state = _state_bytes(model, batch)
+    state = _state_bytes(model, batch, objects=True)
     fixed = functools.partial(fixed_bytes, ids=ids, kind=kind, parts=parts)
     minimum = fixed(model, batch, 1) + _table_bytes(steps, 0)
     unbounded = memory.step_bytes(model, batch, steps, training=True,
@@ -403,8 +404,6 @@ class BoundedBPTT:
         leaf, dtype = self.plan.leaf_steps, model.dtype
         self.train = (model.make_engine(batch, leaf, many_to_one=True, ids=ids) if loss is None
                       else model.make_engine(batch, leaf, loss=loss, ids=ids))
-        self.sweep = Engine(model.cell, model.num_layers, model.input_size, model.hidden_size,
-                            0, batch, leaf, dtype, many_to_one=True, training=False, ids=ids)
         self.x = (np.zeros((batch, leaf), np.int64) if ids else
                   np.zeros((batch, leaf, model.input_size), dtype))
         if loss is not None:    # an encoder's (bounded_seq2seq.py) has no targets
@@ -412,8 +411,6 @@ class BoundedBPTT:
                       np.zeros((batch, leaf, model.output_size), dtype))
             self.w = np.zeros((batch, leaf), dtype)
         self.unit_grads = np.zeros(model.engine_size, dtype)
-        self.sweep_size = param_count(model.cell, model.num_layers, model.input_size,
-                                      model.hidden_size, 0)
         self.lstm = model.cell == "lstm"
         self.states = [self._state() for _ in range(7)]     # see fixed_bytes
         self.slot_pool = [self._state() for _ in range(self.plan.checkpoints)]
@@ -424,12 +421,14 @@ class BoundedBPTT:
         return (np.zeros(shape, self.model.dtype),
                 np.zeros(shape, self.model.dtype) if self.lstm else None)
 
-    def run(self, X, Y, weight, terms, h0, c0, grads, want_final):
+    def run(self, X, Y, weight, terms, h0, c0, grads, want_final, dropout=(0, 0, 0)):
         """BPTT of the whole sequence by the plan: grads (the engine's entries) receive the
         gradients; returns (loss, (dh0, dc0), final state (h, c) or None). X (B, T, I) or
         ids (B, T); Y many-to-many's (B, T, O) / (B, T), many-to-one's (B, O) / (B,);
         weight: many-to-many's (B, T) or None, many-to-one's (B,) step of each row's output;
-        terms the loss's denominator."""
+        terms the loss's denominator; dropout (key, row0, stream0) the call's masks, as
+        Engine.set_dropout takes them (each unit's call adds its first step)."""
+        self.dropout = dropout
         self.X, self.Y, self.weight, self.terms = X, Y, weight, terms
         self.grads, self.loss_sum, self.final = grads, 0.0, None
         self.want_final = want_final
@@ -451,7 +450,7 @@ class BoundedBPTT:
     def _count_bytes(self, buffers, states):
         """last_bytes: the engines' workspaces, the buffers, `states` states, the most
         checkpoints held at once and the plan's tables."""
-        self.last_bytes = (self.train.workspace_bytes + self.sweep.workspace_bytes +
+        self.last_bytes = (self.train.workspace_bytes +
                            sum(a.nbytes for a in buffers) +
                            (states + self.last_checkpoints) * _state_bytes(self.model,
                                                                            self.batch) +
@@ -466,14 +465,26 @@ class BoundedBPTT:
         self.last_checkpoints = max(self.last_checkpoints, self.slots)
         return self.slot_pool[self.slots - 1]
 
-    def _unit(self, unit):
-        """Copy unit `unit`'s inputs, targets and weights into the leaf buffers; returns its
-        steps in the sequence (the rest of the buffers: padding of weight 0)."""
+    def _keyed(self, unit):
+        """Key the engine's next call with the step's dropout masks at unit `unit`'s steps."""
+        key, row0, stream0 = self.dropout
+        self.train.set_dropout(key, row0, stream0, unit * self.plan.leaf_steps)
+
+    def _inputs(self, unit):
+        """Copy unit `unit`'s inputs into the leaf buffer; returns its steps in the sequence
+        (the rest of the buffer: padding)."""
         leaf = self.plan.leaf_steps
         a = unit * leaf
         n = min(leaf, self.steps - a)
         self.x[:, :n] = self.X[:, a:a + n]
         self.x[:, n:] = 0
+        return n
+
+    def _unit(self, unit):
+        """Copy unit `unit`'s inputs, targets and weights into the leaf buffers; returns its
+        steps in the sequence (the rest of the buffers: padding of weight 0)."""
+        a = unit * self.plan.leaf_steps
+        n = self._inputs(unit)
         self.w[:, n:] = 0
         if self.many_to_one:         # the output at each row's last step, if in this unit
             self.y[...] = 0
@@ -490,14 +501,14 @@ class BoundedBPTT:
     def _sweep(self, first, count, state, into):
         """Forward over units [first, first + count) from state; the state after them goes
         into `into`, which it returns."""
-        params = self.model.engine_params[:self.sweep_size]     # the layers': no head
         ping = (self.states[0], self.states[1])
         current = self.start if state is None else state
         for index, unit in enumerate(range(first, first + count)):
-            self.last_forward_steps += self._unit(unit)
+            self.last_forward_steps += self._inputs(unit)
             target = into if index == count - 1 else ping[index % 2]
-            self.sweep.predict(self.x, params, None, h0=current[0], c0=current[1],
-                               h_final=target[0], c_final=target[1])
+            self._keyed(unit)
+            self.train.forward_states(self.x, self.model.engine_params, target[0], target[1],
+                                      h0=current[0], c0=current[1])
             current = target
         return into
 
@@ -511,6 +522,7 @@ class BoundedBPTT:
         out = self._free[0] if dh_after is None or dh_after is not self._free[0] \
             else self._free[1]
         entering = (None, None) if dh_after is None else dh_after
+        self._keyed(unit)
         self.loss_sum += self.train.loss_and_grad(
             self.x, self.y, self.model.engine_params, self.unit_grads, h0=state[0],
             dh0=out[0], c0=state[1], dc0=out[1], weight=self.w, dh_final=entering[0],

@@ -156,13 +156,14 @@ class BoundedEncoder(BoundedBPTT):
         self.entering = self._state()
         self.read = self._state()
 
-    def run(self, X, lengths, handoff, decode, grads):
+    def run(self, X, lengths, handoff, decode, grads, dropout=(0, 0, 0)):
         """The encoder's BPTT by the plan. X (B, T, I) or ids (B, T); lengths (B,) int64
         each row's length; handoff (h, c) (L, B, H) (c None but for lstm) receives each
         row's state after its last step; decode() is called once, when handoff is complete,
         and returns the gradient (dh, dc) with respect to it; grads (the engine's entries)
-        receive the encoder's gradients."""
+        receive the encoder's gradients; dropout the call's (key, row0, stream0)."""
         self.X, self.lengths, self.handoff, self.decode = X, lengths, handoff, decode
+        self.dropout = dropout
         self.decoded = None
         self.grads = grads
         self.last_forward_steps = 0
@@ -181,12 +182,9 @@ class BoundedEncoder(BoundedBPTT):
     def _inputs(self, unit):
         """Copy unit `unit`'s inputs into the leaf buffer and each row's steps read in it;
         returns its steps in the sequence."""
+        n = super()._inputs(unit)
         leaf = self.plan.leaf_steps
-        first = unit * leaf
-        n = min(leaf, self.steps - first)
-        self.x[:, :n] = self.X[:, first:first + n]
-        self.x[:, n:] = 0
-        unit_lengths(self.lengths, first, leaf, self.lengths_in_unit, self.ends)
+        unit_lengths(self.lengths, unit * leaf, leaf, self.lengths_in_unit, self.ends)
         return n
 
     def _hand_off(self, state):
@@ -204,9 +202,10 @@ class BoundedEncoder(BoundedBPTT):
         for index, unit in enumerate(range(first, first + count)):
             self.last_forward_steps += self._inputs(unit)
             target = into if index == count - 1 else ping[index % 2]
-            self.sweep.predict(self.x, self.model.engine_params, None, h0=current[0],
-                               c0=current[1], h_final=target[0], c_final=target[1],
-                               lengths=self.lengths_in_unit)
+            self._keyed(unit)
+            self.train.forward_states(self.x, self.model.engine_params, target[0], target[1],
+                                      h0=current[0], c0=current[1],
+                                      lengths=self.lengths_in_unit)
             if self.decoded is None:
                 self._hand_off(target)
             current = target
@@ -217,6 +216,7 @@ class BoundedEncoder(BoundedBPTT):
         (None: nothing after it); adds its gradients; returns the gradient at its start."""
         self.last_forward_steps += self._inputs(unit)
         state = self.start if state is None else state
+        self._keyed(unit)
         self.train.encode(self.x, self.model.engine_params, self.read[0], self.read[1],
                           lengths=self.lengths_in_unit, h0=state[0], c0=state[1])
         if self.decoded is None:        # the first leaf: every row's handoff is now known
@@ -258,34 +258,41 @@ class BoundedSeq2Seq:
                                if self.plan.decoder.units > 1 else None)
         self.lengths = np.full(batch, src_steps, np.int64)
 
-    def run(self, X, Y_in, Y_out, src_lengths, weight, terms, state, grads, engines):
+    def run(self, X, Y_in, Y_out, src_lengths, weight, terms, state, grads, engines,
+            dropout=(0, 0)):
         """One step: X, Y_in, Y_out as the engines read them, src_lengths (B,) int64 or None,
         weight (B, U) the decoder's output weights or None, terms the loss's denominator,
         state (h, c, dh, dc) the handoff buffers, grads (encoder's, decoder's) the engines'
         entries, engines (encoder's, decoder's) the unbounded engines of the halves that run
-        unbounded (else None). Returns the loss."""
+        unbounded (else None); dropout (key, row0) the call's masks (the decoder's layers
+        on the streams after the encoder's). Returns the loss."""
+        key, row0 = dropout
+        enc_drop, dec_drop = (key, row0, 0), (key, row0, self.encoder.num_layers)
         h, c, dh, dc = state
         enc_grads, dec_grads = grads
         enc_engine, dec_engine = engines
 
         def decode():
             if self.decoder_runner is None:
+                dec_engine.set_dropout(*dec_drop)
                 self.loss = dec_engine.loss_and_grad(
                     Y_in, Y_out, self.decoder.engine_params, dec_grads, h0=h, dh0=dh, c0=c,
                     dc0=dc, weight=weight)
             else:
                 self.loss, (gh, gc), _ = self.decoder_runner.run(Y_in, Y_out, weight, terms,
-                                                                 h, c, dec_grads, False)
+                                                                 h, c, dec_grads, False,
+                                                                 dec_drop)
                 dh[...] = gh
                 if dc is not None:
                     dc[...] = gc
             return dh, dc
 
         if self.encoder_runner is None:
+            enc_engine.set_dropout(*enc_drop)
             enc_engine.encode(X, self.encoder.engine_params, h, c, lengths=src_lengths)
             decode()
             enc_engine.backward_from_final(enc_grads, dh, dc)
         else:
             lengths = self.lengths if src_lengths is None else src_lengths
-            self.encoder_runner.run(X, lengths, (h, c), decode, enc_grads)
+            self.encoder_runner.run(X, lengths, (h, c), decode, enc_grads, enc_drop)
         return self.loss

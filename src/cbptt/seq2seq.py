@@ -260,11 +260,12 @@ class Seq2Seq(_Trainer):
         per_output = self.decoder.output_size if self.loss == "mse" else 1
         terms = (batch * target_steps if weight is None else float(weight.sum())) * per_output
         enc, dec = self.encoder, self.decoder
+        key = self._next_dropout(encoder)        # one key for the call, as unbounded
         loss = runner.run(
             X, Y_in, Y_out, src_lengths, weight, terms, state,
             (self._grads[:enc.engine_size], self._grads[self.model.split:][:dec.engine_size]),
             (None if runner.encoder_runner else encoder,
-             None if runner.decoder_runner else decoder))
+             None if runner.decoder_runner else decoder), (key, self.dropout_row0))
         self._last_engine = decoder
         self._last_terms = terms
         self._last_sq_norm = squared_norm_of(self._grads)

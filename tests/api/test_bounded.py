@@ -144,8 +144,7 @@ def test_bad_limits_are_refused_naming_memory_limit(bad):
 
 
 def test_what_it_does_not_bound_yet_is_refused():
-    for model in (cbptt.RNN(I, H, O, bidirectional=True), cbptt.RNN(I, H, O, vocab_size=9),
-                  cbptt.RNN(I, H, O, num_layers=2, dropout=0.2)):
+    for model in (cbptt.RNN(I, H, O, bidirectional=True), cbptt.RNN(I, H, O, vocab_size=9)):
         with pytest.raises(ValueError, match="memory_limit"):
             cbptt.ManyToMany(model, memory_limit="1MiB")
     model, X, Y = data("tanh", 1, 200, False)
@@ -155,6 +154,29 @@ def test_what_it_does_not_bound_yet_is_refused():
     # where the whole step fits it runs unbounded, and records the flow
     flow = cbptt.ManyToMany(model, memory_limit="1GiB").loss_and_grad(X, Y, return_flow=True)[2]
     assert flow.shape == (1, 200)
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_under_a_limit_draws_the_unbounded_steps_masks(cell, many_to_one):
+    """Each unit's calls key the masks at the unit's own steps (Engine.set_dropout's step0),
+    so a bounded step with dropout equals the unbounded step of the same seed and call, and
+    the next call draws other masks."""
+    rng = np.random.default_rng(8)
+    model = cbptt.RNN(I, H, O, cell=cell, num_layers=2, seed=2, dropout=0.3,
+                      recurrent_dropout=0.2)
+    X = rng.standard_normal((B, 50, I))
+    Y = rng.standard_normal((B, O) if many_to_one else (B, 50, O))
+    extra = {"lengths": np.array([50, 9, 31])} if many_to_one else {}
+    kind = cbptt.ManyToOne if many_to_one else cbptt.ManyToMany
+    limit = cbptt.plan_memory(model, B, 50, "1TiB").minimum_bytes
+    bounded_trainer, plain = kind(model, memory_limit=limit, seed=5), kind(model, seed=5)
+    first = bounded_trainer.loss_and_grad(X, Y, **extra)
+    assert_same(first, plain.loss_and_grad(X, Y, **extra))
+    assert bounded_trainer._last_bounded.plan.units > 1
+    second = bounded_trainer.loss_and_grad(X, Y, **extra)
+    assert_same(second, plain.loss_and_grad(X, Y, **extra))
+    assert second[0] != first[0] and bounded_trainer.dropout_calls == 2
 
 
 @pytest.mark.parametrize("units, slots", [(7, 0), (9, 2), (12, 3), (6, 5)])

@@ -18,7 +18,7 @@ B, I, J, H, O = 3, 3, 2, 5, 4
 
 def halves(cell, layers, seed=0, loss="mse", dtype=np.float64, **kw):
     encoder = cbptt.RNN(I, H, None, cell=cell, num_layers=layers, seed=seed, dtype=dtype, **kw)
-    decoder = cbptt.RNN(J, H, O, cell=cell, num_layers=layers, seed=seed + 1, dtype=dtype)
+    decoder = cbptt.RNN(J, H, O, cell=cell, num_layers=layers, seed=seed + 1, dtype=dtype, **kw)
     return encoder, decoder
 
 
@@ -191,7 +191,27 @@ def test_below_the_minimum_is_refused_naming_it_and_weights_stay():
 
 def test_what_it_does_not_bound_yet_is_refused():
     encoder, decoder = halves("tanh", 2)
-    for pair in ((cbptt.RNN(I, H, None, num_layers=2, dropout=0.2), decoder),
-                 (cbptt.RNN(I, H, None, vocab_size=9), cbptt.RNN(J, H, O))):
+    for pair in ((cbptt.RNN(I, H, None, vocab_size=9), cbptt.RNN(J, H, O)),
+                 (encoder, cbptt.RNN(J, H, O, num_layers=2, vocab_size=7))):
         with pytest.raises(ValueError, match="memory_limit"):
             cbptt.Seq2Seq(*pair, memory_limit="1MiB")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_in_both_halves_under_a_limit(cell):
+    """The encoder's units and the decoder's draw the unbounded call's masks (the decoder's
+    layers on the streams after the encoder's)."""
+    pair, twin = (halves(cell, 2, seed=9, dropout=0.3, recurrent_dropout=0.2)
+                  for _ in range(2))
+    X, Y_in, Y_out = data(50, 40, seed=9)
+    limit = plan_of(pair, 50, 40).minimum_bytes
+    bounded = cbptt.Seq2Seq(*pair, memory_limit=limit, seed=6)
+    plain = cbptt.Seq2Seq(*twin, seed=6)
+    lengths = np.array([50, 12, 33])
+    got = bounded.loss_and_grad(X, Y_in, Y_out, lengths)
+    assert_same(got, plain.loss_and_grad(X, Y_in, Y_out, lengths))
+    plan = bounded._last_bounded.plan
+    assert plan.encoder.units > 1 and plan.decoder.units > 1
+    again = bounded.loss_and_grad(X, Y_in, Y_out, lengths)
+    assert_same(again, plain.loss_and_grad(X, Y_in, Y_out, lengths))
+    assert again[0] != got[0]

@@ -167,10 +167,12 @@ RESUME_SETUPS = {
                                   "--window", 12, "--mode", "many-to-one", "--bidirectional",
                                   "--layers", 2, "--dropout", 0.3, "--recurrent-dropout", 0.2,
                                   "--optimizer", "sgd", "--momentum", 0.9, "--batch", 16],
-    # exact BPTT of each window within a workspace too small for the whole window
+    # exact BPTT of each window within a workspace too small for the whole window, dropout's
+    # masks keyed at each unit's steps
     "csv-memory-limit": ["series.csv", "--columns", "a,b", "--target", "a", "--window", 40,
                          "--optimizer", "sgd", "--momentum", 0.9, "--batch", 16,
-                         "--val", 0.2, "--memory-limit", "160KiB"],
+                         "--val", 0.2, "--memory-limit", "160KiB", "--layers", 2,
+                         "--dropout", 0.2, "--recurrent-dropout", 0.1],
 }
 
 

@@ -263,13 +263,11 @@ def train_config(args):
                          "(one target read after the window): next-character models, "
                          "forecasts at every step and seq2seq decoders are causal, and a "
                          "reverse direction would read the answer")
-    if c["memory_limit"] is not None and (c["k1"] is not None or c["dropout"] or
-                                          c["recurrent_dropout"] or c["embedding"] or
+    if c["memory_limit"] is not None and (c["k1"] is not None or c["embedding"] or
                                           c["bidirectional"]):
         raise UsageError("cbptt train: --memory-limit bounds full-sequence BPTT of text, "
-                         "series or seq2seq pairs (no dropout, embedding or reverse "
-                         "direction); not --k1, --dropout, --recurrent-dropout, --embedding "
-                         "or --bidirectional")
+                         "series or seq2seq pairs (no embedding or reverse direction); not "
+                         "--k1, --embedding or --bidirectional")
     if task == "char":
         _text_options(c, args)
     elif task == "seq2seq":
