@@ -215,7 +215,8 @@ cdef class Engine:
         fill_plan(&self.plan, &self.shape, settings, self.dtype.itemsize, self.training,
                   self.fixed_chunk_steps)
         self.planned_with = settings
-        self.splits = {}      # (the thread choices stay: a with-block a call must not reset them)
+        self.choices.planned(settings, self.plan.adaptive, self.plan.split_threads, self.plan.team)
+        self.splits = {}
         layout = self._layout()
         if layout != self.layout:
             self.layout = layout
@@ -555,7 +556,7 @@ cdef class Engine:
         cdef Split split
         cdef Engine sub
         cdef double loss = 0, sq_norm = 0
-        cdef int ran
+        cdef int ran, threads     # threads: to run the split on (same bits on any)
         engines, grads = self._split(count)
         if lengths is not None:
             lengths = np.asarray(lengths)
@@ -575,18 +576,10 @@ cdef class Engine:
         split.n_params = self.n_params
         split.is_double = whole.is_double
         split.training = whole.training and whole.phase != PHASE_FORWARD
-        cdef int threads = (count if self.plan.split_threads <= 0 else
-                            min(self.plan.split_threads, count))
-        choice = (self.choices.of(whole.training, count) if self.plan.adaptive and threads > 1
-                  else None)
-        start = 0
-        if choice is not None:      # thread_choice.py: the same bits on any threads
-            threads = choice.threads(threads)
-            start = choice.clock()
+        threads = self.choices.pick(whole.training, count)
         with nogil:
             ran = run_split(&split, threads)
-        if choice is not None:      # an encode's time is added to its backward's
-            choice.record(threads, ran, choice.clock() - start, whole.phase == PHASE_FORWARD)
+        self.choices.ran(threads, ran, whole.phase == PHASE_FORWARD)
         self.last_parts = ran
         self.last_split = count
         self.last_path_flags = 0
@@ -603,16 +596,10 @@ cdef class Engine:
 
     @property
     def thread_choice(self):
-        """How this engine's calls choose their threads and why, as a dict (see
-        thread_policy.engine_summary): threads, policy, reason, and with the adaptive choice
-        (thread_choice.py) its choice and counters."""
+        """How this engine's calls choose their threads, and why: thread_policy.engine_summary."""
         self._plan_current()
         cdef int parts = call_parts(&self.plan, self.shape.batch, False)
-        alone = ("no control" if not cbptt_blas_counted() else
-                 "not qualified" if not self.plan.team else "one BLAS thread")
-        return thread_policy.engine_summary(self.planned_with, parts, alone,
-                                            runs_as_split(&self.plan, parts),
-                                            self.plan.adaptive, self.choices.last)
+        return self.choices.summary(parts, cbptt_blas_counted(), runs_as_split(&self.plan, parts))
 
     def encode(self, x, params, h_final, c_final=None, lengths=None, h0=None, c0=None):
         """An encoder's training call, first half: the forward pass of an engine without a

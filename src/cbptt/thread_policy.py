@@ -162,18 +162,47 @@ def new_choice() -> ThreadChoice:
 
 
 class EngineChoices:
-    """An engine's adaptive choices, one per kind of call (training or not, parts), and the
-    last one used (None before any)."""
+    """An engine's adaptive choices of the threads that run its splits, one per kind of call
+    (training or not, parts), and the last one used (None before any); the choices outlive a
+    new plan (a with-block around each call must not restart their probes)."""
 
     def __init__(self):
-        self.kinds, self.last = {}, None
+        self.kinds, self.last, self._timing = {}, None, None
+        self.settings, self.adaptive, self.split_threads, self.team = None, False, 0, False
 
-    def of(self, training, parts) -> ThreadChoice:
-        choice = self.kinds.get((training, parts))
-        if choice is None:
-            choice = self.kinds[(training, parts)] = new_choice()
-        self.last = choice
-        return choice
+    def planned(self, settings, adaptive, split_threads, team) -> None:
+        """The engine's plan now: its settings and the plan's adaptive, split_threads, team."""
+        self.settings, self.adaptive = settings, adaptive
+        self.split_threads, self.team = split_threads, team
+
+    def pick(self, training, parts) -> int:
+        """The threads to run a split of `parts` sub-engines on (split_threads > 0 caps them;
+        under an adaptive plan the kind's ThreadChoice picks the team or one thread, and the
+        call is timed from here to ``ran``)."""
+        threads = parts if self.split_threads <= 0 else min(self.split_threads, parts)
+        self._timing = None
+        if self.adaptive and threads > 1:
+            choice = self.kinds.get((training, parts))
+            if choice is None:
+                choice = self.kinds[(training, parts)] = new_choice()
+            self.last = choice
+            threads = choice.threads(threads)
+            self._timing = (choice, choice.clock())
+        return threads
+
+    def ran(self, planned, ran, first_half) -> None:
+        """The split planned on `planned` threads ran on `ran`; first_half: an encoder's
+        forward, whose time counts with its backward's (ThreadChoice.record)."""
+        if self._timing is not None:
+            choice, start = self._timing
+            choice.record(planned, ran, choice.clock() - start, first_half)
+
+    def summary(self, parts, counted, split) -> dict:
+        """engine_summary of the engine, whose next call runs on `parts` (split: as a split;
+        counted: BLAS's thread count known)."""
+        alone = ("no control" if not counted else "not qualified" if not self.team else
+                 "one BLAS thread")
+        return engine_summary(self.settings, parts, alone, split, self.adaptive, self.last)
 
 
 _ALONE = {"no control": "one thread: no BLAS thread control",
