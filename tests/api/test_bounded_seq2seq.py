@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import cbptt
+from cbptt import bounded
 
 from helpers import CELLS, set_parts
 from helpers import assert_same_loss_and_grads as assert_same
@@ -215,3 +216,25 @@ def test_dropout_in_both_halves_under_a_limit(cell):
     again = bounded.loss_and_grad(X, Y_in, Y_out, lengths)
     assert_same(again, plain.loss_and_grad(X, Y_in, Y_out, lengths))
     assert again[0] != got[0]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_two_levels_of_the_programme_in_both_halves(cell, monkeypatch):
+    """Units in groups (MAX_UNITS made 4): the first forward descent still reaches every
+    unit before the first leaf, so each row hands off its own final state."""
+    monkeypatch.setattr(bounded, "MAX_UNITS", 4)
+    pair = halves(cell, 2, seed=11)
+    X, Y_in, Y_out = data(40, 30, seed=11)
+    lengths = np.array([40, 3, 22])
+    minimum = plan_of(pair, 40, 30).minimum_bytes
+    want = cbptt.Seq2Seq(*pair).loss_and_grad(X, Y_in, Y_out, lengths)
+    for extra_slots in (0, 6):
+        limit = minimum + extra_slots * bounded._state_bytes(pair[0], B, objects=True)
+        trainer = cbptt.Seq2Seq(*pair, memory_limit=limit)
+        assert_same(trainer.loss_and_grad(X, Y_in, Y_out, lengths), want)
+        runner = trainer._last_bounded
+        for half, plan in ((runner.encoder_runner, runner.plan.encoder),
+                           (runner.decoder_runner, runner.plan.decoder)):
+            assert plan.units > 4 and plan.splits["per_group"] > 1      # two levels
+            assert half.last_forward_steps == plan.forward_steps
+            assert half.last_checkpoints == plan.checkpoints
