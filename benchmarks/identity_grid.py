@@ -100,7 +100,9 @@ def all_cases():
 def run_case(case):
     """Run one configuration on case.threads BLAS threads; returns {key: array}."""
     model, data = _model_and_data(case)
-    with threadpool_limits(limits=case.threads, user_api="blas"):
+    # the adaptive choice changes which threads run a split (meta/last_parts), never a bit
+    with threadpool_limits(limits=case.threads, user_api="blas"), \
+            cbptt.settings(adaptive=False):
         outputs = RUNNERS[case.kind](case, model, data)
     result = {}
     _put(result, "", outputs)

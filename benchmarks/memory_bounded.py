@@ -13,7 +13,9 @@ step). Where T is too long for the unbounded step to fit, its time is left out. 
 adds torch's LSTM/GRU with ``torch.utils.checkpoint`` over segments of the plan's leaf length
 (its memory is then about the same: one segment's activations and a state a segment).
 ``--million``: one LSTM step of 1,000,000 steps within 256 MiB. ``--plot PNG`` draws the
-time-memory trade-off (needs matplotlib).
+time-memory trade-off (needs matplotlib). ``--seq2seq``: encoder-decoder rows instead (sources
+of T steps, targets of T / 10, the limit shared by the two halves). ``--sqrt``: Chen et al.'s
+sqrt(T) segments against the plan at the same limit and at half of it.
 """
 import argparse
 import json
@@ -137,6 +139,101 @@ def rows(cells, steps_list, fractions, repeats, with_torch):
     return out
 
 
+def seq2seq_rows(cells, steps_list, fractions, repeats):
+    """Encoder-decoder rows (multi-step forecasting): sources of T steps, targets of T / 10,
+    the limit a fraction of both halves' unbounded need, shared by the two."""
+    out = []
+    for cell in cells:
+        for steps in steps_list:
+            target_steps = max(1, steps // 10)
+            rng = np.random.default_rng(1)
+            X = rng.standard_normal((B, steps, I)).astype(np.float32)
+            Y_in = rng.standard_normal((B, target_steps, O)).astype(np.float32)
+            Y_out = rng.standard_normal((B, target_steps, O)).astype(np.float32)
+            pair = (cbptt.RNN(I, H, None, cell=cell, dtype=np.float32, seed=0),
+                    cbptt.RNN(O, H, O, cell=cell, dtype=np.float32, seed=1))
+            whole = cbptt.plan_memory(pair, B, (steps, target_steps), "1TiB",
+                                      trainer="seq2seq").unbounded_bytes
+            base, _ = timed(_Seq2SeqStep(cbptt.Seq2Seq(*pair, optimizer=cbptt.SGD(lr=1e-5)),
+                                         Y_out), X, Y_in, repeats)
+            print(f"seq2seq {cell} T={steps} U={target_steps}: unbounded {base * 1e3:.0f} ms",
+                  flush=True)
+            for fraction in fractions:
+                limit = int(whole * fraction)
+                try:
+                    plan = cbptt.plan_memory(pair, B, (steps, target_steps), limit,
+                                             trainer="seq2seq")
+                except ValueError as exc:
+                    print(f"  {fraction:6.1%}: {exc}")
+                    continue
+                trainer = cbptt.Seq2Seq(*pair, optimizer=cbptt.SGD(lr=1e-5),
+                                        memory_limit=limit)
+                seconds, allocated = timed(_Seq2SeqStep(trainer, Y_out), X, Y_in, repeats)
+                out.append(dict(cell=cell, steps=steps, target_steps=target_steps,
+                                fraction=fraction, limit=limit,
+                                encoder_units=plan.encoder.units,
+                                decoder_units=plan.decoder.units,
+                                recompute_factor=plan.recompute_factor, ms=seconds * 1e3,
+                                allocated=allocated, unbounded_bytes=whole,
+                                time_factor=seconds / base))
+                print(f"  {fraction:6.1%} of {whole / 2 ** 20:8.1f} MiB: encoder "
+                      f"{plan.encoder.units} units, decoder {plan.decoder.units}, recompute "
+                      f"{plan.recompute_factor:.2f}; {seconds * 1e3:8.0f} ms = "
+                      f"{seconds / base:.2f}x unbounded, {allocated / 2 ** 20:.1f} MiB "
+                      f"allocated (limit {limit / 2 ** 20:.1f})", flush=True)
+    return out
+
+
+def sqrt_rows(cells, steps_list, repeats):
+    """Chen et al.'s sqrt(T) schedule (segments of sqrt(T) steps, every segment's start kept)
+    against the plan's at the same limit (the least that sqrt(T) needs) and at half of it,
+    where sqrt(T) does not fit: each step's time against the unbounded one's, where it fits."""
+    from cbptt import bounded
+    out = []
+    for cell in cells:
+        for steps in steps_list:
+            model, X, Y = problem(cell, steps)
+            leaf = round(steps ** 0.5)
+            units = -(-steps // leaf)
+            need = (bounded.fixed_bytes(model, B, leaf, parts=1) + bounded._table_bytes(units, 0)
+                    + (units - 1) * bounded._state_bytes(model, B))
+            fits = cbptt.memory.step_bytes(model, B, steps) < 0.5 * (
+                cbptt.memory.available_bytes() or 0)
+            base = (timed(cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5)), X, Y,
+                          repeats)[0] if fits else None)
+            for name, limit, leaf_steps in (("sqrt(T)", need, leaf), ("plan", need, None),
+                                            ("plan at half", need // 2, None)):
+                plan = cbptt.plan_memory(model, B, steps, limit, leaf_steps=leaf_steps)
+                trainer = cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5),
+                                           memory_limit=limit)
+                # the trainer's runner of this shape, on this plan
+                trainer._engines[("bounded", B, steps, False)] = bounded.BoundedBPTT(
+                    model, B, steps, limit, "mse", False, False, plan=plan)
+                seconds, allocated = timed(trainer, X, Y, repeats)
+                row = dict(cell=cell, steps=steps, schedule=name, limit=limit,
+                           leaf_steps=plan.leaf_steps, checkpoints=plan.checkpoints,
+                           recompute_factor=plan.recompute_factor, ms=seconds * 1e3,
+                           allocated=allocated,
+                           time_factor=None if base is None else seconds / base)
+                out.append(row)
+                print(f"{cell} T={steps:,} {name:12s} limit {limit / 2 ** 20:6.1f} MiB: leaf "
+                      f"{plan.leaf_steps:5d}, {plan.checkpoints:5d} checkpoints, recompute "
+                      f"{plan.recompute_factor:.2f}; {seconds * 1e3:8.0f} ms"
+                      + ("" if base is None else f" = {seconds / base:.2f}x unbounded")
+                      + f", {allocated / 2 ** 20:.1f} MiB allocated", flush=True)
+    return out
+
+
+class _Seq2SeqStep:
+    """A Seq2Seq trainer seen as timed() sees a trainer: step(X, Y_in)."""
+
+    def __init__(self, trainer, Y_out):
+        self.trainer, self.Y_out = trainer, Y_out
+
+    def step(self, X, Y_in):
+        return self.trainer.step(X, Y_in, self.Y_out)
+
+
 def million():
     model, X, Y = problem("lstm", 1_000_000)
     trainer = cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5), memory_limit="256MiB")
@@ -179,6 +276,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--torch", action="store_true")
     parser.add_argument("--million", action="store_true")
+    parser.add_argument("--seq2seq", action="store_true",
+                        help="encoder-decoder rows (targets of T / 10 steps) instead")
+    parser.add_argument("--sqrt", action="store_true",
+                        help="Chen et al.'s sqrt(T) schedule against the plan's instead")
     parser.add_argument("--out", help="JSON file for the rows")
     parser.add_argument("--plot", help="PNG of the time-memory trade-off")
     args = parser.parse_args(argv)
@@ -187,8 +288,11 @@ def main(argv=None):
         if args.torch:
             import torch
             torch.set_num_threads(args.threads)
-        result = rows(args.cells.split(","), [int(s) for s in args.steps.split(",")],
-                      [float(f) for f in args.fractions.split(",")], args.repeats, args.torch)
+        shapes = (args.cells.split(","), [int(s) for s in args.steps.split(",")],
+                  [float(f) for f in args.fractions.split(",")], args.repeats)
+        result = (seq2seq_rows(*shapes) if args.seq2seq else
+                  sqrt_rows(shapes[0], shapes[1], args.repeats) if args.sqrt else
+                  rows(*shapes, args.torch))
         extra = million() if args.million else None
     if args.out:
         with open(args.out, "w") as f:

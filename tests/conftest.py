@@ -4,20 +4,29 @@ The engine's settings (cbptt.settings, src/cbptt/_settings.py) are thread-local.
 starts from their defaults and leaves them as it found them (engine_settings), so tests set
 what they need with cbptt.set_settings without restoring it; the named fixtures below hand
 tests the settings they share.
+
+The thread policy (src/cbptt/thread_policy.py) reads the machine's load, and each engine's
+adaptive choice times its calls: neither changes a result, but both change which threads run
+a call (``Engine.last_parts``). So the tests start from the policy "default" and with
+adaptive=False; tests/api/test_thread_policy.py turns them on with fakes.
 """
 import pytest
 
 import cbptt
-from cbptt import _settings
+from cbptt import _settings, thread_policy
+
+TEST_DEFAULTS = _settings.DEFAULTS._replace(adaptive=False)
+thread_policy.reset(thread_policy.Policy(None, thread_policy.DEFAULT, "the tests' own"))
 
 from helpers import set_parts
 
 
 @pytest.fixture(autouse=True)
 def engine_settings():
-    """The default settings for the test; the previous ones restored after it."""
+    """The default settings for the test (without the adaptive choice); the previous ones
+    restored after it."""
     previous = _settings.current()
-    _settings._local.snapshot = _settings.DEFAULTS
+    _settings._local.snapshot = TEST_DEFAULTS
     yield
     _settings._local.snapshot = previous
 

@@ -91,3 +91,14 @@ def ok(capsys, *args):
     code, out, err = run_main(capsys, *args)
     assert code == 0, (args, out, err)
     return out
+
+
+def assert_same_loss_and_grads(got, want, rtol=1e-10):
+    """(loss, {name: gradient}) pairs equal to rounding: the loss to 1e-12, each gradient to
+    rtol (memory-bounded steps against unbounded ones)."""
+    (loss, grads), (want_loss, want_grads) = got, want
+    assert loss == pytest.approx(want_loss, rel=1e-12, abs=1e-15)
+    assert grads.keys() == want_grads.keys()
+    for name in want_grads:
+        np.testing.assert_allclose(grads[name], want_grads[name], rtol=rtol, atol=1e-13,
+                                   err_msg=name)

@@ -52,11 +52,15 @@ def make(kind, cell, seed=0, hidden=H):
         limit = cbptt.plan_memory(model, 4, 7, "1GiB").minimum_bytes
         return cbptt.ManyToMany(model, loss="mse", optimizer=cbptt.Adam(lr=0.05),
                                 memory_limit=limit)
-    if kind == "seq2seq":
+    if kind in ("seq2seq", "bounded_seq2seq"):
         encoder = cbptt.RNN(I, hidden, None, cell=cell, num_layers=model.num_layers,
                             dtype=np.float64, seed=seed + 1)
+        limit = None        # bounded: the encoder's 40 steps by checkpoints (see batch)
+        if kind == "bounded_seq2seq":
+            limit = cbptt.plan_memory((encoder, model), 4, (40, 4), "1TiB",
+                                      trainer="seq2seq").minimum_bytes
         return cbptt.Seq2Seq(encoder, model, loss="cross_entropy",
-                             optimizer=cbptt.Adam(lr=0.05), clip_norm=0.5)
+                             optimizer=cbptt.Adam(lr=0.05), clip_norm=0.5, memory_limit=limit)
     if kind == "truncated_many_to_one":
         return cbptt.Truncated(model, k1=2, k2=4, loss="cross_entropy", many_to_one=True,
                                optimizer=cbptt.Adam(lr=0.02))
@@ -73,7 +77,7 @@ def batch(kind, rng, B, T):
         return X, Y, {"mask": mask}
     if kind == "embedding":
         return rng.integers(0, 6, size=(B, T)), rng.integers(0, O, size=(B, T)), {}
-    if kind == "seq2seq":       # Y: the decoder's inputs; 4 outputs from sources of T steps
+    if kind in ("seq2seq", "bounded_seq2seq"):  # Y: the decoder's inputs; 4 outputs
         return X, rng.normal(size=(B, 4, I)), {
             "Y_out": rng.integers(0, O, size=(B, 4)),
             "src_lengths": rng.integers(1, T + 1, size=B),
@@ -92,7 +96,7 @@ def rel_err(a, b):
 def equivalence():
     out = {}
     for kind in ("many_to_many", "many_to_one", "truncated", "truncated_many_to_one",
-                 "seq2seq", "embedding", "dropout", "bounded"):
+                 "seq2seq", "embedding", "dropout", "bounded", "bounded_seq2seq"):
         for cell in CELLS:
             for B in (4, 3):                     # even shards, and 3 sequences on 2 ranks
                 name = f"{kind}/{cell}/B={B}"
@@ -102,7 +106,8 @@ def equivalence():
                 part = dp.shard(B)
                 rng = np.random.default_rng(7)
                 worst = {"loss": 0.0, "weights": 0.0}
-                T = 7 if kind != "truncated" else 8      # truncated: blocks 3 + 3 + 2
+                # truncated: blocks 3 + 3 + 2; bounded_seq2seq: sources to checkpoint
+                T = {"truncated": 8, "bounded_seq2seq": 40}.get(kind, 7)
                 for _ in range(4):
                     X, Y, extras = batch(kind, rng, B, T)
                     local = {k: v[part] for k, v in extras.items()}
@@ -125,7 +130,7 @@ def equivalence():
                     worst["weights_after_fit_stream"] = rel_err(dp.model.params,
                                                                 reference.model.params)
                 if kind in ("many_to_many", "many_to_one", "seq2seq", "embedding", "dropout",
-                            "bounded"):
+                            "bounded", "bounded_seq2seq"):
                     X, Y, extras = batch(kind, rng, B, T)
                     local = {k: v[part] for k, v in extras.items()}
                     want_flow = {"return_flow": True} if kind in ("many_to_many",

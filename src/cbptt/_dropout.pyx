@@ -11,15 +11,16 @@ from ._core.dropout cimport Drop, drop_between, mix64, recurrent_mask, threshold
 
 def dropout_mask(uint64_t key, Py_ssize_t layer, double p, Py_ssize_t batch, Py_ssize_t units,
                  Py_ssize_t steps=0, Py_ssize_t row0=0, Py_ssize_t stream0=0,
-                 dtype=np.float64):
+                 dtype=np.float64, Py_ssize_t step0=0):
     """The mask an engine's call keyed `key` applies (dropout.pxd), scaled: 1/(1-p) where a
     unit is kept, else 0. steps > 0: the mask on layer `layer`'s input, (steps, batch, units);
     steps 0: its recurrent mask on h_{t-1}, (batch, units). Rows from row0, layers from
-    stream0, as set_dropout's."""
+    stream0, steps from step0, as set_dropout's."""
     cdef Drop d
     d.key = key
     d.row0 = row0
     d.stream0 = stream0
+    d.step0 = step0
     d.threshold = d.rec_threshold = threshold_of(p)
     d.scale = d.rec_scale = 1 / (1 - p)
     shape = (batch, units)

@@ -37,12 +37,14 @@ class Engine:
     chunk_steps: int
     panels: bool
     plan: dict[str, object]
+    thread_choice: dict[str, object]
     def __init__(self, cell: str, num_layers: int, input_size: int, hidden_size: int,
                  output_size: int, batch: int, steps: int, dtype: object,
                  many_to_one: bool = ..., loss: str = ..., loss_start: int = ...,
                  training: bool = ..., *, chunk_steps: int = ..., ids: bool = ...,
                  dropout: float = ..., recurrent_dropout: float = ...) -> None: ...
-    def set_dropout(self, key: int, row0: int = ..., stream0: int = ...) -> None: ...
+    def set_dropout(self, key: int, row0: int = ..., stream0: int = ...,
+                    step0: int = ...) -> None: ...
     def loss_and_grad(self, x: np.ndarray, target: np.ndarray, params: np.ndarray,
                       grads: np.ndarray, h0: Optional[np.ndarray] = ...,
                       dh0: Optional[np.ndarray] = ..., h_final: Optional[np.ndarray] = ...,
@@ -56,4 +58,8 @@ class Engine:
                 h0: Optional[np.ndarray] = ..., h_final: Optional[np.ndarray] = ...,
                 c0: Optional[np.ndarray] = ..., c_final: Optional[np.ndarray] = ...,
                 lengths: Optional[np.ndarray] = ...) -> None: ...
+    def forward_states(self, x: np.ndarray, params: np.ndarray, h_final: np.ndarray,
+                       c_final: Optional[np.ndarray] = ..., h0: Optional[np.ndarray] = ...,
+                       c0: Optional[np.ndarray] = ...,
+                       lengths: Optional[np.ndarray] = ...) -> None: ...
     def states(self) -> tuple[np.ndarray, Optional[np.ndarray]]: ...

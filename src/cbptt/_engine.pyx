@@ -42,6 +42,7 @@ from ._core.team cimport (cbptt_blas_control, cbptt_blas_controlled, cbptt_blas_
 
 from ._layout import GATES, param_count, param_layout  # noqa: F401 - re-exported
 from ._settings import _local as _settings_local
+from . import thread_policy
 
 cnp.import_array()
 
@@ -190,6 +191,7 @@ cdef class Engine:
     cdef Py_ssize_t n_params
     cdef tuple encoded             # (x, params, parts, lengths) of an encode awaiting its backward
     cdef Drop drop                 # the next calls' dropout key, rows and streams (set_dropout)
+    cdef object choices            # a split's threads under an adaptive plan (EngineChoices)
 
     def __init__(self, str cell, Py_ssize_t num_layers, Py_ssize_t input_size,
                  Py_ssize_t hidden_size, Py_ssize_t output_size, Py_ssize_t batch,
@@ -233,6 +235,7 @@ cdef class Engine:
         self.fixed_chunk_steps = chunk_steps
         self.buffers = {"last_step": np.full(batch, steps - 1, dtype=np.int64)}
         self.layout = None             # nothing laid out yet: _plan lays the buffers out
+        self.choices = thread_policy.EngineChoices()
         self._plan(_settings_local.snapshot)
 
     cdef inline int _plan_current(self) except -1:
@@ -248,6 +251,7 @@ cdef class Engine:
         fill_plan(&self.plan, &self.shape, settings, self.dtype.itemsize, self.training,
                   self.fixed_chunk_steps)
         self.planned_with = settings
+        self.choices.planned(settings, self.plan.adaptive, self.plan.split_threads, self.plan.team)
         self.splits = {}
         layout = self._layout()
         if layout != self.layout:
@@ -446,13 +450,16 @@ cdef class Engine:
             raise ValueError("c0, dc0, c_final and dc_final are for the lstm cell only")
         return 0
 
-    def set_dropout(self, uint64_t key, Py_ssize_t row0=0, Py_ssize_t stream0=0):
+    def set_dropout(self, uint64_t key, Py_ssize_t row0=0, Py_ssize_t stream0=0,
+                    Py_ssize_t step0=0):
         """The dropout masks of the calls that follow (an engine with dropout): those of key
         (a trainer's seed and call count, hashed), for batch rows numbered from row0 (a
-        process's block of a larger batch) and layers from stream0 (see dropout.pxd)."""
+        process's block of a larger batch), layers from stream0 and steps from step0 (a unit
+        of a longer sequence; see dropout.pxd)."""
         self.drop.key = key
         self.drop.row0 = row0
         self.drop.stream0 = stream0
+        self.drop.step0 = step0
         self.drop.threshold = threshold_of(self.shape.dropout)
         self.drop.rec_threshold = threshold_of(self.shape.recurrent_dropout)
         self.drop.scale = 1 / (1 - self.shape.dropout)
@@ -585,7 +592,7 @@ cdef class Engine:
         cdef Split split
         cdef Engine sub
         cdef double loss = 0, sq_norm = 0
-        cdef int ran
+        cdef int ran, threads     # threads: to run the split on (same bits on any)
         engines, grads = self._split(count)
         if lengths is not None:
             lengths = np.asarray(lengths)
@@ -605,9 +612,10 @@ cdef class Engine:
         split.n_params = self.n_params
         split.is_double = whole.is_double
         split.training = whole.training and whole.phase != PHASE_FORWARD
+        threads = self.choices.pick(whole.training, count)
         with nogil:
-            ran = run_split(&split, count if self.plan.split_threads <= 0 else
-                            min(self.plan.split_threads, count))
+            ran = run_split(&split, threads)
+        self.choices.ran(threads, ran, whole.phase == PHASE_FORWARD)
         self.last_parts = ran
         self.last_split = count
         self.last_path_flags = 0
@@ -622,6 +630,13 @@ cdef class Engine:
         self.loss_terms = whole.terms
         return loss
 
+    @property
+    def thread_choice(self):
+        """How this engine's calls choose their threads, and why: thread_policy.engine_summary."""
+        self._plan_current()
+        cdef int parts = call_parts(&self.plan, self.shape.batch, False)
+        return self.choices.summary(parts, cbptt_blas_counted(), runs_as_split(&self.plan, parts))
+
     def encode(self, x, params, h_final, c_final=None, lengths=None, h0=None, c0=None):
         """An encoder's training call, first half: the forward pass of an engine without a
         head (from h0, c0 (L, B, H), or zeros), keeping what BPTT needs. Writes h_final (and
@@ -634,6 +649,18 @@ cdef class Engine:
         self.encoded = None
         parts = self._forward(x, params, None, h0, c0, h_final, c_final, lengths, True)
         self.encoded = (x, params, parts, lengths)
+
+    def forward_states(self, x, params, h_final, c_final=None, h0=None, c0=None,
+                       lengths=None):
+        """A training engine's forward pass alone, from h0, c0 (L, B, H) or zeros: writes
+        h_final (and c_final for lstm), (L, B, H), each row's state after step lengths[b] - 1
+        (None: the last; lengths for many-to-one engines). A memory-bounded step's forward
+        sweeps (bounded.py) run on its leaf's engine this way, so they need no workspace of
+        their own; what the pass keeps serves no backward call."""
+        if not self.training:
+            raise RuntimeError("forward_states is for training engines (predict for others)")
+        self.encoded = None
+        self._forward(x, params, None, h0, c0, h_final, c_final, lengths, True)
 
     def backward_from_final(self, grads, dh_final, dc_final=None, dx=None, dh_steps=None,
                             dh0=None, dc0=None):
@@ -679,7 +706,7 @@ cdef class Engine:
         cdef void* px = self._input(x)
         cdef void* pp = data_of(params, self.dtype, self.n_params, "params")
         cdef void* po = NULL
-        if s.output_size > 0 or out is not None:
+        if out is not None or (s.output_size > 0 and not encoding):
             po = data_of(out, self.dtype, output_steps(s) * s.batch * s.output_size, "out")
         cdef States st
         self._states(&st, h0, c0, None, None, h_final, c_final)

@@ -1,6 +1,6 @@
 """Every knob of the engine in one place: thread-local settings with a context manager.
 
-    with cbptt.settings(team=1):          # this thread's calls run without cbptt's team
+    with cbptt.settings(threads=1):       # this thread's calls run on one thread
         trainer.step(X, Y)
     cbptt.get_settings()["team"]          # what is in force in this thread
 
@@ -12,9 +12,18 @@ and ``set_settings(...)`` for the rest of the thread's life.
 
 The knobs, in two groups:
 
+- ``threads``: how many threads an engine call uses, the team's and BLAS's. N: a call that
+  qualifies for the team runs on exactly min(N, batch, 16) parts, and with N = 1 every BLAS
+  call of a call runs on one thread; results are bit-identical for a given N. It wins over
+  ``team`` and ``adaptive``. None: BLAS's thread count, and where a call runs as a split
+  (its bits fixed by that count) each engine runs it on its team or on one thread,
+  whichever its call times say is faster (thread_choice.py; on one thread from the start in
+  a process that is oversubscribed or one of too many MPI ranks on a node,
+  thread_policy.py). The one a user sets.
 - ``team``: at most this many threads of cbptt's own team run a call (None: as many as
-  BLAS's thread count, up to the team's maximum of 16; 1: never the team). The one a user
-  sets.
+  BLAS's thread count, up to the team's maximum of 16; 1: never the team).
+- ``adaptive``: with ``threads`` None, the choice above (False: a split runs on the team;
+  ``team_exact`` turns it off too).
 - Tuning, measured on this project's benchmark grid (docs/DEVELOPMENT.md has the figures): when
   a call qualifies for the team, when it splits its per-step products by columns, when it runs
   as sub-engines, which kernels the products take, how the backward pass is chunked. They
@@ -32,7 +41,9 @@ SMALL_GEMM_MNK = 1_000_000        # OpenBLAS's small-matrix path, as in _blas.px
 
 class Settings(NamedTuple):
     """One immutable snapshot of the knobs (a changed knob makes a new snapshot)."""
+    threads: Optional[int] = None
     team: Optional[int] = None
+    adaptive: bool = True
     # the team: a call qualifies with at least team_min_batch rows and a per-step product
     # 2 B H G H of at least team_min_flops, or those over all T steps of team_min_call_flops
     team_min_batch: int = 2
@@ -100,9 +111,13 @@ def _checked(snapshot: Settings, knobs: dict[str, Any]) -> Settings:
     unknown = sorted(set(knobs) - set(Settings._fields))
     if unknown:
         raise TypeError(f"unknown setting(s) {unknown}; the settings are {list(Settings._fields)}")
-    team = knobs.get("team", snapshot.team)
-    if team is not None and (not isinstance(team, int) or isinstance(team, bool) or team < 1):
-        raise ValueError(f"team: expected None or an integer >= 1, got {team!r}")
+    for name in ("threads", "team"):
+        value = knobs.get(name, getattr(snapshot, name))
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or
+                                  value < 1):
+            raise ValueError(f"{name}: expected None or an integer >= 1, got {value!r}")
+    if not isinstance(knobs.get("adaptive", True), bool):
+        raise ValueError(f"adaptive: expected True or False, got {knobs['adaptive']!r}")
     for name, least in (("team_min_batch", 1), ("chunk_rows", 1), ("chunk_min_steps", 1),
                         ("split_threads", 0)):
         value = knobs.get(name, least)

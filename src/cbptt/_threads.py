@@ -30,11 +30,21 @@ def _scipy_blas_libraries():
 
 
 _getter = None     # openblas_get_num_threads, once found
+_setter = None     # openblas_set_num_threads_local, once found
 
 
 def blas_threads():
     """SciPy's OpenBLAS thread count now (1 where it cannot be read)."""
     return 1 if _getter is None else max(1, int(_getter()))
+
+
+def set_blas_threads(count):
+    """Set SciPy's OpenBLAS thread count for the process (not while an engine call runs:
+    the thread policy does it once, before training); returns whether it could."""
+    if _setter is None:
+        return False
+    _setter(int(count))
+    return True
 
 
 def find_thread_control():
@@ -53,9 +63,11 @@ def find_thread_control():
             continue
         getter = next((getattr(library, name) for name in _GETTERS if hasattr(library, name)),
                       None)
-        global _getter
+        global _getter, _setter
         _getter = None if getter is None else ctypes.CFUNCTYPE(ctypes.c_int)(
             ctypes.cast(getter, ctypes.c_void_p).value)
+        _setter = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(
+            ctypes.cast(setter, ctypes.c_void_p).value)
         return (ctypes.cast(setter, ctypes.c_void_p).value or 0,
                 0 if getter is None else ctypes.cast(getter, ctypes.c_void_p).value or 0)
     return 0, 0

@@ -5,8 +5,8 @@ A step of ManyToMany or ManyToOne with ``memory_limit`` cuts the sequence into u
 which add nothing). One training engine of one unit's length runs a *leaf*: forward over the
 unit from a state, its loss (at the whole sequence's scale), and BPTT from the gradient that
 the units after it pass back (``Engine.loss_and_grad(h0=..., dh_final=..., terms=...)``),
-returning the gradient at the unit's start. A prediction engine of the same length runs
-forward sweeps, whose final states are the checkpoints.
+returning the gradient at the unit's start. The same engine runs the forward sweeps
+(``Engine.forward_states``), whose final states are the checkpoints.
 
 The schedule is Gruslys et al.'s (2016, "Memory-Efficient Backpropagation Through Time",
 BPTT-HSM) dynamic programme over units, with k free checkpoint slots: to run BPTT over n
@@ -24,12 +24,13 @@ unbounded step's to rounding (the weight gradients are summed unit by unit rathe
 product over all steps), and are the same for any limit that gives the same plan.
 """
 import dataclasses
+import functools
 import re
 
 import numpy as np
 
-from . import memory
-from ._engine import Engine, param_count
+from . import _settings, memory
+from ._threads import blas_threads
 
 BACKWARD_COST = 2.0        # a backward step costs about two forward steps (its products)
 CALL_COST = 4.0            # an engine call's fixed cost, in forward steps (favours long leaves)
@@ -40,8 +41,12 @@ CANDIDATES = 6             # leaf lengths a plan compares (the longest that fit)
 # caches runs faster than the cost model counts (measured, LSTM B=8 H=128 float32 T=10,000:
 # leaves of 2,048 steps 1.29-1.39x the unbounded step, of 64-128 steps 1.10-1.20x)
 PREFERRED_LEAF_BYTES = 4 * 2 ** 20
-_UNITS = {"": 1, "b": 1, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "kb": 10 ** 3,
-          "mb": 10 ** 6, "gb": 10 ** 9}
+# a held state's Python objects: a tuple (64 bytes) and two arrays' headers (128 each, as
+# tracemalloc counts them); they matter only for tiny models, where they are most of a state
+STATE_OBJECT_BYTES = 64 + 2 * 128
+LONG_LEAF_COST = 1.2       # a longer leaf's cost, against the model's (the same measurement)
+_UNITS = {"": 1, "b": 1, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40,
+          "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12}
 
 
 def parse_limit(limit, name="memory_limit"):
@@ -49,7 +54,7 @@ def parse_limit(limit, name="memory_limit"):
     if isinstance(limit, (int, np.integer)) and not isinstance(limit, bool) and limit > 0:
         return int(limit)
     if isinstance(limit, str):
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgKMG]?i?[bB]?)\s*", limit)
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgtKMGT]?i?[bB]?)\s*", limit)
         if match and match.group(2).lower() in _UNITS:
             value = float(match.group(1)) * _UNITS[match.group(2).lower()]
             if value >= 1:
@@ -65,7 +70,8 @@ class MemoryPlan:
     forward steps computed in all (the leaves' own included) against the sequence's
     ``steps``: ``recompute_factor`` = forward_steps / steps (1: no recomputation).
     ``peak_bytes`` bounds what the step adds; ``unbounded_bytes`` is what the store-everything
-    step would add; ``minimum_bytes`` the least limit any plan fits in."""
+    step would add; ``minimum_bytes`` the least limit any plan fits in; ``parts`` the most
+    threads its engine calls run on (the workspaces are counted for that many)."""
     limit: int
     steps: int
     leaf_steps: int
@@ -75,7 +81,8 @@ class MemoryPlan:
     peak_bytes: int
     unbounded_bytes: int
     minimum_bytes: int
-    splits: dict = dataclasses.field(repr=False, default_factory=dict)
+    parts: int = 1
+    splits: dict = dataclasses.field(repr=False, compare=False, default_factory=dict)
 
     @property
     def recompute_factor(self):
@@ -88,9 +95,11 @@ class MemoryPlan:
                                                                      self.steps)
 
 
-def _state_bytes(model, batch):
+def _state_bytes(model, batch, objects=False):
+    """Bytes of a state (h, and c for lstm) of every layer; with objects, and of the Python
+    objects that hold it (a held state is a tuple of arrays: at most STATE_OBJECT_BYTES)."""
     return model.num_layers * batch * model.hidden_size * model.dtype.itemsize * (
-        2 if model.cell == "lstm" else 1)
+        2 if model.cell == "lstm" else 1) + (STATE_OBJECT_BYTES if objects else 0)
 
 
 def check_limit(model, limit, trainer):
@@ -99,26 +108,64 @@ def check_limit(model, limit, trainer):
         return None
     limit = parse_limit(limit)
     refused = [what for what, bad in (
-        ("bidirectional", model.bidirectional), ("an embedding", model.vocab_size is not None),
-        ("dropout", model.dropout or model.recurrent_dropout)) if bad]
+        ("bidirectional", model.bidirectional), ("an embedding", model.vocab_size is not None))
+        if bad]
     if refused:
         raise ValueError(f"memory_limit: {trainer} does not bound the memory of a model with "
                          f"{' or '.join(refused)} yet; use memory_limit=None")
     return limit
 
 
-def fixed_bytes(model, batch, leaf, ids=False):
-    """Bytes of a plan with leaves of `leaf` steps, besides its checkpoints: the two engines,
+def team_parts(batch):
+    """The most parts an engine call on `batch` rows would run on in this thread now: the
+    user's threads, else the team's cap in force (exact for the tests' forced parts), BLAS's
+    threads, the rows."""
+    snapshot = _settings.current()
+    if snapshot.threads is not None:
+        return max(1, min(batch, snapshot.threads, 16))
+    if snapshot.team_exact and snapshot.team is not None:
+        return max(1, min(batch, snapshot.team))
+    team = 16 if snapshot.team is None else snapshot.team
+    return max(1, min(batch, team, blas_threads()))
+
+
+class capped_team:
+    """Run a plan's engine calls with the team capped at the parts it counted: a context
+    manager over the settings in force, keeping one capped snapshot per snapshot it finds
+    (the engines compare snapshots by identity and keep their plans while it is the same)."""
+
+    def __init__(self, parts):
+        self.parts, self.found, self.capped, self.previous = parts, None, None, None
+
+    def __enter__(self):
+        found = self.previous = _settings.current()
+        if found is not self.found:
+            team = self.parts if found.team is None else min(found.team, self.parts)
+            threads = None if found.threads is None else min(found.threads, self.parts)
+            self.found, self.capped = found, found._replace(team=team, threads=threads)
+        _settings._local.snapshot = self.capped
+
+    def __exit__(self, *exc):
+        _settings._local.snapshot = self.previous
+
+
+def fixed_bytes(model, batch, leaf, ids=False, kind="many-to-many", parts=None):
+    """Bytes of a plan with leaves of `leaf` steps, besides its checkpoints: the leaf's engine,
     a leaf's inputs, targets, weights and gradients, and seven states (two for a forward
-    sweep, each level's walk, the carried gradient and its next value, the initial one)."""
+    sweep, each level's walk, the carried gradient and its next value, the initial one).
+    An encoder's (kind "encoder", bounded_seq2seq.py) has no targets but each row's step in
+    the unit and two more states (the gradient entering the unit, the states it hands off)."""
     itemsize = model.dtype.itemsize
-    train = memory.step_bytes(model, batch, leaf, training=True)
-    sweep = itemsize * memory.step_elements(model.cell, model.num_layers, model.input_size,
-                                            model.hidden_size, 0, batch, leaf, False, True)
+    encoder = kind == "encoder"
+    train = memory.step_bytes(model, batch, leaf, training=True, many_to_one=encoder,
+                              threads=parts)
     inputs = batch * leaf * (8 if ids else model.input_size * itemsize)
-    targets = batch * leaf * max(8, model.output_size * itemsize) + batch * leaf * itemsize
-    return (train + sweep + inputs + targets + model.params.nbytes +
-            7 * _state_bytes(model, batch))
+    if encoder:
+        targets = 8 * batch + batch            # the rows' lengths in the unit, where they end
+    else:
+        targets = batch * leaf * max(8, model.output_size * itemsize) + batch * leaf * itemsize
+    return (train + inputs + targets + model.params.nbytes +
+            (9 if encoder else 7) * _state_bytes(model, batch, objects=True))
 
 
 def _costs(units, slots, unit_forward, leaf_cost, choices=False):
@@ -205,18 +252,37 @@ def walk_schedule(plan, sweep, leaf, slot, state, start_dh=None):
     return run(1, 0, -(-units // per_group), plan.splits["slots"], None, start_dh)
 
 
-def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
+def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False, threads=None,
+                leaf_steps=None):
     """The plan of a memory-bounded step of ``model`` on ``batch`` sequences of ``steps``
     steps within ``limit`` (bytes, or "64MiB"), without running it: a MemoryPlan. trainer:
-    "many-to-many" or "many-to-one" (the same plan). ValueError naming the minimum when
-    limit is below it."""
+    "many-to-many" or "many-to-one" (the same plan), or "seq2seq" with model the pair
+    (encoder, decoder) and steps the pair (source steps, target steps): a Seq2SeqMemoryPlan
+    (bounded_seq2seq.py). threads: the most threads the step's engine calls may run on
+    (None: as a call in this thread would now; the step then holds them to it). leaf_steps:
+    units of this length rather than the cheapest (e.g. Chen et al.'s sqrt(T) segments, for
+    comparison; many-to-many and many-to-one only). ValueError naming the minimum when limit
+    is below it."""
+    parts = team_parts(batch) if threads is None else max(1, min(batch, int(threads)))
+    if trainer == "seq2seq":
+        from .bounded_seq2seq import plan_seq2seq
+        return plan_seq2seq(model, batch, steps, limit, ids, parts)
     if trainer not in ("many-to-many", "many-to-one"):
-        raise ValueError(f"trainer must be 'many-to-many' or 'many-to-one', got {trainer!r}")
-    limit = parse_limit(limit)
-    state = _state_bytes(model, batch)
-    minimum = fixed_bytes(model, batch, 1, ids) + _table_bytes(steps, 0)
+        raise ValueError(f"trainer must be 'many-to-many', 'many-to-one' or 'seq2seq', got "
+                         f"{trainer!r}")
+    return plan_half(model, batch, steps, parse_limit(limit), trainer, ids, parts, leaf_steps)
+
+
+def plan_half(model, batch, steps, limit, kind, ids=False, parts=1, leaf_steps=None):
+    """plan_memory of one model: kind "many-to-many", "many-to-one" or "encoder" (a model
+    without a head whose gradient enters at each row's last step); limit in bytes; parts the
+    most threads its calls run on."""
+    state = _state_bytes(model, batch, objects=True)
+    fixed = functools.partial(fixed_bytes, ids=ids, kind=kind, parts=parts)
+    minimum = fixed(model, batch, 1) + _table_bytes(steps, 0)
     unbounded = memory.step_bytes(model, batch, steps, training=True,
-                                  many_to_one=trainer == "many-to-one")
+                                  many_to_one=kind != "many-to-many")
+    minimum = min(minimum, unbounded)       # a short sequence: less than the bounded least
     if limit < minimum:
         raise ValueError(
             f"memory_limit: {memory.describe_bytes(limit)} is below the minimum of "
@@ -225,20 +291,36 @@ def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
     if unbounded <= limit:       # the whole step fits: it runs unbounded, as one leaf
         return MemoryPlan(limit=limit, steps=steps, leaf_steps=steps, units=1, checkpoints=0,
                           forward_steps=steps, peak_bytes=unbounded, unbounded_bytes=unbounded,
-                          minimum_bytes=minimum, splits={})
+                          minimum_bytes=minimum, parts=parts, splits={})
     best = None
     fitting = [leaf for leaf in sorted({min(steps, 2 ** i) for i in range(64)
                                         if 2 ** (i - 1) < steps}, reverse=True)
-               if fixed_bytes(model, batch, leaf, ids) + _table_bytes(-(-steps // leaf), 0)
-               <= limit]
+               if fixed(model, batch, leaf) + _table_bytes(-(-steps // leaf), 0) <= limit]
     # two levels of the programme cover MAX_UNITS^2 units; a shorter leaf than that needs
     # is taken only when nothing longer fits (its groups are then long)
     fitting = [leaf for leaf in fitting if steps <= leaf * MAX_UNITS ** 2] or fitting[:1]
-    fitting = [leaf for leaf in fitting if memory.step_bytes(model, batch, leaf) <=
-               PREFERRED_LEAF_BYTES] or fitting[-1:]
-    for leaf in fitting[:CANDIDATES]:           # the longest leaves that fit (fewest calls)
+
+    def long(leaf):
+        return memory.step_bytes(model, batch, leaf) > PREFERRED_LEAF_BYTES
+
+    def keeps_all(leaf):
         units = -(-steps // leaf)
-        spare = limit - fixed_bytes(model, batch, leaf, ids) - _table_bytes(units, 0)
+        return fixed(model, batch, leaf) + _table_bytes(units, 0) + (units - 1) * state <= limit
+
+    # the longest short leaves that fit (fewest calls), and the shortest long one that keeps
+    # every unit's start (sqrt(T)-like segments, where no short leaf can keep them all)
+    candidates = [leaf for leaf in fitting if not long(leaf)][:CANDIDATES] or fitting[-1:]
+    kept = [leaf for leaf in fitting if long(leaf) and keeps_all(leaf)]
+    if kept and not any(keeps_all(leaf) for leaf in candidates):
+        candidates.append(kept[-1])
+    if leaf_steps is not None:
+        if fixed(model, batch, leaf_steps) + _table_bytes(-(-steps // leaf_steps), 0) > limit:
+            raise ValueError(f"leaf_steps: units of {leaf_steps} steps do not fit in "
+                             f"{memory.describe_bytes(limit)}")
+        candidates = [leaf_steps]
+    for leaf in candidates:
+        units = -(-steps // leaf)
+        spare = limit - fixed(model, batch, leaf) - _table_bytes(units, 0)
         # a slot holds a state, and its columns of the choice tables (2 bytes a row)
         slots = int(min(units - 1, MAX_SLOTS, spare // (state + _table_bytes(units, 1) -
                                                         _table_bytes(units, 0))))
@@ -250,17 +332,19 @@ def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False):
         else:
             cost, per_group, tables = _levels(steps, leaf, slots)
             splits = {"choice": tables, "slots": slots, "per_group": per_group}
+        if long(leaf):
+            cost *= LONG_LEAF_COST
         if best is None or cost < best[0]:
             best = (cost, leaf, units, splits)
     _, leaf, units, splits = best
     tables = splits["choice"]
     plan = MemoryPlan(limit=limit, steps=steps, leaf_steps=leaf, units=units, checkpoints=0,
                       forward_steps=0, peak_bytes=0, unbounded_bytes=unbounded,
-                      minimum_bytes=minimum, splits=splits)
+                      minimum_bytes=minimum, parts=parts, splits=splits)
     count = _Count(plan)
     walk_schedule(plan, count.sweep, count.leaf, count.slot, lambda level: None)
     plan.forward_steps, plan.checkpoints = count.forward, count.most
-    plan.peak_bytes = (fixed_bytes(model, batch, leaf, ids) + count.most * state +
+    plan.peak_bytes = (fixed(model, batch, leaf) + count.most * state +
                        sum(table.nbytes for table in tables))
     return plan
 
@@ -309,25 +393,24 @@ class BoundedBPTT:
     ``last_forward_steps``, ``last_checkpoints`` and ``last_bytes`` (the engines' workspaces,
     the buffers and the most checkpoints held at once) say what it did."""
 
-    def __init__(self, model, batch, steps, limit, loss, many_to_one, ids):
+    def __init__(self, model, batch, steps, limit, loss, many_to_one, ids, plan=None):
         self.model, self.batch, self.steps = model, batch, steps
         self.loss, self.many_to_one, self.ids = loss, many_to_one, ids
-        self.plan = plan_memory(model, batch, steps, limit,
-                                "many-to-one" if many_to_one else "many-to-many", ids)
+        self.plan = plan or plan_memory(model, batch, steps, limit,
+                                        "many-to-one" if many_to_one else "many-to-many", ids)
         if self.plan.units == 1:
             return              # the trainer runs the unbounded step
+        self.cap = capped_team(self.plan.parts)
         leaf, dtype = self.plan.leaf_steps, model.dtype
-        self.train = model.make_engine(batch, leaf, loss=loss, ids=ids)
-        self.sweep = Engine(model.cell, model.num_layers, model.input_size, model.hidden_size,
-                            0, batch, leaf, dtype, many_to_one=True, training=False, ids=ids)
+        self.train = (model.make_engine(batch, leaf, many_to_one=True, ids=ids) if loss is None
+                      else model.make_engine(batch, leaf, loss=loss, ids=ids))
         self.x = (np.zeros((batch, leaf), np.int64) if ids else
                   np.zeros((batch, leaf, model.input_size), dtype))
-        self.y = (np.zeros((batch, leaf), np.int64) if loss == "cross_entropy" else
-                  np.zeros((batch, leaf, model.output_size), dtype))
-        self.w = np.zeros((batch, leaf), dtype)
+        if loss is not None:    # an encoder's (bounded_seq2seq.py) has no targets
+            self.y = (np.zeros((batch, leaf), np.int64) if loss == "cross_entropy" else
+                      np.zeros((batch, leaf, model.output_size), dtype))
+            self.w = np.zeros((batch, leaf), dtype)
         self.unit_grads = np.zeros(model.engine_size, dtype)
-        self.sweep_size = param_count(model.cell, model.num_layers, model.input_size,
-                                      model.hidden_size, 0)
         self.lstm = model.cell == "lstm"
         self.states = [self._state() for _ in range(7)]     # see fixed_bytes
         self.slot_pool = [self._state() for _ in range(self.plan.checkpoints)]
@@ -338,12 +421,14 @@ class BoundedBPTT:
         return (np.zeros(shape, self.model.dtype),
                 np.zeros(shape, self.model.dtype) if self.lstm else None)
 
-    def run(self, X, Y, weight, terms, h0, c0, grads, want_final):
+    def run(self, X, Y, weight, terms, h0, c0, grads, want_final, dropout=(0, 0, 0)):
         """BPTT of the whole sequence by the plan: grads (the engine's entries) receive the
         gradients; returns (loss, (dh0, dc0), final state (h, c) or None). X (B, T, I) or
         ids (B, T); Y many-to-many's (B, T, O) / (B, T), many-to-one's (B, O) / (B,);
         weight: many-to-many's (B, T) or None, many-to-one's (B,) step of each row's output;
-        terms the loss's denominator."""
+        terms the loss's denominator; dropout (key, row0, stream0) the call's masks, as
+        Engine.set_dropout takes them (each unit's call adds its first step)."""
+        self.dropout = dropout
         self.X, self.Y, self.weight, self.terms = X, Y, weight, terms
         self.grads, self.loss_sum, self.final = grads, 0.0, None
         self.want_final = want_final
@@ -356,13 +441,20 @@ class BoundedBPTT:
             start[1][...] = 0 if c0 is None else c0
         self._free = [self.states[3], self.states[4]]    # the carried gradient's two buffers
         self.start = start
-        dh = walk_schedule(self.plan, self._sweep, self._leaf, self._slot,
-                           lambda level: self.states[2] if level == 0 else self.states[6])
-        self.last_bytes = (self.train.workspace_bytes + self.sweep.workspace_bytes +
-                           sum(a.nbytes for a in (self.x, self.y, self.w, self.unit_grads)) +
-                           (7 + self.last_checkpoints) * _state_bytes(self.model, self.batch) +
-                           sum(table.nbytes for table in self.plan.splits["choice"]))
+        with self.cap:
+            dh = walk_schedule(self.plan, self._sweep, self._leaf, self._slot,
+                               lambda level: self.states[2] if level == 0 else self.states[6])
+        self._count_bytes((self.x, self.y, self.w, self.unit_grads), 7)
         return self.loss_sum, dh, self.final
+
+    def _count_bytes(self, buffers, states):
+        """last_bytes: the engines' workspaces, the buffers, `states` states, the most
+        checkpoints held at once and the plan's tables."""
+        self.last_bytes = (self.train.workspace_bytes +
+                           sum(a.nbytes for a in buffers) +
+                           (states + self.last_checkpoints) * _state_bytes(self.model,
+                                                                           self.batch) +
+                           sum(table.nbytes for table in self.plan.splits["choice"]))
 
     def _slot(self, change):
         """Take (+1) or give back (-1) a checkpoint; returns the one taken."""
@@ -373,14 +465,26 @@ class BoundedBPTT:
         self.last_checkpoints = max(self.last_checkpoints, self.slots)
         return self.slot_pool[self.slots - 1]
 
-    def _unit(self, unit):
-        """Copy unit `unit`'s inputs, targets and weights into the leaf buffers; returns its
-        steps in the sequence (the rest of the buffers: padding of weight 0)."""
+    def _keyed(self, unit):
+        """Key the engine's next call with the step's dropout masks at unit `unit`'s steps."""
+        key, row0, stream0 = self.dropout
+        self.train.set_dropout(key, row0, stream0, unit * self.plan.leaf_steps)
+
+    def _inputs(self, unit):
+        """Copy unit `unit`'s inputs into the leaf buffer; returns its steps in the sequence
+        (the rest of the buffer: padding)."""
         leaf = self.plan.leaf_steps
         a = unit * leaf
         n = min(leaf, self.steps - a)
         self.x[:, :n] = self.X[:, a:a + n]
         self.x[:, n:] = 0
+        return n
+
+    def _unit(self, unit):
+        """Copy unit `unit`'s inputs, targets and weights into the leaf buffers; returns its
+        steps in the sequence (the rest of the buffers: padding of weight 0)."""
+        a = unit * self.plan.leaf_steps
+        n = self._inputs(unit)
         self.w[:, n:] = 0
         if self.many_to_one:         # the output at each row's last step, if in this unit
             self.y[...] = 0
@@ -397,14 +501,14 @@ class BoundedBPTT:
     def _sweep(self, first, count, state, into):
         """Forward over units [first, first + count) from state; the state after them goes
         into `into`, which it returns."""
-        params = self.model.engine_params[:self.sweep_size]     # the layers': no head
         ping = (self.states[0], self.states[1])
         current = self.start if state is None else state
         for index, unit in enumerate(range(first, first + count)):
-            self.last_forward_steps += self._unit(unit)
+            self.last_forward_steps += self._inputs(unit)
             target = into if index == count - 1 else ping[index % 2]
-            self.sweep.predict(self.x, params, None, h0=current[0], c0=current[1],
-                               h_final=target[0], c_final=target[1])
+            self._keyed(unit)
+            self.train.forward_states(self.x, self.model.engine_params, target[0], target[1],
+                                      h0=current[0], c0=current[1])
             current = target
         return into
 
@@ -418,6 +522,7 @@ class BoundedBPTT:
         out = self._free[0] if dh_after is None or dh_after is not self._free[0] \
             else self._free[1]
         entering = (None, None) if dh_after is None else dh_after
+        self._keyed(unit)
         self.loss_sum += self.train.loss_and_grad(
             self.x, self.y, self.model.engine_params, self.unit_grads, h0=state[0],
             dh0=out[0], c0=state[1], dc0=out[1], weight=self.w, dh_final=entering[0],

@@ -40,6 +40,7 @@ import warnings
 
 import numpy as np
 
+from . import thread_policy
 from ._arrays import all_finite, squared_norm_of
 from .fitting import FitMixin
 from .seq2seq import Seq2Seq
@@ -92,6 +93,10 @@ def shard(global_batch_size, rank, size):
     return slice(start, start + base + (1 if rank < extra else 0))
 
 
+def _warn(line):
+    warnings.warn(line, RuntimeWarning, stacklevel=3)
+
+
 def _describe(trainer):
     """What must be equal on every rank: model, trainer settings, optimiser hyperparameters."""
     model, optimizer = trainer.model, trainer.optimizer
@@ -118,7 +123,11 @@ class DataParallel(FitMixin):
         fresh optimiser with the same hyperparameters); rank 0's weights and optimiser state
         are broadcast to the others here. The trainer's ``gradient_reducer`` is taken over.
     comm : mpi4py communicator, optional
-        ``MPI.COMM_WORLD`` by default.
+        ``MPI.COMM_WORLD`` by default. With two ranks or more, BLAS runs one thread per rank
+        (where the ranks on a node times BLAS's threads exceed its cores, or the launcher
+        does not say how many share it) unless the user chose a count:
+        ``cbptt.settings(threads=N)`` in force, OPENBLAS_NUM_THREADS or OMP_NUM_THREADS;
+        rank 0 says so once (a RuntimeWarning; cbptt/thread_policy.py).
     check_every : int or None
         Compare a checksum of the weights across ranks every this many updates (None or 0:
         never; ``check_consistency()`` does it on demand).
@@ -140,6 +149,8 @@ class DataParallel(FitMixin):
         self._MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        # one BLAS thread per rank unless the user chose (thread_policy.py), said on rank 0
+        thread_policy.one_thread_per_rank(self.size, say=_warn if self.rank == 0 else None)
         if check_every is not None and (isinstance(check_every, bool) or
                                         not isinstance(check_every, (int, np.integer))
                                         or check_every < 0):

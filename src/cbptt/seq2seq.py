@@ -22,7 +22,9 @@ import threading
 
 import numpy as np
 
-from . import archive, embedding, memory
+from . import archive, bounded, embedding, memory
+from ._arrays import squared_norm_of
+from .bounded_seq2seq import BoundedSeq2Seq
 from .losses import check_loss, check_targets
 from .model import RNN
 from .optim import SGD, Adam
@@ -93,6 +95,9 @@ class Seq2Seq(_Trainer):
     loss : "mse" or "cross_entropy"
     optimizer, clip_norm, on_nonfinite : as for ManyToMany (clipping by the norm of both
         halves' gradients together).
+    memory_limit : bytes, or a string such as "64MiB"; None (default): store everything.
+        Exact BPTT within that much added memory, shared by the two halves
+        (bounded_seq2seq.py; ``cbptt.plan_memory(..., trainer="seq2seq")`` tells the plan).
 
     Shapes: X (B, T, I) floats; Y_in (B, U, J) the decoder's inputs (teacher forcing: usually
     the targets shifted right after a start symbol); X and Y_in may be token ids instead,
@@ -104,9 +109,11 @@ class Seq2Seq(_Trainer):
     """
 
     def __init__(self, encoder, decoder, loss="mse", optimizer=None, clip_norm=None,
-                 on_nonfinite="raise", seed=None):
+                 on_nonfinite="raise", seed=None, memory_limit=None):
         _check_halves(encoder, decoder)
         self.loss = check_loss(loss)
+        for model in (encoder, decoder):
+            self.memory_limit = bounded.check_limit(model, memory_limit, "Seq2Seq")
         self._init_update(optimizer, clip_norm, on_nonfinite, seed)
         memory.require(memory.trainer_bytes(encoder, self.optimizer) +
                        memory.trainer_bytes(decoder, self.optimizer),
@@ -209,6 +216,11 @@ class Seq2Seq(_Trainer):
             np.less(self._steps[:target_steps], tgt_lengths[:, None], out=weight)
         enc_grads = self._grads[:self.model.split]
         dec_grads = self._grads[self.model.split:]
+        if self.memory_limit is not None:
+            runner = self._bounded(batch, steps, target_steps, X.ndim == 2, Y_in.ndim == 2)
+            if runner.plan.bounded:
+                return self._run_bounded(runner, X, Y_in, Y_out, src_lengths, weight,
+                                         (h, c, dh, dc), encoder, decoder)
         dx = None if x_ids is None else np.empty_like(X)
         dy = None if y_ids is None else np.empty_like(Y_in)
         # one key for the call: the decoder's layers draw from the streams after the encoder's
@@ -226,6 +238,38 @@ class Seq2Seq(_Trainer):
                                            (dec, y_ids, dy, dec_grads)):
             if ids is not None:     # the half's embedding: dL/dx summed by id
                 self._last_sq_norm += embedding.learn_table(model, ids, d_input, grads)
+        return loss
+
+    def _bounded(self, batch, steps, target_steps, x_ids, y_ids):
+        """The memory-bounded runner of this shape (bounded_seq2seq.py), made on first use."""
+        key = ("bounded", batch, steps, target_steps, x_ids, y_ids)
+        runner = self._engines.get(key)
+        if runner is None:
+            if len(self._engines) >= 16:
+                self._engines.clear()
+            runner = self._engines[key] = BoundedSeq2Seq(
+                self.encoder, self.decoder, batch, steps, target_steps, self.memory_limit,
+                self.loss, x_ids, y_ids)
+        self._last_bounded = runner
+        return runner
+
+    def _run_bounded(self, runner, X, Y_in, Y_out, src_lengths, weight, state, encoder,
+                     decoder):
+        """A step within memory_limit: each half bounded or on its unbounded engine."""
+        batch, target_steps = Y_in.shape[:2]
+        per_output = self.decoder.output_size if self.loss == "mse" else 1
+        terms = (batch * target_steps if weight is None else float(weight.sum())) * per_output
+        enc, dec = self.encoder, self.decoder
+        key = self._next_dropout(encoder)        # one key for the call, as unbounded
+        loss = runner.run(
+            X, Y_in, Y_out, src_lengths, weight, terms, state,
+            (self._grads[:enc.engine_size], self._grads[self.model.split:][:dec.engine_size]),
+            (None if runner.encoder_runner else encoder,
+             None if runner.decoder_runner else decoder), (key, self.dropout_row0))
+        self._last_engine = decoder
+        self._last_terms = terms
+        self._last_sq_norm = squared_norm_of(self._grads)
+        self.last_calls = 0
         return loss
 
     def loss_and_grad(self, X, Y_in, Y_out, src_lengths=None, tgt_lengths=None):

@@ -2,8 +2,9 @@
 
 For bug reports and for reading benchmarks: which kernels run (the instruction set compiled in
 and the one in use, which CBPTT_ISA caps), which BLAS SciPy brings (cbptt calls SciPy's) with
-its version, the kernels it picked for this processor and its thread count, and whether the
-engine can split calls over its own team of threads.
+its version, the kernels it picked for this processor and its thread count, whether the
+engine can split calls over its own team of threads, and the thread policy in force (how
+many threads a call runs on, and why: thread_policy.py).
 """
 import ctypes
 import os
@@ -88,7 +89,7 @@ def config():
 
     import cbptt
 
-    from . import _engine, _isa
+    from . import _engine, _isa, thread_policy
 
     return {
         "cbptt": {"version": cbptt.__version__, "isa_compiled": _isa.isa_compiled(),
@@ -96,6 +97,7 @@ def config():
                   "panels": bool(_engine.panels_supported()),
                   "team_available": bool(_engine.team_available())},
         "blas": blas_info(),
+        "threads": thread_policy.describe(),
         "python": {"version": platform.python_version(), "implementation":
                    platform.python_implementation(), "machine": platform.machine(),
                    "numpy": numpy.__version__, "scipy": scipy.__version__},
@@ -105,8 +107,9 @@ def config():
 def show_config(mode="stdout"):
     """Print cbptt's build and run-time configuration (mode="stdout"), or return it as a dict
     of dicts (mode="dicts"): cbptt (version, isa_compiled, isa_in_use, CBPTT_ISA, panels,
-    team_available), blas (library, version, core_type, threads, source), python (version,
-    implementation, machine, numpy, scipy)."""
+    team_available), blas (library, version, core_type, threads, source), threads (the thread
+    policy: threads, policy, reason, blas_threads, cores, runnable, mpi_local_ranks), python
+    (version, implementation, machine, numpy, scipy)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     record = config()

@@ -219,8 +219,10 @@ class _FullBPTT(_Trainer):
         else:
             rows = weight
             terms = (batch * steps if weight is None else float(weight.sum())) * per_output
+        key = self._next_dropout(runner.train)
         loss, (dh0, dc0), final = runner.run(X, Y, rows, terms, h0, c0,
-                                             self._grads[:m.engine_size], return_state)
+                                             self._grads[:m.engine_size], return_state,
+                                             (key, self.dropout_row0, 0))
         self._last_sq_norm = squared_norm_of(self._grads)
         self._last_terms = terms
         state_grads = {"h0": dh0.copy()} if dc0 is None else {"h0": dh0.copy(),

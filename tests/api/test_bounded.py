@@ -12,6 +12,7 @@ import cbptt
 from cbptt import bounded
 
 from helpers import CELLS, set_parts
+from helpers import assert_same_loss_and_grads as assert_same
 
 B, I, H, O = 3, 2, 5, 2
 
@@ -32,15 +33,6 @@ def limits(model, steps, many_to_one):
     plan = cbptt.plan_memory(model, B, steps, "1GiB")
     minimum, unbounded = plan.minimum_bytes, plan.unbounded_bytes
     return [minimum, minimum + (unbounded - minimum) // 3, unbounded]
-
-
-def assert_same(got, want, rtol=1e-10):
-    (loss, grads), (want_loss, want_grads) = got, want
-    assert loss == pytest.approx(want_loss, rel=1e-12, abs=1e-15)
-    assert grads.keys() == want_grads.keys()
-    for name in want_grads:
-        np.testing.assert_allclose(grads[name], want_grads[name], rtol=rtol, atol=1e-13,
-                                   err_msg=name)
 
 
 @pytest.mark.parametrize("limit_index", [0, 1, 2])
@@ -152,8 +144,7 @@ def test_bad_limits_are_refused_naming_memory_limit(bad):
 
 
 def test_what_it_does_not_bound_yet_is_refused():
-    for model in (cbptt.RNN(I, H, O, bidirectional=True), cbptt.RNN(I, H, O, vocab_size=9),
-                  cbptt.RNN(I, H, O, num_layers=2, dropout=0.2)):
+    for model in (cbptt.RNN(I, H, O, bidirectional=True), cbptt.RNN(I, H, O, vocab_size=9)):
         with pytest.raises(ValueError, match="memory_limit"):
             cbptt.ManyToMany(model, memory_limit="1MiB")
     model, X, Y = data("tanh", 1, 200, False)
@@ -163,6 +154,29 @@ def test_what_it_does_not_bound_yet_is_refused():
     # where the whole step fits it runs unbounded, and records the flow
     flow = cbptt.ManyToMany(model, memory_limit="1GiB").loss_and_grad(X, Y, return_flow=True)[2]
     assert flow.shape == (1, 200)
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_under_a_limit_draws_the_unbounded_steps_masks(cell, many_to_one):
+    """Each unit's calls key the masks at the unit's own steps (Engine.set_dropout's step0),
+    so a bounded step with dropout equals the unbounded step of the same seed and call, and
+    the next call draws other masks."""
+    rng = np.random.default_rng(8)
+    model = cbptt.RNN(I, H, O, cell=cell, num_layers=2, seed=2, dropout=0.3,
+                      recurrent_dropout=0.2)
+    X = rng.standard_normal((B, 50, I))
+    Y = rng.standard_normal((B, O) if many_to_one else (B, 50, O))
+    extra = {"lengths": np.array([50, 9, 31])} if many_to_one else {}
+    kind = cbptt.ManyToOne if many_to_one else cbptt.ManyToMany
+    limit = cbptt.plan_memory(model, B, 50, "1TiB").minimum_bytes
+    bounded_trainer, plain = kind(model, memory_limit=limit, seed=5), kind(model, seed=5)
+    first = bounded_trainer.loss_and_grad(X, Y, **extra)
+    assert_same(first, plain.loss_and_grad(X, Y, **extra))
+    assert bounded_trainer._last_bounded.plan.units > 1
+    second = bounded_trainer.loss_and_grad(X, Y, **extra)
+    assert_same(second, plain.loss_and_grad(X, Y, **extra))
+    assert second[0] != first[0] and bounded_trainer.dropout_calls == 2
 
 
 @pytest.mark.parametrize("units, slots", [(7, 0), (9, 2), (12, 3), (6, 5)])
@@ -221,3 +235,25 @@ def test_room_for_every_units_start_keeps_them_all_in_one_sweep(cell):
     assert runner.last_forward_steps == plan.forward_steps == 2 * 300 - last
     assert runner.last_checkpoints == plan.checkpoints
     assert runner.last_bytes <= plan.peak_bytes <= limit
+
+
+def test_the_plan_counts_the_threads_its_calls_run_on_and_holds_them_to_it():
+    """A plan made for one thread counts one part's workspaces (a smaller minimum than for
+    two), and its calls stay on one part when the team would later take two."""
+    model, X, Y = data("lstm", 1, 200, False, seed=6)
+    set_parts(2)
+    two = cbptt.plan_memory(model, B, 200, "1TiB")
+    with cbptt.settings(team=1):
+        one = cbptt.plan_memory(model, B, 200, "1TiB")
+        assert (one.parts, two.parts) == (1, 2) and one.minimum_bytes < two.minimum_bytes
+        limit = one.minimum_bytes
+        assert limit < two.minimum_bytes
+        trainer = cbptt.ManyToMany(model, memory_limit=limit)
+        want = cbptt.ManyToMany(model).loss_and_grad(X, Y)
+        assert_same(trainer.loss_and_grad(X, Y), want)
+    runner = trainer._last_bounded
+    assert runner.plan.parts == 1 and runner.plan.units > 1
+    got = trainer.loss_and_grad(X, Y)         # the team in force now would take two
+    assert runner.train.last_parts == 1 and runner.last_bytes <= runner.plan.peak_bytes
+    assert_same(got, want)
+    assert cbptt.get_settings()["team"] == 2          # the cap is the step's only

@@ -167,10 +167,12 @@ RESUME_SETUPS = {
                                   "--window", 12, "--mode", "many-to-one", "--bidirectional",
                                   "--layers", 2, "--dropout", 0.3, "--recurrent-dropout", 0.2,
                                   "--optimizer", "sgd", "--momentum", 0.9, "--batch", 16],
-    # exact BPTT of each window within a workspace too small for the whole window
+    # exact BPTT of each window within a workspace too small for the whole window, dropout's
+    # masks keyed at each unit's steps
     "csv-memory-limit": ["series.csv", "--columns", "a,b", "--target", "a", "--window", 40,
                          "--optimizer", "sgd", "--momentum", 0.9, "--batch", 16,
-                         "--val", 0.2, "--memory-limit", "160KiB"],
+                         "--val", 0.2, "--memory-limit", "160KiB", "--layers", 2,
+                         "--dropout", 0.2, "--recurrent-dropout", 0.1],
 }
 
 
@@ -337,7 +339,7 @@ BAD = {
                                         "--memory-limit", "1KiB"],
                                        ["--memory-limit: 1.0 KiB is below the minimum"]),
     "memory limit with k1": (["train", "{data}/text.txt", "--k1", "8", "--memory-limit",
-                              "1MiB"], ["--memory-limit bounds windows"]),
+                              "1MiB"], ["--memory-limit bounds full-sequence BPTT"]),
     "no such run": (["sample", "nowhere"], ["nowhere: no such run folder"]),
     "unknown command": (["frobnicate"], ["invalid choice: 'frobnicate'"]),
 }

@@ -165,3 +165,28 @@ def test_mistakes_give_one_line_and_exit_2(run, tsv, tmp_path, capsys):
     one_error_line(capsys, ["translate", tmp_path / "nowhere", "x"], "no such run folder")
     one_error_line(capsys, ["sample", run], "not a character model", "use cbptt translate")
     one_error_line(capsys, ["predict", run, data_file], "not a forecasting model")
+
+
+def test_a_run_within_a_memory_limit(run, tsv, tmp_path, capsys):
+    """--memory-limit on seq2seq pairs: below the minimum, one line naming it; at it, the
+    run trains both halves by bounded BPTT, equals the unbounded run to rounding, and
+    resumes bit for bit."""
+    common = ["train", tsv / "dates.tsv", "--mode", "seq2seq", *TRAIN, "--epochs", 3]
+    one_error_line(capsys, [*common, "--memory-limit", "1KiB"],
+                   "cbptt train: --memory-limit: 1.0 KiB is below the minimum of")
+    code, _, err = run_main(capsys, *common, "--memory-limit", "1KiB")
+    minimum = int(err.split("(")[1].split(" bytes")[0].replace(",", ""))
+    bounded = [*common, "--memory-limit", minimum]
+    ok(capsys, *bounded, "--out", tmp_path / "straight")
+    config = json.loads((tmp_path / "straight" / "config.json").read_text())
+    assert config["memory_limit"] == minimum
+    straight, unbounded = arrays(tmp_path / "straight"), arrays(run)
+    for name, value in unbounded.items():
+        if name.startswith("param:"):
+            np.testing.assert_allclose(straight[name], value, rtol=2e-3, atol=2e-4,
+                                       err_msg=name)
+    assert any(not np.array_equal(straight[name], value) for name, value in unbounded.items())
+    ok(capsys, *bounded, "--out", tmp_path / "mid", "--max-steps", 9)
+    ok(capsys, "train", "--resume", tmp_path / "mid", "--no-progress")
+    for name, value in straight.items():
+        np.testing.assert_array_equal(arrays(tmp_path / "mid")[name], value, err_msg=name)

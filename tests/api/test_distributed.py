@@ -22,7 +22,7 @@ WORKER = os.path.join(TESTS, "mpi_worker.py")
 RANKS = 2
 TOLERANCE = 1e-12
 KINDS = ("many_to_many", "many_to_one", "truncated", "truncated_many_to_one", "seq2seq",
-         "embedding", "dropout", "bounded")
+         "embedding", "dropout", "bounded", "bounded_seq2seq")
 CONFIGS = [f"{kind}/{cell}/B={b}" for kind in KINDS for cell in CELLS for b in (4, 3)]
 
 

@@ -136,7 +136,9 @@ def test_this_process_reports_the_cap_it_was_started_with():
 
 def test_show_config_records_the_isa_and_versions():
     record = cbptt.show_config(mode="dicts")
-    assert set(record) == {"cbptt", "blas", "python"}
+    assert set(record) == {"cbptt", "blas", "python", "threads"}
+    assert set(record["threads"]) == {"threads", "policy", "reason", "blas_threads", "cores",
+                                      "runnable", "mpi_local_ranks"}
     assert record["cbptt"] == {
         "version": cbptt.__version__, "isa_compiled": _isa.isa_compiled(),
         "isa_in_use": _isa.isa_in_use(), "CBPTT_ISA": os.environ.get("CBPTT_ISA") or None,

@@ -16,7 +16,9 @@
 #     one entry per (step t, row b, unit j): the row key hashes (t, b);
 #   - recurrent, the mask on h_{t-1} entering its per-step product at stream 2 (stream0 + k)
 #     + 1, one entry per (row b, unit j), the same at every step (Gal and Ghahramani 2016).
-# Rows are the caller's: a split's sub-engine adds its first row (Drop.row0).
+# Rows are the caller's: a split's sub-engine adds its first row (Drop.row0). Steps are the
+# caller's too: an engine running steps [step0, step0 + T) of a longer sequence (a memory-
+# bounded step's unit, bounded.py) adds Drop.step0, so its masks are the whole sequence's.
 
 from cython cimport floating
 from libc.stdint cimport uint32_t, uint64_t
@@ -30,6 +32,7 @@ cdef struct Drop:
     double rec_scale       # 1 / (1 - q)
     Py_ssize_t row0        # the caller's index of this engine's first batch row
     Py_ssize_t stream0     # added to the layer index in the streams
+    Py_ssize_t step0       # added to the step index of the between-layer masks
 
 
 cdef inline uint64_t mix64(uint64_t z) noexcept nogil:
@@ -75,7 +78,7 @@ cdef inline void drop_between(const Drop* d, Py_ssize_t layer, const floating* s
     cdef Py_ssize_t stream = 2 * (d.stream0 + layer)
     for r in range(first_row, first_row + rows):
         drop_row(source + r * n, target + r * n, n,
-                 row_key(d.key, stream, r // batch, d.row0 + r % batch), d.threshold,
+                 row_key(d.key, stream, d.step0 + r // batch, d.row0 + r % batch), d.threshold,
                  <floating>d.scale, False)
 
 

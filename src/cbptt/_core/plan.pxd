@@ -29,6 +29,7 @@ cdef struct Plan:
     bint split                # on a team at a row split: one sub-engine per part
     int split_threads         # a split runs on at most this many threads (0: one a part)
     bint one_blas_thread      # a call alone holds BLAS at one thread too (concurrent callers)
+    bint adaptive             # a split's threads chosen per call (thread_choice.py)
 
 
 cdef inline int fill_plan(Plan* p, const Shape* s, object settings, Py_ssize_t itemsize,
@@ -74,13 +75,21 @@ cdef inline int fill_plan(Plan* p, const Shape* s, object settings, Py_ssize_t i
     p.max_parts = CBPTT_TEAM_MAX if settings.team is None else max(1, min(settings.team,
                                                                           CBPTT_TEAM_MAX))
     p.exact_parts = settings.team_exact
+    p.one_blas_thread = settings.one_blas_thread
+    p.adaptive = settings.adaptive and not settings.team_exact
+    # the user's thread count: exactly that many parts, and with one, BLAS on one thread for
+    # the whole call; no adapting
+    if settings.threads is not None:
+        p.max_parts = max(1, min(settings.threads, CBPTT_TEAM_MAX))
+        p.exact_parts = True
+        p.one_blas_thread = p.one_blas_thread or settings.threads == 1
+        p.adaptive = False
     p.team = (p.max_parts > 1 and B >= max(2, settings.team_min_batch) and
               not (step_flops < settings.team_min_flops and
                    step_flops * T < settings.team_min_call_flops))
     p.columns = step_flops >= settings.team_column_flops
     p.split = settings.split
     p.split_threads = settings.split_threads
-    p.one_blas_thread = settings.one_blas_thread
     return 0
 
 

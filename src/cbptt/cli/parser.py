@@ -230,7 +230,8 @@ def _add_using(sub):
     pl.add_argument("--output", "-o", metavar="PNG", help="default RUN/curves.png")
 
     sub.add_parser("info", help="what cbptt runs on here: its version, the instruction set "
-                                "compiled and in use, SciPy's BLAS and its threads")
+                                "compiled and in use, SciPy's BLAS and its threads, and the "
+                                "thread policy in force and why")
 
     b = sub.add_parser("bench", help="run the benchmark suite (python -m benchmarks) of a "
                                      "source checkout", add_help=False)
@@ -262,13 +263,11 @@ def train_config(args):
                          "(one target read after the window): next-character models, "
                          "forecasts at every step and seq2seq decoders are causal, and a "
                          "reverse direction would read the answer")
-    if c["memory_limit"] is not None and (task == "seq2seq" or c["k1"] is not None or
-                                          c["dropout"] or c["recurrent_dropout"] or
-                                          c["embedding"] or c["bidirectional"]):
-        raise UsageError("cbptt train: --memory-limit bounds windows of text or series "
-                         "(one model, no dropout, embedding or reverse direction); not "
-                         "--k1, --mode seq2seq, --dropout, --recurrent-dropout, --embedding "
-                         "or --bidirectional")
+    if c["memory_limit"] is not None and (c["k1"] is not None or c["embedding"] or
+                                          c["bidirectional"]):
+        raise UsageError("cbptt train: --memory-limit bounds full-sequence BPTT of text, "
+                         "series or seq2seq pairs (no embedding or reverse direction); not "
+                         "--k1, --embedding or --bidirectional")
     if task == "char":
         _text_options(c, args)
     elif task == "seq2seq":

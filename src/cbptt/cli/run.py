@@ -90,11 +90,16 @@ def run_memory(config, task, ranks=1):
                           for shape, batch, steps, many_to_one in task.step_models(config,
                                                                                    ranks))
     if c.get("memory_limit") is not None:      # the bounded step's plan (bounded.py)
-        (_, batch, steps, many_to_one), = task.step_models(config, ranks)
+        halves = task.step_models(config, ranks)
+        (_, batch, steps, many_to_one) = halves[0]
+        model = task.make_model(config, np.dtype(c["dtype"]))
         try:
-            plan = plan_memory(task.make_model(config, np.dtype(c["dtype"])), batch, steps,
-                               c["memory_limit"], "many-to-one" if many_to_one else
-                               "many-to-many", ids=task.kind == "char")
+            if task.kind == "seq2seq":      # source and target steps share the limit
+                plan = plan_memory(model, batch, (steps, halves[1][2]), c["memory_limit"],
+                                   "seq2seq")
+            else:
+                plan = plan_memory(model, batch, steps, c["memory_limit"], "many-to-one"
+                                   if many_to_one else "many-to-many", ids=task.kind == "char")
         except ValueError as exc:
             raise UsageError(f"cbptt train: --memory-limit{str(exc)[len('memory_limit'):]}") \
                 from None

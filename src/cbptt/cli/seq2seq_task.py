@@ -74,7 +74,7 @@ class Seq2SeqTask(_Task):
 
     def make_trainer(self, model, optimizer, clip):
         return Seq2Seq(*model, loss=self.loss, optimizer=optimizer, clip_norm=clip,
-                       seed=self.config["seed"])
+                       seed=self.config["seed"], memory_limit=self.config.get("memory_limit"))
 
     def trained_model(self, model, trainer):
         return trainer          # a checkpoint holds the Seq2Seq (both halves)

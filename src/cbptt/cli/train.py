@@ -4,7 +4,7 @@ import os
 import sys
 import traceback
 
-from .. import data, memory
+from .. import data, memory, thread_policy
 from .._engine import param_count
 from ..checkpoint import CheckpointError, has_checkpoint, load_checkpoint, new_run_dir
 from ..data import DataError
@@ -26,6 +26,9 @@ def cmd_train(args):
     if comm is None:
         return _train_command(args, World())
     world = World(comm)
+    # one BLAS thread per rank unless the user chose (thread_policy.py): one line on rank 0
+    thread_policy.one_thread_per_rank(world.size, say=thread_policy.say_on_stderr
+                                      if world.root else None)
     try:
         return _train_command(args, world)
     except _USER_ERRORS:
