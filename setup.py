@@ -29,7 +29,8 @@ MODULES = ["_isa", "_blas", "_layout", "_engine", "_arrays", "_dropout", "_kerne
 # what the modules are built from besides their .pyx: the BLAS layer and the engine's layers
 # (src/cbptt/_core: the C kernels and the inline .pxd layers over them)
 DEPENDS = ["src/cbptt/_blas.pxd"] + sorted(glob.glob("src/cbptt/_core/*.pxd") +
-                                           glob.glob("src/cbptt/_core/*.h"))
+                                           glob.glob("src/cbptt/_core/*.h") +
+                                           glob.glob("src/cbptt/*.pxi"))
 
 directives = {
     "language_level": "3",
