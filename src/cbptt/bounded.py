@@ -195,12 +195,18 @@ def _costs(units, slots, unit_forward, leaf_cost, choices=False):
     return totals, choice
 
 
-def _levels(steps, leaf, slots):
+def _levels(steps, leaf, slots, cache=None):
     """The programme's tables for leaves of `leaf` steps: (cost, per_group, (group choice,
     unit choice)). Up to MAX_UNITS units it is one level (groups of one unit); beyond, the
     units go in groups of per_group (a power of two, at most MAX_UNITS groups), and a group's
     BPTT with k slots is itself the programme over its units (its cost, for each k, is the
-    upper level's leaf cost)."""
+    upper level's leaf cost). The programme with k slots reads only its columns k' <= k, so
+    the tables made for more slots serve fewer (cache: a dict that keeps them, for plans of
+    one sequence under several limits)."""
+    held = None if cache is None else cache.get((steps, leaf))
+    if held is not None and held[0] >= slots:
+        _, totals, per_group, tables = held
+        return totals[slots], per_group, tuple(t[:, :slots + 1].copy() for t in tables)
     units = -(-steps // leaf)
     per_group, groups = _grouping(units)
     unit_forward, leaf_cost = leaf + CALL_COST, (1 + BACKWARD_COST) * leaf + CALL_COST
@@ -208,6 +214,8 @@ def _levels(steps, leaf, slots):
                                  np.full(slots + 1, leaf_cost), choices=True)
     totals, outer_choice = _costs(groups, slots, per_group * unit_forward, inner,
                                   choices=True)
+    if cache is not None:
+        cache[steps, leaf] = (slots, totals, per_group, (outer_choice, inner_choice))
     return totals[slots], per_group, (outer_choice, inner_choice)
 
 
@@ -273,10 +281,11 @@ def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False, t
     return plan_half(model, batch, steps, parse_limit(limit), trainer, ids, parts, leaf_steps)
 
 
-def plan_half(model, batch, steps, limit, kind, ids=False, parts=1, leaf_steps=None):
+def plan_half(model, batch, steps, limit, kind, ids=False, parts=1, leaf_steps=None,
+              cache=None):
     """plan_memory of one model: kind "many-to-many", "many-to-one" or "encoder" (a model
     without a head whose gradient enters at each row's last step); limit in bytes; parts the
-    most threads its calls run on."""
+    most threads its calls run on; cache: _levels's, for plans under several limits."""
     state = _state_bytes(model, batch, objects=True)
     fixed = functools.partial(fixed_bytes, ids=ids, kind=kind, parts=parts)
     minimum = fixed(model, batch, 1) + _table_bytes(steps, 0)
@@ -330,7 +339,7 @@ def plan_half(model, batch, steps, limit, kind, ids=False, parts=1, leaf_steps=N
                                                                CALL_COST)
             splits = {"store_all": True, "choice": ()}
         else:
-            cost, per_group, tables = _levels(steps, leaf, slots)
+            cost, per_group, tables = _levels(steps, leaf, slots, cache)
             splits = {"choice": tables, "slots": slots, "per_group": per_group}
         if long(leaf):
             cost *= LONG_LEAF_COST
