@@ -28,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from . import memory
-from .bounded import (BACKWARD_COST, BoundedBPTT, MemoryPlan, _state_bytes, parse_limit,
+from .bounded import (BoundedBPTT, MemoryPlan, _state_bytes, parse_limit,
                       plan_half, plan_memory, walk_schedule)
 
 
@@ -78,11 +78,6 @@ class Seq2SeqMemoryPlan:
 SPLIT_POINTS = (0, 1 / 32, 1 / 8, 1 / 4, 1 / 2, 1)
 
 
-def _cost(plan):
-    """A half's cost in forward steps (bounded.py's model)."""
-    return plan.forward_steps + BACKWARD_COST * plan.steps
-
-
 def _half_minimum(model, batch, steps, kind, ids, parts):
     """(minimum, unbounded) bytes of one half (its plan under a limit it always fits)."""
     plan = plan_half(model, batch, steps, 2 ** 62, kind, ids, parts)
@@ -122,23 +117,15 @@ def plan_seq2seq(models, batch, steps, limit, ids=False, parts=1):
             enc = enc_min + int((min(enc_need, room - dec_min) - enc_min) * fraction)
             dec = dec_min + int((min(dec_need, room - enc_min) - dec_min) * fraction)
             shares += [(enc, min(dec_need, room - enc)), (min(enc_need, room - dec), dec)]
-    plans, cache = {}, {}
-    for index in (0, 1):    # each half's shares, the largest first (their tables serve all)
+    costs, cache = {}, {}
+    for index in (0, 1):    # each half's shares, the largest first (its costs serve all)
         model, steps_, kind, ids_ = halves[index]
         for share in sorted({pair[index] for pair in shares}, reverse=True):
-            plans[index, share] = plan_half(model, batch, steps_, share, kind, ids_, parts,
+            costs[index, share] = plan_half(model, batch, steps_, share, kind, ids_, parts,
                                             cache=cache)
-
-    def plan(index, share):
-        return plans[index, share]
-
-    best = None
-    for enc_share, dec_share in dict.fromkeys(shares):
-        pair = (plan(0, enc_share), plan(1, dec_share))
-        cost = sum(_cost(half) for half in pair)
-        if best is None or cost < best[0]:
-            best = (cost, pair)
-    enc_plan, dec_plan = best[1]
+    split = min(dict.fromkeys(shares), key=lambda pair: costs[0, pair[0]] + costs[1, pair[1]])
+    enc_plan, dec_plan = [plan_half(m, batch, n, share, kind, i, parts)
+                          for (m, n, kind, i), share in zip(halves, split)]
     return Seq2SeqMemoryPlan(limit=limit, encoder=enc_plan, decoder=dec_plan,
                              handoff_bytes=handoff, minimum_bytes=minimum)
 
