@@ -38,8 +38,10 @@ def problem(cell, steps, seed=0):
     return model, X, Y
 
 
-def timed(trainer, X, Y, repeats):
-    """(median seconds a step, bytes the first step allocated)."""
+def timed(trainer, X, Y, repeats, base=None):
+    """(median seconds a step, bytes the first step allocated, median / base's median or
+    None): with base (another trainer) the two step in turn, so that a load that comes and
+    goes weighs on both alike."""
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     tracemalloc.reset_peak()
@@ -49,13 +51,15 @@ def timed(trainer, X, Y, repeats):
     allocated = tracemalloc.get_traced_memory()[1] - before
     tracemalloc.stop()
     if repeats == 0:           # the first step alone (workspaces made, tracemalloc on)
-        return first, allocated
-    times = []
+        return first, allocated, None
+    times, base_times = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        trainer.step(X, Y)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), allocated
+        for who, into in ((trainer, times),) + (() if base is None else ((base, base_times),)):
+            t0 = time.perf_counter()
+            who.step(X, Y)
+            into.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return median, allocated, None if base is None else median / statistics.median(base_times)
 
 
 def torch_segments(cell, model, X, Y, segment, repeats):
@@ -100,10 +104,10 @@ def rows(cells, steps_list, fractions, repeats, with_torch):
             model, X, Y = problem(cell, steps)
             unbounded = cbptt.memory.step_bytes(model, B, steps)
             fits = unbounded < 0.5 * (cbptt.memory.available_bytes() or 0)
-            base = None
+            base = base_trainer = None
             if fits:
-                base, base_bytes = timed(cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5)),
-                                         X, Y, repeats)
+                base_trainer = cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5))
+                base, base_bytes, _ = timed(base_trainer, X, Y, repeats)
                 print(f"{cell} T={steps}: unbounded {base * 1e3:.0f} ms, "
                       f"{base_bytes / 2 ** 20:.1f} MiB allocated", flush=True)
             for fraction in fractions:
@@ -115,13 +119,13 @@ def rows(cells, steps_list, fractions, repeats, with_torch):
                     continue
                 trainer = cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5),
                                            memory_limit=limit)
-                seconds, allocated = timed(trainer, X, Y, repeats)
+                seconds, allocated, factor = timed(trainer, X, Y, repeats, base_trainer)
                 row = dict(cell=cell, steps=steps, fraction=fraction, limit=limit,
                            leaf_steps=plan.leaf_steps, units=plan.units,
                            checkpoints=plan.checkpoints,
                            recompute_factor=plan.recompute_factor, ms=seconds * 1e3,
                            allocated=allocated, unbounded_bytes=unbounded,
-                           time_factor=None if base is None else seconds / base)
+                           time_factor=factor)
                 if with_torch:
                     row["torch_ms"] = torch_segments(cell, model, X, Y, plan.leaf_steps,
                                                      repeats) * 1e3
@@ -130,7 +134,7 @@ def rows(cells, steps_list, fractions, repeats, with_torch):
                       f"{plan.leaf_steps:5d} x {plan.units:4d} units, {plan.checkpoints:3d} "
                       f"checkpoints, recompute {plan.recompute_factor:.2f}; "
                       f"{seconds * 1e3:8.0f} ms"
-                      + ("" if base is None else f" = {seconds / base:.2f}x unbounded")
+                      + ("" if base is None else f" = {factor:.2f}x unbounded")
                       + f", {allocated / 2 ** 20:.1f} MiB allocated (limit "
                       f"{limit / 2 ** 20:.1f})"
                       + (f"; torch checkpoint {row['torch_ms']:.0f} ms "
@@ -154,8 +158,9 @@ def seq2seq_rows(cells, steps_list, fractions, repeats):
                     cbptt.RNN(O, H, O, cell=cell, dtype=np.float32, seed=1))
             whole = cbptt.plan_memory(pair, B, (steps, target_steps), "1TiB",
                                       trainer="seq2seq").unbounded_bytes
-            base, _ = timed(_Seq2SeqStep(cbptt.Seq2Seq(*pair, optimizer=cbptt.SGD(lr=1e-5)),
-                                         Y_out), X, Y_in, repeats)
+            base_trainer = _Seq2SeqStep(cbptt.Seq2Seq(*pair, optimizer=cbptt.SGD(lr=1e-5)),
+                                        Y_out)
+            base, _, _ = timed(base_trainer, X, Y_in, repeats)
             print(f"seq2seq {cell} T={steps} U={target_steps}: unbounded {base * 1e3:.0f} ms",
                   flush=True)
             for fraction in fractions:
@@ -168,18 +173,19 @@ def seq2seq_rows(cells, steps_list, fractions, repeats):
                     continue
                 trainer = cbptt.Seq2Seq(*pair, optimizer=cbptt.SGD(lr=1e-5),
                                         memory_limit=limit)
-                seconds, allocated = timed(_Seq2SeqStep(trainer, Y_out), X, Y_in, repeats)
+                seconds, allocated, factor = timed(_Seq2SeqStep(trainer, Y_out), X, Y_in,
+                                                   repeats, base_trainer)
                 out.append(dict(cell=cell, steps=steps, target_steps=target_steps,
                                 fraction=fraction, limit=limit,
                                 encoder_units=plan.encoder.units,
                                 decoder_units=plan.decoder.units,
                                 recompute_factor=plan.recompute_factor, ms=seconds * 1e3,
                                 allocated=allocated, unbounded_bytes=whole,
-                                time_factor=seconds / base))
+                                time_factor=factor))
                 print(f"  {fraction:6.1%} of {whole / 2 ** 20:8.1f} MiB: encoder "
                       f"{plan.encoder.units} units, decoder {plan.decoder.units}, recompute "
                       f"{plan.recompute_factor:.2f}; {seconds * 1e3:8.0f} ms = "
-                      f"{seconds / base:.2f}x unbounded, {allocated / 2 ** 20:.1f} MiB "
+                      f"{factor:.2f}x unbounded, {allocated / 2 ** 20:.1f} MiB "
                       f"allocated (limit {limit / 2 ** 20:.1f})", flush=True)
     return out
 
@@ -199,8 +205,9 @@ def sqrt_rows(cells, steps_list, repeats):
                     + (units - 1) * bounded._state_bytes(model, B))
             fits = cbptt.memory.step_bytes(model, B, steps) < 0.5 * (
                 cbptt.memory.available_bytes() or 0)
-            base = (timed(cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5)), X, Y,
-                          repeats)[0] if fits else None)
+            base = (cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5)) if fits else None)
+            if base is not None:
+                timed(base, X, Y, 1)            # its workspace made
             for name, limit, leaf_steps in (("sqrt(T)", need, leaf), ("plan", need, None),
                                             ("plan at half", need // 2, None)):
                 plan = cbptt.plan_memory(model, B, steps, limit, leaf_steps=leaf_steps)
@@ -209,17 +216,17 @@ def sqrt_rows(cells, steps_list, repeats):
                 # the trainer's runner of this shape, on this plan
                 trainer._engines[("bounded", B, steps, False)] = bounded.BoundedBPTT(
                     model, B, steps, limit, "mse", False, False, plan=plan)
-                seconds, allocated = timed(trainer, X, Y, repeats)
+                seconds, allocated, factor = timed(trainer, X, Y, repeats, base)
                 row = dict(cell=cell, steps=steps, schedule=name, limit=limit,
                            leaf_steps=plan.leaf_steps, checkpoints=plan.checkpoints,
                            recompute_factor=plan.recompute_factor, ms=seconds * 1e3,
                            allocated=allocated,
-                           time_factor=None if base is None else seconds / base)
+                           time_factor=factor)
                 out.append(row)
                 print(f"{cell} T={steps:,} {name:12s} limit {limit / 2 ** 20:6.1f} MiB: leaf "
                       f"{plan.leaf_steps:5d}, {plan.checkpoints:5d} checkpoints, recompute "
                       f"{plan.recompute_factor:.2f}; {seconds * 1e3:8.0f} ms"
-                      + ("" if base is None else f" = {seconds / base:.2f}x unbounded")
+                      + ("" if base is None else f" = {factor:.2f}x unbounded")
                       + f", {allocated / 2 ** 20:.1f} MiB allocated", flush=True)
     return out
 
@@ -238,7 +245,7 @@ def million():
     model, X, Y = problem("lstm", 1_000_000)
     trainer = cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5), memory_limit="256MiB")
     plan = cbptt.plan_memory(model, B, 1_000_000, "256MiB")
-    seconds, allocated = timed(trainer, X, Y, 0)
+    seconds, allocated, _ = timed(trainer, X, Y, 0)
     print(f"LSTM, 1,000,000 steps within 256 MiB: the first step {seconds:.1f} s, "
           f"{allocated / 2 ** 20:.1f} MiB allocated; plan: leaf {plan.leaf_steps}, "
           f"{plan.units} units, {plan.checkpoints} checkpoints, recompute "

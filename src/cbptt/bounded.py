@@ -195,19 +195,28 @@ def _costs(units, slots, unit_forward, leaf_cost, choices=False):
     return totals, choice
 
 
-def _levels(steps, leaf, slots):
+def _levels(steps, leaf, slots, cache=None):
     """The programme's tables for leaves of `leaf` steps: (cost, per_group, (group choice,
     unit choice)). Up to MAX_UNITS units it is one level (groups of one unit); beyond, the
     units go in groups of per_group (a power of two, at most MAX_UNITS groups), and a group's
     BPTT with k slots is itself the programme over its units (its cost, for each k, is the
-    upper level's leaf cost)."""
+    upper level's leaf cost). With cache (a dict) the cost alone: (cost, per_group, ()); as
+    the programme with k slots reads only its columns k' <= k, the costs made for more slots
+    serve fewer, and the cache keeps them (plans of one sequence under several limits)."""
+    held = None if cache is None else cache.get((steps, leaf))
+    if held is not None and held[0] >= slots:
+        return held[1][slots], held[2], ()
     units = -(-steps // leaf)
     per_group, groups = _grouping(units)
     unit_forward, leaf_cost = leaf + CALL_COST, (1 + BACKWARD_COST) * leaf + CALL_COST
+    choices = cache is None
     inner, inner_choice = _costs(per_group, slots, unit_forward,
-                                 np.full(slots + 1, leaf_cost), choices=True)
+                                 np.full(slots + 1, leaf_cost), choices=choices)
     totals, outer_choice = _costs(groups, slots, per_group * unit_forward, inner,
-                                  choices=True)
+                                  choices=choices)
+    if not choices:
+        cache[steps, leaf] = (slots, totals, per_group)
+        return totals[slots], per_group, ()
     return totals[slots], per_group, (outer_choice, inner_choice)
 
 
@@ -273,10 +282,12 @@ def plan_memory(model, batch, steps, limit, trainer="many-to-many", ids=False, t
     return plan_half(model, batch, steps, parse_limit(limit), trainer, ids, parts, leaf_steps)
 
 
-def plan_half(model, batch, steps, limit, kind, ids=False, parts=1, leaf_steps=None):
+def plan_half(model, batch, steps, limit, kind, ids=False, parts=1, leaf_steps=None,
+              cache=None):
     """plan_memory of one model: kind "many-to-many", "many-to-one" or "encoder" (a model
     without a head whose gradient enters at each row's last step); limit in bytes; parts the
-    most threads its calls run on."""
+    most threads its calls run on. With cache (a dict, _levels's: for several limits) the
+    plan's cost alone, in forward steps (bounded_seq2seq.py compares splits by it)."""
     state = _state_bytes(model, batch, objects=True)
     fixed = functools.partial(fixed_bytes, ids=ids, kind=kind, parts=parts)
     minimum = fixed(model, batch, 1) + _table_bytes(steps, 0)
@@ -289,6 +300,8 @@ def plan_half(model, batch, steps, limit, kind, ids=False, parts=1, leaf_steps=N
             f"{memory.describe_bytes(minimum)} ({minimum:,} bytes) for {batch} sequences of "
             f"{model!r}: one step's activations, the workspaces and a state per layer")
     if unbounded <= limit:       # the whole step fits: it runs unbounded, as one leaf
+        if cache is not None:
+            return (1 + BACKWARD_COST) * steps + CALL_COST
         return MemoryPlan(limit=limit, steps=steps, leaf_steps=steps, units=1, checkpoints=0,
                           forward_steps=steps, peak_bytes=unbounded, unbounded_bytes=unbounded,
                           minimum_bytes=minimum, parts=parts, splits={})
@@ -330,12 +343,14 @@ def plan_half(model, batch, steps, limit, kind, ids=False, parts=1, leaf_steps=N
                                                                CALL_COST)
             splits = {"store_all": True, "choice": ()}
         else:
-            cost, per_group, tables = _levels(steps, leaf, slots)
+            cost, per_group, tables = _levels(steps, leaf, slots, cache)
             splits = {"choice": tables, "slots": slots, "per_group": per_group}
         if long(leaf):
             cost *= LONG_LEAF_COST
         if best is None or cost < best[0]:
             best = (cost, leaf, units, splits)
+    if cache is not None:
+        return best[0]
     _, leaf, units, splits = best
     tables = splits["choice"]
     plan = MemoryPlan(limit=limit, steps=steps, leaf_steps=leaf, units=units, checkpoints=0,

@@ -19,16 +19,16 @@ in order before its first leaf, unit n - 1; that leaf's forward completes the ha
 decoder runs (``decode``), and the leaves go on backwards with its gradient.
 
 The budget: both halves' plans plus the handoff (the state and its gradient, the decoder's
-output weights). The split between them is the cheapest (by the plans' cost model) of: the
-decoder unbounded and the rest to the encoder, the encoder unbounded and the rest to the
-decoder, and shares in proportion to their unbounded needs.
+output weights). The split between them is the cheapest (by the plans' cost model) of a few:
+one half's share at a point of its range (from its minimum to all it needs, SPLIT_POINTS), the
+other half the rest.
 """
 import dataclasses
 
 import numpy as np
 
 from . import memory
-from .bounded import (BACKWARD_COST, BoundedBPTT, MemoryPlan, _state_bytes, parse_limit,
+from .bounded import (BoundedBPTT, MemoryPlan, _state_bytes, parse_limit,
                       plan_half, plan_memory, walk_schedule)
 
 
@@ -74,9 +74,8 @@ class Seq2SeqMemoryPlan:
         return self.encoder.units > 1 or self.decoder.units > 1
 
 
-def _cost(plan):
-    """A half's cost in forward steps (bounded.py's model)."""
-    return plan.forward_steps + BACKWARD_COST * plan.steps
+# where in its range (minimum to need) a half's share is tried, the other half taking the rest
+SPLIT_POINTS = (0, 1 / 32, 1 / 8, 1 / 4, 1 / 2, 1)
 
 
 def _half_minimum(model, batch, steps, kind, ids, parts):
@@ -110,25 +109,23 @@ def plan_seq2seq(models, batch, steps, limit, ids=False, parts=1):
             f"{encoder!r} and {decoder!r}: each half's one step of activations, workspaces "
             f"and states, and the state passed between them")
     room = limit - handoff
-    shares = []
     if enc_need + dec_need <= room:
-        shares.append((enc_need, dec_need))
-    else:
-        if room - dec_need >= enc_min:
-            shares.append((room - dec_need, dec_need))
-        if room - enc_need >= dec_min:
-            shares.append((enc_need, room - enc_need))
-        share = int(room * enc_need / (enc_need + dec_need))
-        share = min(max(share, enc_min), room - dec_min)
-        shares.append((share, room - share))
-    best = None
-    for enc_share, dec_share in shares:
-        plans = [plan_half(m, batch, n, share, kind, i, parts)
-                 for (m, n, kind, i), share in zip(halves, (enc_share, dec_share))]
-        cost = sum(_cost(plan) for plan in plans)
-        if best is None or cost < best[0]:
-            best = (cost, plans)
-    enc_plan, dec_plan = best[1]
+        shares = [(enc_need, dec_need)]
+    else:   # one half at a point of its range, the other the rest (each at least its minimum)
+        shares = []
+        for fraction in SPLIT_POINTS:
+            enc = enc_min + int((min(enc_need, room - dec_min) - enc_min) * fraction)
+            dec = dec_min + int((min(dec_need, room - enc_min) - dec_min) * fraction)
+            shares += [(enc, min(dec_need, room - enc)), (min(enc_need, room - dec), dec)]
+    costs, cache = {}, {}
+    for index in (0, 1):    # each half's shares, the largest first (its costs serve all)
+        model, steps_, kind, ids_ = halves[index]
+        for share in sorted({pair[index] for pair in shares}, reverse=True):
+            costs[index, share] = plan_half(model, batch, steps_, share, kind, ids_, parts,
+                                            cache=cache)
+    split = min(dict.fromkeys(shares), key=lambda pair: costs[0, pair[0]] + costs[1, pair[1]])
+    enc_plan, dec_plan = [plan_half(m, batch, n, share, kind, i, parts)
+                          for (m, n, kind, i), share in zip(halves, split)]
     return Seq2SeqMemoryPlan(limit=limit, encoder=enc_plan, decoder=dec_plan,
                              handoff_bytes=handoff, minimum_bytes=minimum)
 
