@@ -202,7 +202,7 @@ def sqrt_rows(cells, steps_list, repeats):
             leaf = round(steps ** 0.5)
             units = -(-steps // leaf)
             need = (bounded.fixed_bytes(model, B, leaf, parts=1) + bounded._table_bytes(units, 0)
-                    + (units - 1) * bounded._state_bytes(model, B))
+                    + (units - 1) * bounded._state_bytes(model, B, objects=True))
             fits = cbptt.memory.step_bytes(model, B, steps) < 0.5 * (
                 cbptt.memory.available_bytes() or 0)
             base = (cbptt.ManyToMany(model, optimizer=cbptt.SGD(lr=1e-5)) if fits else None)
