@@ -515,7 +515,8 @@ class BoundedBPTT:
 
     def _sweep(self, first, count, state, into):
         """Forward over units [first, first + count) from state; the state after them goes
-        into `into`, which it returns."""
+        into `into`, which it returns (each unit read to sweep_lengths, None: its end; and
+        its state given to _swept)."""
         ping = (self.states[0], self.states[1])
         current = self.start if state is None else state
         for index, unit in enumerate(range(first, first + count)):
@@ -523,9 +524,16 @@ class BoundedBPTT:
             target = into if index == count - 1 else ping[index % 2]
             self._keyed(unit)
             self.train.forward_states(self.x, self.model.engine_params, target[0], target[1],
-                                      h0=current[0], c0=current[1])
+                                      h0=current[0], c0=current[1],
+                                      lengths=self.sweep_lengths)
+            self._swept(target)
             current = target
         return into
+
+    sweep_lengths = None
+
+    def _swept(self, state):
+        """What a unit's forward sweep leaves in state, for a subclass (an encoder's)."""
 
     def _leaf(self, unit, state, dh_after):
         """The leaf of unit `unit` from state, with the gradient dh_after (h, c) entering after

@@ -147,7 +147,7 @@ class BoundedEncoder(BoundedBPTT):
 
     def __init__(self, model, batch, steps, ids, plan):
         super().__init__(model, batch, steps, None, None, True, ids, plan=plan)
-        self.lengths_in_unit = np.zeros(batch, np.int64)
+        self.lengths_in_unit = self.sweep_lengths = np.zeros(batch, np.int64)
         self.ends = np.zeros(batch, bool)
         # the gradient entering a leaf, and a leaf's states at each row's read step
         self.entering = self._state()
@@ -191,22 +191,11 @@ class BoundedEncoder(BoundedBPTT):
             if mine is not None:
                 np.copyto(mine, theirs, where=where)
 
-    def _sweep(self, first, count, state, into):
-        """Forward over units [first, first + count) from state into `into`; while the
-        decoder has not run, the rows ending in a unit hand their state off."""
-        ping = (self.states[0], self.states[1])
-        current = self.start if state is None else state
-        for index, unit in enumerate(range(first, first + count)):
-            self.last_forward_steps += self._inputs(unit)
-            target = into if index == count - 1 else ping[index % 2]
-            self._keyed(unit)
-            self.train.forward_states(self.x, self.model.engine_params, target[0], target[1],
-                                      h0=current[0], c0=current[1],
-                                      lengths=self.lengths_in_unit)
-            if self.decoded is None:
-                self._hand_off(target)
-            current = target
-        return into
+    def _swept(self, state):
+        """While the decoder has not run, the rows ending in a swept unit hand off their
+        state (each row is read to its own last step in its unit: sweep_lengths)."""
+        if self.decoded is None:
+            self._hand_off(state)
 
     def _leaf(self, unit, state, dh_after):
         """The BPTT of unit `unit` from state, with dh_after (h, c) the gradient at its end
