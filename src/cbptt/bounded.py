@@ -70,7 +70,9 @@ class MemoryPlan:
     forward steps computed in all (the leaves' own included) against the sequence's
     ``steps``: ``recompute_factor`` = forward_steps / steps (1: no recomputation).
     ``peak_bytes`` bounds what the step adds; ``unbounded_bytes`` is what the store-everything
-    step would add; ``minimum_bytes`` the least limit any plan fits in; ``parts`` the most
+    step would add (both count the arrays' bytes; Python's own objects, the arrays' headers
+    and NumPy's cache of small blocks, add a few KiB, which matter only for the smallest
+    models); ``minimum_bytes`` the least limit any plan fits in; ``parts`` the most
     threads its engine calls run on (the workspaces are counted for that many)."""
     limit: int
     steps: int

@@ -250,9 +250,12 @@ def describe(settings=None) -> dict:
     policy, reason and the facts it was decided from."""
     from ._settings import current
 
+    global _facts
     settings = current() if settings is None else settings
     decided = policy()
-    facts = _facts or read_facts()
+    if _facts is None:      # a policy set without reading them (reset): read them once
+        _facts = read_facts()
+    facts = _facts
     if settings.threads is not None:
         decided = Policy(settings.threads, USER, f"cbptt.settings(threads={settings.threads})")
     elif decided.threads is None and not settings.adaptive:

@@ -11,7 +11,7 @@ import pytest
 import cbptt
 from cbptt import bounded
 
-from helpers import CELLS, set_parts
+from helpers import CELLS, PYTHON_OBJECT_BYTES, set_parts
 from helpers import assert_same_loss_and_grads as assert_same
 
 B, I, H, O = 3, 2, 5, 2
@@ -112,7 +112,8 @@ def test_what_a_step_allocates_stays_within_the_limit():
     finally:
         tracemalloc.stop()
     plan = trainer._last_bounded.plan
-    assert plan.units > 1 and peak <= plan.peak_bytes <= limit
+    assert plan.units > 1 and peak <= plan.peak_bytes + PYTHON_OBJECT_BYTES
+    assert plan.peak_bytes <= limit
     assert plan.unbounded_bytes > 2 * plan.peak_bytes and plan.unbounded_bytes > limit
 
 
