@@ -445,24 +445,32 @@ class BoundedBPTT:
         weight: many-to-many's (B, T) or None, many-to-one's (B,) step of each row's output;
         terms the loss's denominator; dropout (key, row0, stream0) the call's masks, as
         Engine.set_dropout takes them (each unit's call adds its first step)."""
-        self.dropout = dropout
         self.X, self.Y, self.weight, self.terms = X, Y, weight, terms
-        self.grads, self.loss_sum, self.final = grads, 0.0, None
-        self.want_final = want_final
+        self.loss_sum, self.final, self.want_final = 0.0, None, want_final
+        dh = self._walk(grads, h0, c0, dropout)
+        self._count_bytes((self.x, self.y, self.w, self.unit_grads), 7)
+        return self.loss_sum, dh, self.final
+
+    def _walk(self, grads, h0, c0, dropout):
+        """The plan's schedule from the state (h0, c0) (None: zeros), its gradients into
+        grads, its calls keyed with dropout and held to the plan's threads; returns the
+        gradient at the sequence's start."""
+        self.dropout, self.grads = dropout, grads
         self.last_forward_steps = 0
         self.last_checkpoints = 0
         grads[...] = 0
-        start = self.states[5]
-        start[0][...] = 0 if h0 is None else h0
+        self.start = self.states[5]
+        self.start[0][...] = 0 if h0 is None else h0
         if self.lstm:
-            start[1][...] = 0 if c0 is None else c0
+            self.start[1][...] = 0 if c0 is None else c0
         self._free = [self.states[3], self.states[4]]    # the carried gradient's two buffers
-        self.start = start
         with self.cap:
-            dh = walk_schedule(self.plan, self._sweep, self._leaf, self._slot,
-                               lambda level: self.states[2] if level == 0 else self.states[6])
-        self._count_bytes((self.x, self.y, self.w, self.unit_grads), 7)
-        return self.loss_sum, dh, self.final
+            return walk_schedule(self.plan, self._sweep, self._leaf, self._slot,
+                                 lambda level: self.states[2] if level == 0 else self.states[6])
+
+    def _carried(self, dh_after):
+        """The buffer for the gradient at a unit's start: the one dh_after does not hold."""
+        return self._free[1] if dh_after is self._free[0] else self._free[0]
 
     def _count_bytes(self, buffers, states):
         """last_bytes: the engines' workspaces, the buffers, `states` states, the most
@@ -544,8 +552,7 @@ class BoundedBPTT:
         n = self._unit(unit)
         self.last_forward_steps += n
         state = self.start if state is None else state
-        out = self._free[0] if dh_after is None or dh_after is not self._free[0] \
-            else self._free[1]
+        out = self._carried(dh_after)
         entering = (None, None) if dh_after is None else dh_after
         self._keyed(unit)
         self.loss_sum += self.train.loss_and_grad(

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import memory
 from .bounded import (BoundedBPTT, MemoryPlan, _state_bytes, parse_limit,
-                      plan_half, plan_memory, walk_schedule)
+                      plan_half, plan_memory)
 
 
 @dataclasses.dataclass
@@ -160,20 +160,8 @@ class BoundedEncoder(BoundedBPTT):
         and returns the gradient (dh, dc) with respect to it; grads (the engine's entries)
         receive the encoder's gradients; dropout the call's (key, row0, stream0)."""
         self.X, self.lengths, self.handoff, self.decode = X, lengths, handoff, decode
-        self.dropout = dropout
         self.decoded = None
-        self.grads = grads
-        self.last_forward_steps = 0
-        self.last_checkpoints = 0
-        grads[...] = 0
-        self.start = self.states[5]
-        for part in self.start:
-            if part is not None:
-                part[...] = 0
-        self._free = [self.states[3], self.states[4]]
-        with self.cap:
-            walk_schedule(self.plan, self._sweep, self._leaf, self._slot,
-                          lambda level: self.states[2] if level == 0 else self.states[6])
+        self._walk(grads, None, None, dropout)
         self._count_bytes((self.x, self.lengths_in_unit, self.ends, self.unit_grads), 9)
 
     def _inputs(self, unit):
@@ -219,8 +207,7 @@ class BoundedEncoder(BoundedBPTT):
             np.copyto(entering, decoded, where=ends)
             if carried is not None:
                 np.copyto(entering, carried, where=after)
-        out = self._free[0] if dh_after is None or dh_after is not self._free[0] \
-            else self._free[1]
+        out = self._carried(dh_after)
         self.train.backward_from_final(self.unit_grads, self.entering[0], self.entering[1],
                                        dh0=out[0], dc0=out[1])
         self.grads += self.unit_grads
